@@ -1,0 +1,345 @@
+//! Per-customer state for health and churn risk. Interactions are kept as weekly buckets of
+//! exact integer sums; decay is applied when features are read, relative to the as-of day,
+//! so state never depends on arrival order. Buckets older than the retention horizon
+//! (relative to the customer's newest event) are dropped: by then their decayed weight is
+//! negligible, and the rule depends only on the set of events, not their order.
+
+use crate::calendar::{Day, MS_PER_DAY, Timestamp};
+use crate::model::{Channel, FeedbackEvent, JourneyStage};
+use crate::nps::NpsClass;
+use crate::score::{Derived, EXP_SCALE};
+use serde::{Deserialize, Serialize};
+
+pub const RETENTION_WEEKS: i32 = 26;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeekBucket {
+    pub week: i32,
+    pub events: u32,
+    pub exp_n: u32,
+    pub exp_sum: u64,
+    pub sentiment_n: u32,
+    pub sentiment_negative: u32,
+    pub contacts: u32,
+    pub unresolved: u32,
+    pub ces_n: u32,
+    pub ces_sum: u32,
+    pub sla_breaches: u32,
+    /// The latest NPS answer within the week.
+    pub last_nps: Option<(EventOrder, u8)>,
+    pub last_at: Option<Timestamp>,
+}
+
+/// A total order on events for "latest wins" fields: time, then a stable hash of the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventOrder {
+    pub at: Timestamp,
+    pub id_hash: u64,
+}
+
+/// FNV-1a, 64 bit: stable across Rust versions and platforms, unlike `DefaultHasher`.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelScore {
+    pub channel: Channel,
+    pub n: u32,
+    pub sum: u64,
+}
+
+/// `S` is how the owner refers to an interned segment (attributes + value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerState<S> {
+    pub events: u64,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// Bit i set when the customer touched `JourneyStage::ALL[i]`.
+    pub stages: u16,
+    /// Segment and value from the customer's latest event.
+    pub latest: EventOrder,
+    pub segment: S,
+    pub customer_value: Option<f64>,
+    pub buckets: Vec<WeekBucket>,
+    pub channels: Vec<ChannelScore>,
+}
+
+impl<S: Clone> CustomerState<S> {
+    pub fn new(ev: &FeedbackEvent, segment: S) -> Self {
+        CustomerState {
+            events: 0,
+            first_seen: ev.occurred_at,
+            last_seen: ev.occurred_at,
+            stages: 0,
+            latest: EventOrder { at: Timestamp(i64::MIN), id_hash: 0 },
+            segment,
+            customer_value: None,
+            buckets: Vec::new(),
+            channels: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, ev: &FeedbackEvent, d: &Derived, segment: S) {
+        let order = EventOrder { at: ev.occurred_at, id_hash: stable_hash(ev.event_id.as_bytes()) };
+        self.events += 1;
+        self.first_seen = self.first_seen.min(ev.occurred_at);
+        self.last_seen = self.last_seen.max(ev.occurred_at);
+        self.stages |= 1 << ev.journey_stage.index();
+        if order > self.latest {
+            self.latest = order;
+            self.segment = segment;
+            self.customer_value = ev.customer_value;
+        }
+        if let Some(x) = d.experience {
+            match self.channels.binary_search_by_key(&ev.channel, |c| c.channel) {
+                Ok(i) => {
+                    self.channels[i].n += 1;
+                    self.channels[i].sum += x as u64;
+                }
+                Err(i) => self.channels.insert(i, ChannelScore { channel: ev.channel, n: 1, sum: x as u64 }),
+            }
+        }
+        let week = ev.occurred_at.day().week();
+        let horizon = self.last_seen.day().week() - RETENTION_WEEKS;
+        self.buckets.retain(|b| b.week >= horizon);
+        if week < horizon {
+            return;
+        }
+        let i = match self.buckets.binary_search_by_key(&week, |b| b.week) {
+            Ok(i) => i,
+            Err(i) => {
+                self.buckets.insert(i, WeekBucket { week, ..Default::default() });
+                i
+            }
+        };
+        let b = &mut self.buckets[i];
+        b.events += 1;
+        if let Some(x) = d.experience {
+            b.exp_n += 1;
+            b.exp_sum += x as u64;
+        }
+        if d.sentiment.is_some() {
+            b.sentiment_n += 1;
+            b.sentiment_negative += d.negative() as u32;
+        }
+        if ev.channel.is_contact() || ev.journey_stage == JourneyStage::Support {
+            b.contacts += 1;
+        }
+        b.unresolved += (ev.operational.resolved == Some(false)) as u32;
+        if let Some(c) = ev.ces {
+            b.ces_n += 1;
+            b.ces_sum += c as u32;
+        }
+        b.sla_breaches += (ev.operational.sla_breached() == Some(true)) as u32;
+        if let Some(n) = ev.nps {
+            if b.last_nps.is_none_or(|(o, _)| order > o) {
+                b.last_nps = Some((order, n));
+            }
+        }
+        b.last_at = b.last_at.max(Some(ev.occurred_at));
+    }
+
+    /// The same state with the segment referred to another way (e.g. resolved).
+    pub fn with_segment<T>(&self, segment: T) -> CustomerState<T> {
+        CustomerState {
+            events: self.events,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            stages: self.stages,
+            latest: self.latest,
+            segment,
+            customer_value: self.customer_value,
+            buckets: self.buckets.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+
+    /// Omnichannel inconsistency for this customer: best minus worst channel mean score.
+    pub fn channel_spread(&self) -> Option<f64> {
+        let means: Vec<f64> = self.channels.iter().map(|c| c.sum as f64 / c.n as f64 / EXP_SCALE).collect();
+        (means.len() >= 2).then(|| {
+            means.iter().cloned().fold(f64::MIN, f64::max) - means.iter().cloned().fold(f64::MAX, f64::min)
+        })
+    }
+
+    /// Decayed features as of the end of `as_of`. Weeks starting after `as_of` are ignored;
+    /// the week containing `as_of` counts whole (features have week granularity).
+    pub fn features(&self, as_of: Day, half_life_days: f64, stage_gaps: &[Option<f64>; 9]) -> Features {
+        let now_ms = as_of.add(1).start().0;
+        let mut acc = Decayed::default();
+        let mut trend = Trend::default();
+        for b in self.buckets.iter().filter(|b| Day::week_start(b.week) <= as_of) {
+            let mid = Day::week_start(b.week).add(3);
+            let age_days = (as_of.0 - mid.0).max(0) as f64;
+            let w = 0.5f64.powf(age_days / half_life_days);
+            acc.exp_n += w * b.exp_n as f64;
+            acc.exp_sum += w * b.exp_sum as f64 / EXP_SCALE;
+            acc.sent_n += w * b.sentiment_n as f64;
+            acc.sent_neg += w * b.sentiment_negative as f64;
+            acc.contacts += w * b.contacts as f64;
+            acc.unresolved += w * b.unresolved as f64;
+            acc.ces_n += w * b.ces_n as f64;
+            acc.ces_sum += w * b.ces_sum as f64;
+            acc.sla += w * b.sla_breaches as f64;
+            if b.exp_n > 0 {
+                let y = b.exp_sum as f64 / b.exp_n as f64 / EXP_SCALE;
+                trend.add(-age_days / 30.0, y, w * b.exp_n as f64);
+            }
+        }
+        let visible = || self.buckets.iter().filter(|b| Day::week_start(b.week) <= as_of);
+        let last_nps = visible().filter_map(|b| b.last_nps).max_by_key(|(o, _)| *o).map(|(_, n)| NpsClass::of(n));
+        let last_at = visible().filter_map(|b| b.last_at).max().unwrap_or(self.last_seen);
+        let touched: Vec<f64> = JourneyStage::ALL
+            .iter()
+            .filter(|s| self.stages & (1 << s.index()) != 0)
+            .filter_map(|s| stage_gaps[s.index()])
+            .collect();
+        Features {
+            experience: (acc.exp_n > 0.0).then(|| acc.exp_sum / acc.exp_n),
+            trend_per_30d: trend.slope(),
+            last_nps,
+            negative_sentiment_share: (acc.sent_n > 0.0).then(|| acc.sent_neg / acc.sent_n),
+            unresolved_contacts: acc.unresolved,
+            repeat_contacts: (acc.contacts - 1.0).max(0.0),
+            effort: (acc.ces_n > 0.0).then(|| acc.ces_sum / acc.ces_n),
+            sla_breaches: acc.sla,
+            perception_gap: (!touched.is_empty())
+                .then(|| touched.iter().map(|g| g.max(0.0)).sum::<f64>() / touched.len() as f64),
+            silence_days: ((now_ms - last_at.0).max(0) as f64) / MS_PER_DAY as f64,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Decayed {
+    exp_n: f64,
+    exp_sum: f64,
+    sent_n: f64,
+    sent_neg: f64,
+    contacts: f64,
+    unresolved: f64,
+    ces_n: f64,
+    ces_sum: f64,
+    sla: f64,
+}
+
+/// Weighted least squares of weekly mean score against time.
+#[derive(Default)]
+struct Trend {
+    w: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+    points: u32,
+}
+
+impl Trend {
+    fn add(&mut self, x: f64, y: f64, w: f64) {
+        self.w += w;
+        self.x += w * x;
+        self.y += w * y;
+        self.xx += w * x * x;
+        self.xy += w * x * y;
+        self.points += 1;
+    }
+
+    fn slope(&self) -> Option<f64> {
+        if self.points < 2 || self.w <= 0.0 {
+            return None;
+        }
+        let den = self.w * self.xx - self.x * self.x;
+        (den.abs() > 1e-12).then(|| (self.w * self.xy - self.x * self.y) / den)
+    }
+}
+
+/// What the risk model sees of one customer. `None` means "no data", which contributes
+/// nothing rather than being imputed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Features {
+    /// Decayed mean experience score, 0–1.
+    pub experience: Option<f64>,
+    /// Change of the weekly experience score per 30 days.
+    pub trend_per_30d: Option<f64>,
+    pub last_nps: Option<NpsClass>,
+    pub negative_sentiment_share: Option<f64>,
+    /// Decayed counts.
+    pub unresolved_contacts: f64,
+    pub repeat_contacts: f64,
+    /// Decayed mean CES, 1–7 (7 = very easy).
+    pub effort: Option<f64>,
+    pub sla_breaches: f64,
+    /// Mean over the stages the customer touched of max(0, management − customers).
+    pub perception_gap: Option<f64>,
+    pub silence_days: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::derive;
+    use crate::validate::FeedbackDraft;
+
+    fn ev(id: &str, day: i32, nps: i64, resolved: Option<bool>) -> FeedbackEvent {
+        FeedbackDraft {
+            event_id: id.into(),
+            customer_id: "c".into(),
+            channel: Some(Channel::Phone),
+            journey_stage: Some(JourneyStage::Support),
+            occurred_at: Some(Day(day).start()),
+            nps: Some(nps),
+            resolved,
+            ..Default::default()
+        }
+        .validate(Timestamp(i64::MAX / 2), Default::default())
+        .unwrap()
+    }
+
+    fn state(events: &[FeedbackEvent]) -> CustomerState<()> {
+        let mut s = CustomerState::new(&events[0], ());
+        for e in events {
+            s.add(e, &derive(e), ());
+        }
+        s
+    }
+
+    #[test]
+    fn decline_and_unresolved_contacts_show_in_features() {
+        let evs = [ev("a", 20_000, 10, None), ev("b", 20_030, 6, Some(false)), ev("c", 20_060, 2, Some(false))];
+        let f = state(&evs).features(Day(20_060), 30.0, &[None; 9]);
+        assert_eq!(f.last_nps, Some(NpsClass::Detractor));
+        assert!(f.trend_per_30d.unwrap() < -0.2, "{f:?}");
+        assert!(f.unresolved_contacts > 1.0 && f.repeat_contacts > 0.5, "{f:?}");
+        assert_eq!(f.silence_days, 1.0);
+    }
+
+    #[test]
+    fn events_beyond_retention_are_dropped_in_any_order() {
+        let old = ev("old", 20_000, 0, None);
+        let new = ev("new", 20_000 + 7 * (RETENTION_WEEKS + 2), 10, None);
+        let a = state(&[old.clone(), new.clone()]);
+        let b = state(&[new, old]);
+        assert_eq!(a.buckets, b.buckets);
+        assert_eq!(a.buckets.len(), 1);
+    }
+
+    #[test]
+    fn as_of_ignores_later_events() {
+        let evs = [ev("a", 20_000, 10, None), ev("b", 20_100, 0, None)];
+        let f = state(&evs).features(Day(20_010), 30.0, &[None; 9]);
+        assert_eq!(f.last_nps, Some(NpsClass::Promoter));
+        assert!(f.experience.unwrap() > 0.99);
+    }
+
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}
