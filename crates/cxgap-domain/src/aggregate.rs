@@ -89,10 +89,10 @@ impl CellAgg {
             self.delivery.sla_n += 1;
             self.delivery.sla_breaches += b as u64;
         }
-        if let (Some(w), Some(p)) = (op.wait_seconds, op.promised_wait_seconds) {
-            if p > 0.0 {
-                self.delivery.ratio.add((w / p * RATIO_SCALE).round() as i64);
-            }
+        if let (Some(w), Some(p)) = (op.wait_seconds, op.promised_wait_seconds)
+            && p > 0.0
+        {
+            self.delivery.ratio.add((w / p * RATIO_SCALE).round() as i64);
         }
         if let Some(r) = op.resolved {
             self.delivery.resolution_n += 1;
@@ -139,13 +139,7 @@ impl CellAgg {
             })
             .collect();
         let equal = ImportanceWeights([1.0; 5]);
-        let responses = [
-            self.nps.n(),
-            self.csat.n,
-            self.ces.n,
-            self.rated_events,
-            self.sentiment.n,
-        ];
+        let responses = [self.nps.n(), self.csat.n, self.ces.n, self.rated_events, self.sentiment.n];
         Summary {
             events: self.events,
             nps: self.nps.figure(),

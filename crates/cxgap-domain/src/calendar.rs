@@ -46,7 +46,7 @@ impl Day {
         Timestamp(self.0 as i64 * MS_PER_DAY)
     }
 
-    pub fn add(self, days: i32) -> Day {
+    pub fn plus_days(self, days: i32) -> Day {
         Day(self.0 + days)
     }
 
@@ -130,7 +130,7 @@ mod tests {
         let monday = Day::parse("2026-11-23").unwrap();
         let sunday = Day::parse("2026-11-29").unwrap();
         assert_eq!(monday.week(), sunday.week());
-        assert_eq!(monday.week() + 1, sunday.add(1).week());
+        assert_eq!(monday.week() + 1, sunday.plus_days(1).week());
         assert_eq!(Day::week_start(monday.week()), monday);
     }
 

@@ -137,10 +137,10 @@ impl<S: Clone> CustomerState<S> {
             b.ces_sum += c as u32;
         }
         b.sla_breaches += (ev.operational.sla_breached() == Some(true)) as u32;
-        if let Some(n) = ev.nps {
-            if b.last_nps.is_none_or(|(o, _)| order > o) {
-                b.last_nps = Some((order, n));
-            }
+        if let Some(n) = ev.nps
+            && b.last_nps.is_none_or(|(o, _)| order > o)
+        {
+            b.last_nps = Some((order, n));
         }
         b.last_at = b.last_at.max(Some(ev.occurred_at));
     }
@@ -163,19 +163,18 @@ impl<S: Clone> CustomerState<S> {
     /// Omnichannel inconsistency for this customer: best minus worst channel mean score.
     pub fn channel_spread(&self) -> Option<f64> {
         let means: Vec<f64> = self.channels.iter().map(|c| c.sum as f64 / c.n as f64 / EXP_SCALE).collect();
-        (means.len() >= 2).then(|| {
-            means.iter().cloned().fold(f64::MIN, f64::max) - means.iter().cloned().fold(f64::MAX, f64::min)
-        })
+        (means.len() >= 2)
+            .then(|| means.iter().cloned().fold(f64::MIN, f64::max) - means.iter().cloned().fold(f64::MAX, f64::min))
     }
 
     /// Decayed features as of the end of `as_of`. Weeks starting after `as_of` are ignored;
     /// the week containing `as_of` counts whole (features have week granularity).
     pub fn features(&self, as_of: Day, half_life_days: f64, stage_gaps: &[Option<f64>; 9]) -> Features {
-        let now_ms = as_of.add(1).start().0;
+        let now_ms = as_of.plus_days(1).start().0;
         let mut acc = Decayed::default();
         let mut trend = Trend::default();
         for b in self.buckets.iter().filter(|b| Day::week_start(b.week) <= as_of) {
-            let mid = Day::week_start(b.week).add(3);
+            let mid = Day::week_start(b.week).plus_days(3);
             let age_days = (as_of.0 - mid.0).max(0) as f64;
             let w = 0.5f64.powf(age_days / half_life_days);
             acc.exp_n += w * b.exp_n as f64;

@@ -140,10 +140,7 @@ pub struct Attributes(pub Vec<(String, String)>);
 
 impl Attributes {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| self.0[i].1.as_str())
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| self.0[i].1.as_str())
     }
 
     pub fn matches(&self, filter: &[(String, String)]) -> bool {

@@ -39,7 +39,7 @@ impl Window {
     /// First day of the window (None = unbounded) for a window ending at `as_of`.
     pub fn first_day(self, as_of: Day) -> Option<Day> {
         match self {
-            Window::Days(n) => Some(as_of.add(1 - n as i32)),
+            Window::Days(n) => Some(as_of.plus_days(1 - n as i32)),
             Window::All => None,
         }
     }
@@ -78,10 +78,7 @@ impl GroupBy {
             "stage" | "journey_stage" => Some(GroupBy::JourneyStage),
             "touchpoint" => Some(GroupBy::Touchpoint),
             "dimension" => Some(GroupBy::Dimension),
-            _ => s
-                .strip_prefix("segment.")
-                .filter(|k| !k.is_empty())
-                .map(|k| GroupBy::Segment(k.to_string())),
+            _ => s.strip_prefix("segment.").filter(|k| !k.is_empty()).map(|k| GroupBy::Segment(k.to_string())),
         }
     }
 
@@ -255,8 +252,7 @@ pub fn gap_report(state: &GapState, q: &ReportQuery) -> GapReport {
     let mut rows = Vec::new();
     for (values, agg) in groups {
         let summary = agg.summary(&q.weights, q.min_n);
-        let key: Vec<(String, GroupValue)> =
-            event_groups.iter().map(|g| g.name()).zip(values).collect();
+        let key: Vec<(String, GroupValue)> = event_groups.iter().map(|g| g.name()).zip(values).collect();
         match dim_pos {
             None => rows.push(GroupRow { key, summary }),
             Some(pos) => {
@@ -442,7 +438,12 @@ impl Metric {
             Metric::CsatPercent => {
                 compare_proportions(cur.csat_satisfied, cur.csat.n, prev.csat_satisfied, prev.csat.n).map(|c| {
                     let pct = |e: Estimate| e.map(|x| x * 100.0);
-                    Comparison { current: pct(c.current), previous: pct(c.previous), difference: c.difference * 100.0, ..c }
+                    Comparison {
+                        current: pct(c.current),
+                        previous: pct(c.previous),
+                        difference: c.difference * 100.0,
+                        ..c
+                    }
                 })
             }
             Metric::Ces => compare_means(&cur.ces, &prev.ces, 1.0),
@@ -479,7 +480,7 @@ pub struct Trend {
 
 /// The aggregate of a window and of the window of the same length just before it.
 pub fn window_pair(state: &GapState, days: u32, as_of: Day, pred: impl Fn(&CellRef<'_>) -> bool) -> (CellAgg, CellAgg) {
-    let prev_end = as_of.add(-(days as i32));
+    let prev_end = as_of.plus_days(-(days as i32));
     let (cur_w, prev_w) = (Window::Days(days), Window::Days(days));
     let mut cur = CellAgg::default();
     let mut prev = CellAgg::default();
@@ -496,7 +497,14 @@ pub fn window_pair(state: &GapState, days: u32, as_of: Day, pred: impl Fn(&CellR
     (cur, prev)
 }
 
-pub fn trend(state: &GapState, metric: Metric, granularity: Granularity, window: Window, as_of: Day, filter: &Filter) -> Trend {
+pub fn trend(
+    state: &GapState,
+    metric: Metric,
+    granularity: Granularity,
+    window: Window,
+    as_of: Day,
+    filter: &Filter,
+) -> Trend {
     let bucket = |d: Day| match granularity {
         Granularity::Day => d,
         Granularity::Week => Day::week_start(d.week()),
@@ -584,10 +592,7 @@ impl<'a> RiskView<'a> {
             .collect();
         let priority = |r: &CustomerRisk| r.risk * r.customer_value.unwrap_or(1.0);
         all.sort_by(|a, b| {
-            priority(b)
-                .total_cmp(&priority(a))
-                .then(b.risk.total_cmp(&a.risk))
-                .then(a.customer_id.cmp(&b.customer_id))
+            priority(b).total_cmp(&priority(a)).then(b.risk.total_cmp(&a.risk)).then(a.customer_id.cmp(&b.customer_id))
         });
         all.truncate(limit);
         all

@@ -60,7 +60,15 @@ impl RiskThreshold {
 
     pub fn evaluate(&self, was_firing: bool, risk: f64) -> Verdict {
         let firing = if was_firing { risk >= self.clear_at } else { risk >= self.fire_at };
-        Verdict::new(firing, format!("churn risk {:.0}% (fires at {:.0}%, clears below {:.0}%)", risk * 100.0, self.fire_at * 100.0, self.clear_at * 100.0))
+        Verdict::new(
+            firing,
+            format!(
+                "churn risk {:.0}% (fires at {:.0}%, clears below {:.0}%)",
+                risk * 100.0,
+                self.fire_at * 100.0,
+                self.clear_at * 100.0
+            ),
+        )
     }
 }
 
@@ -82,7 +90,12 @@ impl RiskJump {
         let rise = if low.is_finite() { risk - low } else { 0.0 };
         Verdict::new(
             rise >= self.delta,
-            format!("churn risk rose {:.0} points to {:.0}% within {} h", rise * 100.0, risk * 100.0, self.within_ms / 3_600_000),
+            format!(
+                "churn risk rose {:.0} points to {:.0}% within {} h",
+                rise * 100.0,
+                risk * 100.0,
+                self.within_ms / 3_600_000
+            ),
         )
     }
 }
@@ -254,7 +267,8 @@ mod tests {
         // An improvement never fires.
         assert!(!rule.evaluate(&prev, &cur).unwrap().0.firing);
         // A small shift on large samples is not significant.
-        let slight = CellAgg { nps: NpsCounts { promoters: 290, passives: 400, detractors: 310 }, ..CellAgg::default() };
+        let slight =
+            CellAgg { nps: NpsCounts { promoters: 290, passives: 400, detractors: 310 }, ..CellAgg::default() };
         assert!(!rule.evaluate(&slight, &prev).unwrap().0.firing);
         // On three responses each, the Wald test calls 67 → −67 "significant" (p ≈ .0005):
         // that is why the rule has a minimum n and gives no verdict below it.

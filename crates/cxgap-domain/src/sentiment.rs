@@ -87,9 +87,9 @@ const BOOSTERS: &[(&str, f64)] = &[
 ];
 
 const NEGATORS: &[&str] = &[
-    "aint", "cannot", "cant", "didnt", "doesnt", "dont", "hadnt", "hasnt", "havent", "isnt", "neither",
-    "never", "no", "nobody", "none", "nope", "nor", "not", "nothing", "nowhere", "wasnt", "werent",
-    "without", "wont", "wouldnt", "kein", "keine", "nicht", "nie", "nunca", "jamais", "non", "não", "pas",
+    "aint", "cannot", "cant", "didnt", "doesnt", "dont", "hadnt", "hasnt", "havent", "isnt", "neither", "never", "no",
+    "nobody", "none", "nope", "nor", "not", "nothing", "nowhere", "wasnt", "werent", "without", "wont", "wouldnt",
+    "kein", "keine", "nicht", "nie", "nunca", "jamais", "non", "não", "pas",
 ];
 
 struct Tables {
@@ -172,7 +172,13 @@ pub fn compound(text: &str) -> f64 {
     }
     if let Some(but) = tokens.iter().position(|w| w.lower == "but" || w.lower == "however") {
         for (i, v) in valences.iter_mut().enumerate() {
-            *v *= if i < but { 0.5 } else if i > but { 1.5 } else { 1.0 };
+            *v *= if i < but {
+                0.5
+            } else if i > but {
+                1.5
+            } else {
+                1.0
+            };
         }
     }
     let mut sum: f64 = valences.iter().sum();

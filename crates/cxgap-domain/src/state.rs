@@ -189,10 +189,7 @@ impl GapState {
         let mut cells: Vec<_> = self
             .cells()
             .map(|(k, v)| {
-                (
-                    (k.day, k.channel, k.stage, k.touchpoint.map(str::to_owned), k.attributes.clone()),
-                    v.clone(),
-                )
+                ((k.day, k.channel, k.stage, k.touchpoint.map(str::to_owned), k.attributes.clone()), v.clone())
             })
             .collect();
         cells.sort_by(|a, b| a.0.cmp(&b.0));

@@ -94,9 +94,8 @@ pub fn wilson(k: u64, n: u64) -> Option<Estimate> {
 /// 0.975 quantile of Student's t with `df` degrees of freedom.
 pub fn t975(df: u64) -> f64 {
     const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::INFINITY,
@@ -170,12 +169,7 @@ impl Comparison {
 pub fn compare_means(cur: &Moments, prev: &Moments, scale: f64) -> Option<Comparison> {
     let (_, vc) = cur.mean_var(scale)?;
     let (_, vp) = prev.mean_var(scale)?;
-    Some(Comparison::from_variances(
-        cur.estimate(scale)?,
-        vc / cur.n as f64,
-        prev.estimate(scale)?,
-        vp / prev.n as f64,
-    ))
+    Some(Comparison::from_variances(cur.estimate(scale)?, vc / cur.n as f64, prev.estimate(scale)?, vp / prev.n as f64))
 }
 
 /// Two-proportion z-test with the pooled variance under H0.

@@ -5,8 +5,7 @@
 
 use crate::calendar::Timestamp;
 use crate::model::{
-    Attributes, Channel, Dimension, FeedbackEvent, Instrument, InternalAssessment, JourneyStage,
-    Operational, Rating,
+    Attributes, Channel, Dimension, FeedbackEvent, Instrument, InternalAssessment, JourneyStage, Operational, Rating,
 };
 use serde::Serialize;
 use std::fmt;
@@ -158,17 +157,15 @@ impl FeedbackDraft {
         }
         match self.occurred_at {
             None if !v.has("occurred_at") => v.push("occurred_at", "is required"),
-            Some(t) if t.0 > now.0 + MAX_FUTURE_MS => {
-                v.push("occurred_at", "is more than 5 minutes in the future")
-            }
+            Some(t) if t.0 > now.0 + MAX_FUTURE_MS => v.push("occurred_at", "is more than 5 minutes in the future"),
             _ => {}
         }
         let touchpoint = check_text(&mut v, "touchpoint", &self.touchpoint, MAX_TOUCHPOINT_CHARS);
         let attributes = self.check_attributes(&mut v);
-        if let Some(x) = self.customer_value {
-            if !x.is_finite() || x < 0.0 {
-                v.push("segment.customer_value", format!("{x} must be a non-negative number"));
-            }
+        if let Some(x) = self.customer_value
+            && (!x.is_finite() || x < 0.0)
+        {
+            v.push("segment.customer_value", format!("{x} must be a non-negative number"));
         }
         let nps = check_scale(&mut v, "nps", self.nps, 0, 10);
         let csat = check_scale(&mut v, "csat", self.csat, 1, 5);
@@ -202,7 +199,8 @@ impl FeedbackDraft {
         let comment = check_text(&mut v, "comment", &self.comment, MAX_COMMENT_CHARS);
         let wait = check_seconds(&mut v, "operational.wait_seconds", self.wait_seconds);
         let promised = check_seconds(&mut v, "operational.promised_wait_seconds", self.promised_wait_seconds);
-        let contact_reason = check_text(&mut v, "operational.contact_reason", &self.contact_reason, MAX_TOUCHPOINT_CHARS);
+        let contact_reason =
+            check_text(&mut v, "operational.contact_reason", &self.contact_reason, MAX_TOUCHPOINT_CHARS);
         let measured = self.nps.is_some()
             || self.csat.is_some()
             || self.ces.is_some()
@@ -287,9 +285,10 @@ impl AssessmentDraft {
         }
         let mut score = None;
         match self.instrument {
-            None if !v.has("instrument") => {
-                v.push("instrument", format!("is required; one of nps, csat, ces, {}", Dimension::allowed().to_lowercase()))
-            }
+            None if !v.has("instrument") => v.push(
+                "instrument",
+                format!("is required; one of nps, csat, ces, {}", Dimension::allowed().to_lowercase()),
+            ),
             None => {}
             Some(ins) => {
                 let (lo, hi) = ins.range();
@@ -354,7 +353,11 @@ mod tests {
             nps: Some(11),
             csat: Some(0),
             ces: Some(8),
-            ratings: vec![RatingDraft { dimension: Some(Dimension::Empathy), expectation: Some(0), perception: Some(8) }],
+            ratings: vec![RatingDraft {
+                dimension: Some(Dimension::Empathy),
+                expectation: Some(0),
+                perception: Some(8),
+            }],
             comment: "x".repeat(MAX_COMMENT_CHARS + 1),
             wait_seconds: Some(-1.0),
             ..Default::default()

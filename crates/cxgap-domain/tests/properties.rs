@@ -11,14 +11,8 @@ use proptest::prelude::*;
 const NOW: Timestamp = Timestamp(4_000_000_000_000);
 const BASE_DAY: i32 = 20_400;
 
-const COMMENTS: &[&str] = &[
-    "",
-    "Terrible wait, nobody called back!",
-    "Great service, thanks",
-    "not helpful at all",
-    "ok",
-    "Servicio pésimo",
-];
+const COMMENTS: &[&str] =
+    &["", "Terrible wait, nobody called back!", "Great service, thanks", "not helpful at all", "ok", "Servicio pésimo"];
 
 fn arb_draft() -> impl Strategy<Value = FeedbackDraft> {
     (
@@ -37,43 +31,49 @@ fn arb_draft() -> impl Strategy<Value = FeedbackDraft> {
             proptest::option::of(0..100_000u32),
         ),
     )
-        .prop_map(|((cust, ch, st, tp, seg, day, ms), (nps, csat, ces, dims, comment), (wait, promised, resolved, value))| {
-            let ratings: Vec<RatingDraft> = dims
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| {
-                    r.map(|(e, p)| RatingDraft { dimension: Some(Dimension::ALL[i]), expectation: Some(e), perception: Some(p) })
-                })
-                .collect();
-            let empty = nps.is_none() && csat.is_none() && ces.is_none() && ratings.is_empty() && comment == 0;
-            FeedbackDraft {
-                event_id: String::new(),
-                customer_id: format!("c{cust}"),
-                attributes: vec![
-                    ("tier".into(), ["gold", "silver", "bronze"][seg].into()),
-                    ("region".into(), ["emea", "amer"][(cust % 2) as usize].into()),
-                ],
-                customer_value: value.map(f64::from),
-                channel: Some(Channel::ALL[ch]),
-                journey_stage: Some(JourneyStage::ALL[st]),
-                touchpoint: ["checkout", "helpline", "app", ""][tp].into(),
-                occurred_at: Some(Timestamp(Day(BASE_DAY + day).start().0 + ms)),
-                nps: if empty { Some(5) } else { nps },
-                csat,
-                ces,
-                ratings,
-                comment: COMMENTS[comment].into(),
-                wait_seconds: wait.map(f64::from),
-                promised_wait_seconds: promised.map(f64::from),
-                resolved,
-                ..Default::default()
-            }
-        })
+        .prop_map(
+            |((cust, ch, st, tp, seg, day, ms), (nps, csat, ces, dims, comment), (wait, promised, resolved, value))| {
+                let ratings: Vec<RatingDraft> = dims
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| {
+                        r.map(|(e, p)| RatingDraft {
+                            dimension: Some(Dimension::ALL[i]),
+                            expectation: Some(e),
+                            perception: Some(p),
+                        })
+                    })
+                    .collect();
+                let empty = nps.is_none() && csat.is_none() && ces.is_none() && ratings.is_empty() && comment == 0;
+                FeedbackDraft {
+                    event_id: String::new(),
+                    customer_id: format!("c{cust}"),
+                    attributes: vec![
+                        ("tier".into(), ["gold", "silver", "bronze"][seg].into()),
+                        ("region".into(), ["emea", "amer"][(cust % 2) as usize].into()),
+                    ],
+                    customer_value: value.map(f64::from),
+                    channel: Some(Channel::ALL[ch]),
+                    journey_stage: Some(JourneyStage::ALL[st]),
+                    touchpoint: ["checkout", "helpline", "app", ""][tp].into(),
+                    occurred_at: Some(Timestamp(Day(BASE_DAY + day).start().0 + ms)),
+                    nps: if empty { Some(5) } else { nps },
+                    csat,
+                    ces,
+                    ratings,
+                    comment: COMMENTS[comment].into(),
+                    wait_seconds: wait.map(f64::from),
+                    promised_wait_seconds: promised.map(f64::from),
+                    resolved,
+                    ..Default::default()
+                }
+            },
+        )
 }
 
 fn arb_assessment() -> impl Strategy<Value = AssessmentDraft> {
-    (0..3usize, 0..2usize, 0..60i32, 1..=7i64, proptest::option::of(0..9usize)).prop_map(|(tp, who, day, score, stage)| {
-        AssessmentDraft {
+    (0..3usize, 0..2usize, 0..60i32, 1..=7i64, proptest::option::of(0..9usize)).prop_map(
+        |(tp, who, day, score, stage)| AssessmentDraft {
             assessment_id: String::new(),
             touchpoint: ["checkout", "helpline", "app"][tp].into(),
             journey_stage: stage.map(|s| JourneyStage::ALL[s]),
@@ -81,12 +81,13 @@ fn arb_assessment() -> impl Strategy<Value = AssessmentDraft> {
             assessed_at: Some(Day(BASE_DAY + day).start()),
             instrument: Some(Instrument::Dimension(Dimension::Reliability)),
             score: Some(score),
-        }
-    })
+        },
+    )
 }
 
 /// A set of valid events with distinct ids, and a shuffled stream of them with duplicates.
-fn arb_streams() -> impl Strategy<Value = (Vec<FeedbackEvent>, Vec<FeedbackEvent>, Vec<InternalAssessment>, Vec<InternalAssessment>)> {
+fn arb_streams()
+-> impl Strategy<Value = (Vec<FeedbackEvent>, Vec<FeedbackEvent>, Vec<InternalAssessment>, Vec<InternalAssessment>)> {
     (
         prop::collection::vec(arb_draft(), 1..80),
         prop::collection::vec(any::<prop::sample::Index>(), 0..40),
@@ -96,12 +97,18 @@ fn arb_streams() -> impl Strategy<Value = (Vec<FeedbackEvent>, Vec<FeedbackEvent
             let events: Vec<FeedbackEvent> = drafts
                 .into_iter()
                 .enumerate()
-                .map(|(i, d)| FeedbackDraft { event_id: format!("e{i}"), ..d }.validate(NOW, Violations::default()).unwrap())
+                .map(|(i, d)| {
+                    FeedbackDraft { event_id: format!("e{i}"), ..d }.validate(NOW, Violations::default()).unwrap()
+                })
                 .collect();
             let assessments: Vec<InternalAssessment> = assessments
                 .into_iter()
                 .enumerate()
-                .map(|(i, a)| AssessmentDraft { assessment_id: format!("a{i}"), ..a }.validate(NOW, Violations::default()).unwrap())
+                .map(|(i, a)| {
+                    AssessmentDraft { assessment_id: format!("a{i}"), ..a }
+                        .validate(NOW, Violations::default())
+                        .unwrap()
+                })
                 .collect();
             let mut stream = events.clone();
             stream.extend(dups.iter().map(|ix| events[ix.index(events.len())].clone()));

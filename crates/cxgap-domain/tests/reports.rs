@@ -29,12 +29,27 @@ fn grouped_nps_and_windows() {
     let mut s = GapState::new();
     // Day 0 (old): 2 detractors on chat. Days 25–29: web 3 promoters + 1 detractor, chat 1 passive.
     for i in 0..2 {
-        apply(&mut s, FeedbackDraft { nps: Some(3), ..ev(&format!("old{i}"), "a", 0, Channel::Chat, JourneyStage::Support, "helpline") });
+        apply(
+            &mut s,
+            FeedbackDraft {
+                nps: Some(3),
+                ..ev(&format!("old{i}"), "a", 0, Channel::Chat, JourneyStage::Support, "helpline")
+            },
+        );
     }
     for (i, n) in [10, 9, 9, 2].iter().enumerate() {
-        apply(&mut s, FeedbackDraft { nps: Some(*n), ..ev(&format!("w{i}"), "b", 25 + i as i32, Channel::Web, JourneyStage::Purchase, "checkout") });
+        apply(
+            &mut s,
+            FeedbackDraft {
+                nps: Some(*n),
+                ..ev(&format!("w{i}"), "b", 25 + i as i32, Channel::Web, JourneyStage::Purchase, "checkout")
+            },
+        );
     }
-    apply(&mut s, FeedbackDraft { nps: Some(7), ..ev("c0", "c", 29, Channel::Chat, JourneyStage::Support, "helpline") });
+    apply(
+        &mut s,
+        FeedbackDraft { nps: Some(7), ..ev("c0", "c", 29, Channel::Chat, JourneyStage::Support, "helpline") },
+    );
 
     let mut q = ReportQuery::new(Day(D0 + 29), Window::Days(7));
     q.group_by = vec![GroupBy::Channel];
@@ -53,7 +68,10 @@ fn grouped_nps_and_windows() {
     let all = report::gap_report(&s, &q);
     assert_eq!(all.overall.events, 7);
     // A late event for day 0 lands in day 0's bucket: it changes "all", not the 7-day window.
-    apply(&mut s, FeedbackDraft { nps: Some(10), ..ev("late", "a", 0, Channel::Chat, JourneyStage::Support, "helpline") });
+    apply(
+        &mut s,
+        FeedbackDraft { nps: Some(10), ..ev("late", "a", 0, Channel::Chat, JourneyStage::Support, "helpline") },
+    );
     assert_eq!(report::gap_report(&s, &q).overall.events, 8);
     q.window = Window::Days(7);
     assert_eq!(report::gap_report(&s, &q), r);
@@ -62,21 +80,28 @@ fn grouped_nps_and_windows() {
 #[test]
 fn servqual_dimension_rows_and_delivery_gap() {
     let mut s = GapState::new();
-    let rate = |d: Dimension, e: i64, p: i64| RatingDraft { dimension: Some(d), expectation: Some(e), perception: Some(p) };
-    apply(&mut s, FeedbackDraft {
-        ratings: vec![rate(Dimension::Reliability, 7, 4), rate(Dimension::Empathy, 6, 6)],
-        wait_seconds: Some(600.0),
-        promised_wait_seconds: Some(300.0),
-        resolved: Some(false),
-        ..ev("1", "a", 0, Channel::Phone, JourneyStage::Support, "helpline")
-    });
-    apply(&mut s, FeedbackDraft {
-        ratings: vec![rate(Dimension::Reliability, 6, 5)],
-        wait_seconds: Some(100.0),
-        promised_wait_seconds: Some(200.0),
-        resolved: Some(true),
-        ..ev("2", "b", 0, Channel::Phone, JourneyStage::Support, "helpline")
-    });
+    let rate =
+        |d: Dimension, e: i64, p: i64| RatingDraft { dimension: Some(d), expectation: Some(e), perception: Some(p) };
+    apply(
+        &mut s,
+        FeedbackDraft {
+            ratings: vec![rate(Dimension::Reliability, 7, 4), rate(Dimension::Empathy, 6, 6)],
+            wait_seconds: Some(600.0),
+            promised_wait_seconds: Some(300.0),
+            resolved: Some(false),
+            ..ev("1", "a", 0, Channel::Phone, JourneyStage::Support, "helpline")
+        },
+    );
+    apply(
+        &mut s,
+        FeedbackDraft {
+            ratings: vec![rate(Dimension::Reliability, 6, 5)],
+            wait_seconds: Some(100.0),
+            promised_wait_seconds: Some(200.0),
+            resolved: Some(true),
+            ..ev("2", "b", 0, Channel::Phone, JourneyStage::Support, "helpline")
+        },
+    );
     let mut q = ReportQuery::new(Day(D0), Window::Days(1));
     q.group_by = vec![GroupBy::Touchpoint, GroupBy::Dimension];
     let r = report::gap_report(&s, &q);
@@ -99,10 +124,17 @@ fn servqual_dimension_rows_and_delivery_gap() {
 fn perception_gap_management_versus_customers() {
     let mut s = GapState::new();
     for (i, p) in [3, 4, 5, 4].iter().enumerate() {
-        apply(&mut s, FeedbackDraft {
-            ratings: vec![RatingDraft { dimension: Some(Dimension::Responsiveness), expectation: Some(6), perception: Some(*p) }],
-            ..ev(&format!("e{i}"), "a", 0, Channel::Phone, JourneyStage::Support, "helpline")
-        });
+        apply(
+            &mut s,
+            FeedbackDraft {
+                ratings: vec![RatingDraft {
+                    dimension: Some(Dimension::Responsiveness),
+                    expectation: Some(6),
+                    perception: Some(*p),
+                }],
+                ..ev(&format!("e{i}"), "a", 0, Channel::Phone, JourneyStage::Support, "helpline")
+            },
+        );
     }
     for (id, who, score, day) in [("a1", "coo", 7, 0), ("a2", "cx", 6, 0), ("a0", "coo", 2, -5)] {
         let a = AssessmentDraft {
@@ -136,8 +168,22 @@ fn perception_gap_management_versus_customers() {
 fn consistency_gap_across_channels() {
     let mut s = GapState::new();
     for i in 0..5 {
-        apply(&mut s, FeedbackDraft { csat: Some(5), attributes: vec![("tier".into(), "gold".into())], ..ev(&format!("w{i}"), "a", 0, Channel::Web, JourneyStage::Usage, "") });
-        apply(&mut s, FeedbackDraft { csat: Some(2), attributes: vec![("tier".into(), "gold".into())], ..ev(&format!("p{i}"), "a", 0, Channel::Phone, JourneyStage::Usage, "") });
+        apply(
+            &mut s,
+            FeedbackDraft {
+                csat: Some(5),
+                attributes: vec![("tier".into(), "gold".into())],
+                ..ev(&format!("w{i}"), "a", 0, Channel::Web, JourneyStage::Usage, "")
+            },
+        );
+        apply(
+            &mut s,
+            FeedbackDraft {
+                csat: Some(2),
+                attributes: vec![("tier".into(), "gold".into())],
+                ..ev(&format!("p{i}"), "a", 0, Channel::Phone, JourneyStage::Usage, "")
+            },
+        );
     }
     let mut q = ReportQuery::new(Day(D0), Window::All);
     q.min_n = 5;
@@ -155,22 +201,38 @@ fn trend_comparison_and_at_risk_ordering() {
     let mut s = GapState::new();
     for i in 0..60 {
         let n = if i % 2 == 0 { 10 } else { 8 };
-        apply(&mut s, FeedbackDraft { nps: Some(n), ..ev(&format!("p{i}"), &format!("h{i}"), i % 30, Channel::Survey, JourneyStage::Usage, "") });
-        apply(&mut s, FeedbackDraft { nps: Some(if i % 2 == 0 { 2 } else { 8 }), ..ev(&format!("c{i}"), &format!("h{i}"), 30 + i % 30, Channel::Survey, JourneyStage::Usage, "") });
+        apply(
+            &mut s,
+            FeedbackDraft {
+                nps: Some(n),
+                ..ev(&format!("p{i}"), &format!("h{i}"), i % 30, Channel::Survey, JourneyStage::Usage, "")
+            },
+        );
+        apply(
+            &mut s,
+            FeedbackDraft {
+                nps: Some(if i % 2 == 0 { 2 } else { 8 }),
+                ..ev(&format!("c{i}"), &format!("h{i}"), 30 + i % 30, Channel::Survey, JourneyStage::Usage, "")
+            },
+        );
     }
-    let t = report::trend(&s, Metric::Nps, report::Granularity::Day, Window::Days(30), Day(D0 + 59), &Filter::default());
+    let t =
+        report::trend(&s, Metric::Nps, report::Granularity::Day, Window::Days(30), Day(D0 + 59), &Filter::default());
     assert_eq!(t.points.len(), 30);
     let c = t.comparison.unwrap();
     assert!((c.previous.value - 50.0).abs() < 1e-9 && (c.current.value + 50.0).abs() < 1e-9);
     assert!(c.significant(0.001));
 
-    apply(&mut s, FeedbackDraft {
-        nps: Some(0),
-        customer_value: Some(50_000.0),
-        comment: "awful, nobody helps".into(),
-        resolved: Some(false),
-        ..ev("vip", "vip", 59, Channel::Phone, JourneyStage::Support, "helpline")
-    });
+    apply(
+        &mut s,
+        FeedbackDraft {
+            nps: Some(0),
+            customer_value: Some(50_000.0),
+            comment: "awful, nobody helps".into(),
+            resolved: Some(false),
+            ..ev("vip", "vip", 59, Channel::Phone, JourneyStage::Support, "helpline")
+        },
+    );
     let model = RiskModel::default();
     let view = RiskView::new(&s, &model, Day(D0 + 59));
     let top = view.at_risk(0.0, &[], 3);

@@ -63,7 +63,13 @@ pub(crate) fn timestamp(v: &mut Violations, field: &str, raw: &str) -> Option<Ti
     None
 }
 
-fn vocab<T>(v: &mut Violations, field: &str, raw: &str, parse: fn(&str) -> Option<T>, allowed: fn() -> String) -> Option<T> {
+fn vocab<T>(
+    v: &mut Violations,
+    field: &str,
+    raw: &str,
+    parse: fn(&str) -> Option<T>,
+    allowed: fn() -> String,
+) -> Option<T> {
     let t = present(raw)?;
     let r = parse(t);
     if r.is_none() {
@@ -93,7 +99,9 @@ pub fn decode_feedback(fields: &[(&str, &str)], now: Timestamp, pre: Violations)
             "ces" => d.ces = int(&mut v, k, raw),
             "comment" => d.comment = raw.to_string(),
             "wait_seconds" => d.wait_seconds = number(&mut v, "operational.wait_seconds", raw),
-            "promised_wait_seconds" => d.promised_wait_seconds = number(&mut v, "operational.promised_wait_seconds", raw),
+            "promised_wait_seconds" => {
+                d.promised_wait_seconds = number(&mut v, "operational.promised_wait_seconds", raw)
+            }
             "resolved" => d.resolved = boolean(&mut v, "operational.resolved", raw),
             "contact_reason" => d.contact_reason = raw.trim().to_string(),
             "customer_value" => d.customer_value = number(&mut v, "segment.customer_value", raw),
@@ -122,12 +130,11 @@ pub fn decode_feedback(fields: &[(&str, &str)], now: Timestamp, pre: Violations)
     let order: Vec<Dimension> = d.ratings.iter().filter_map(|r| r.dimension).collect();
     d.validate(now, v).map_err(|mut v| {
         for viol in &mut v.0 {
-            if let Some(rest) = viol.field.strip_prefix("ratings[") {
-                if let Some((idx, part)) = rest.split_once("].") {
-                    if let Some(dim) = idx.parse::<usize>().ok().and_then(|i| order.get(i)) {
-                        viol.field = format!("{}_{part}", dim.lower());
-                    }
-                }
+            if let Some(rest) = viol.field.strip_prefix("ratings[")
+                && let Some((idx, part)) = rest.split_once("].")
+                && let Some(dim) = idx.parse::<usize>().ok().and_then(|i| order.get(i))
+            {
+                viol.field = format!("{}_{part}", dim.lower());
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -136,7 +143,11 @@ pub fn decode_feedback(fields: &[(&str, &str)], now: Timestamp, pre: Violations)
     })
 }
 
-pub fn decode_assessment(fields: &[(&str, &str)], now: Timestamp, pre: Violations) -> Result<InternalAssessment, Violations> {
+pub fn decode_assessment(
+    fields: &[(&str, &str)],
+    now: Timestamp,
+    pre: Violations,
+) -> Result<InternalAssessment, Violations> {
     let mut v = pre;
     let mut d = AssessmentDraft::default();
     for &(k, raw) in fields {

@@ -11,7 +11,7 @@ mod decode;
 pub use columns::{ASSESSMENT_COLUMNS, FEEDBACK_COLUMNS};
 pub use decode::{decode_assessment, decode_feedback};
 
-use cxgap_domain::{InternalAssessment, FeedbackEvent, Timestamp, Violations};
+use cxgap_domain::{FeedbackEvent, InternalAssessment, Timestamp, Violations};
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -237,8 +237,14 @@ fn read_line<R: BufRead>(r: &mut R, buf: &mut String) -> Result<usize, LineError
     }
 }
 
-fn decode_csv<S: Schema>(header: &[String], record: &csv::ByteRecord, line: u64, now: Timestamp) -> Result<S::Output, RecordError> {
-    let id = record_id(header.iter().map(String::as_str).zip(record.iter().map(|b| std::str::from_utf8(b).unwrap_or(""))));
+fn decode_csv<S: Schema>(
+    header: &[String],
+    record: &csv::ByteRecord,
+    line: u64,
+    now: Timestamp,
+) -> Result<S::Output, RecordError> {
+    let id =
+        record_id(header.iter().map(String::as_str).zip(record.iter().map(|b| std::str::from_utf8(b).unwrap_or(""))));
     let mut pre = Violations::default();
     if record.len() != header.len() {
         // Columns cannot be matched to values: nothing else about the record is reliable.

@@ -10,7 +10,9 @@ const HEADER: &str = "event_id,customer_id,channel,journey_stage,touchpoint,occu
 
 #[test]
 fn a_full_row_decodes() {
-    let csv = format!("{HEADER}e1,c1,chat,SUPPORT,helpline,2026-03-01T09:30:00+01:00,3,2,2,7,3,\"Slow, rude\",600,120,no,billing,12000,gold\n");
+    let csv = format!(
+        "{HEADER}e1,c1,chat,SUPPORT,helpline,2026-03-01T09:30:00+01:00,3,2,2,7,3,\"Slow, rude\",600,120,no,billing,12000,gold\n"
+    );
     let rows = feedback_all(csv.as_bytes(), Format::Csv);
     let ev = rows[0].as_ref().unwrap();
     assert_eq!(ev.channel, cxgap_domain::Channel::Chat);
@@ -24,11 +26,13 @@ fn a_full_row_decodes() {
 
 #[test]
 fn header_problems_are_refused_up_front() {
-    let err = feedback("event_id,customer_id,chanel,journey_stage,occurred_at,nps\n".as_bytes(), Format::Csv, NOW).unwrap_err();
+    let err = feedback("event_id,customer_id,chanel,journey_stage,occurred_at,nps\n".as_bytes(), Format::Csv, NOW)
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("unknown column \"chanel\""), "{msg}");
     assert!(msg.contains("missing required column \"channel\""), "{msg}");
-    let err = feedback("event_id,customer_id,channel,journey_stage,occurred_at,nps,nps\n".as_bytes(), Format::Csv, NOW).unwrap_err();
+    let err = feedback("event_id,customer_id,channel,journey_stage,occurred_at,nps,nps\n".as_bytes(), Format::Csv, NOW)
+        .unwrap_err();
     assert!(err.to_string().contains("appears twice"));
 }
 
@@ -54,7 +58,10 @@ e5,c1,web,USAGE,,03/01/2026,9,,,,,,,,,,,\n"
     // The quoted comment spans two lines: the next record starts on line 4.
     let e = err(1);
     assert_eq!((e.line, e.event_id.as_deref()), (4, Some("e2")));
-    assert_eq!(fields(&e), ["channel", "nps", "operational.resolved", "reliability_expectation", "reliability_perception"]);
+    assert_eq!(
+        fields(&e),
+        ["channel", "nps", "operational.resolved", "reliability_expectation", "reliability_perception"]
+    );
     let e = err(2);
     assert_eq!(e.line, 5);
     assert_eq!(fields(&e), ["event_id", "occurred_at", "operational.wait_seconds"]);
@@ -102,7 +109,10 @@ a1,helpline,SUPPORT,coo,2026-03-01,responsiveness,6\n\
 a2,checkout,,coo,2026-03-01,csat,9\n\
 a3,checkout,,coo,2026-03-01,speed,3\n";
     let rows: Vec<_> = assessments(csv.as_bytes(), Format::Csv, NOW).unwrap().map(|r| r.unwrap()).collect();
-    assert_eq!(rows[0].as_ref().unwrap().instrument, cxgap_domain::Instrument::Dimension(cxgap_domain::Dimension::Responsiveness));
+    assert_eq!(
+        rows[0].as_ref().unwrap().instrument,
+        cxgap_domain::Instrument::Dimension(cxgap_domain::Dimension::Responsiveness)
+    );
     assert!(rows[1].as_ref().unwrap_err().to_string().contains("score: 9 is outside 1–5"));
     assert!(rows[2].as_ref().unwrap_err().to_string().contains("instrument"));
 }

@@ -42,11 +42,7 @@ mod tests {
         let services: Vec<String> = fds
             .file
             .iter()
-            .flat_map(|f| {
-                f.service
-                    .iter()
-                    .map(move |s| format!("{}.{}", f.package(), s.name()))
-            })
+            .flat_map(|f| f.service.iter().map(move |s| format!("{}.{}", f.package(), s.name())))
             .collect();
         for want in [
             "cxgap.ingest.v1.IngestService",

@@ -67,14 +67,16 @@ fn parse_day(s: &str) -> Result<Day, String> {
 }
 
 fn parse_group(s: &str) -> Result<GroupBy, String> {
-    GroupBy::parse(s).ok_or_else(|| format!("{s:?} is not a grouping (channel, stage, touchpoint, dimension, segment.KEY)"))
+    GroupBy::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a grouping (channel, stage, touchpoint, dimension, segment.KEY)"))
 }
 
 fn parse_weights(s: &str) -> Result<ImportanceWeights, String> {
     let mut w = [0.0; 5];
     for part in s.split(',') {
         let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} is not dimension=weight"))?;
-        let d = Dimension::parse(k).ok_or_else(|| format!("{k:?} is not one of {}", Dimension::allowed().to_lowercase()))?;
+        let d = Dimension::parse(k)
+            .ok_or_else(|| format!("{k:?} is not one of {}", Dimension::allowed().to_lowercase()))?;
         w[d.index()] = v.trim().parse().map_err(|_| format!("{v:?} is not a number"))?;
     }
     ImportanceWeights::new(w)
@@ -121,10 +123,8 @@ pub struct Analysis {
 }
 
 fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     Timestamp(ms)
 }
 
@@ -158,7 +158,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut assessment_errors = Vec::new();
     if let Some(path) = &args.assessments {
         let format = format_of(path, args.input_format)?;
-        let records = cxgap_import::assessments(open(path)?, format, now).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let records = cxgap_import::assessments(open(path)?, format, now)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         for item in records {
             match item.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))? {
                 Ok(a) => {
@@ -173,7 +174,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let bad = input.rejected + input.assessments_rejected;
     if bad > 0 && !args.skip_invalid {
-        eprintln!("{bad} invalid record(s); nothing was reported. Fix them, or pass --skip-invalid to report on the valid ones.");
+        eprintln!(
+            "{bad} invalid record(s); nothing was reported. Fix them, or pass --skip-invalid to report on the valid ones."
+        );
         return Ok(ExitCode::from(1));
     }
     let Some(last_day) = state.last_day() else {

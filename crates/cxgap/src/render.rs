@@ -94,8 +94,11 @@ fn dimension_table(s: &Summary) -> Table {
 }
 
 fn heatmap(r: &GapReport) -> Table {
-    let channels: Vec<Channel> =
-        Channel::ALL.iter().copied().filter(|c| r.groups.iter().any(|g| g.key[1].1 == GroupValue::Channel(*c))).collect();
+    let channels: Vec<Channel> = Channel::ALL
+        .iter()
+        .copied()
+        .filter(|c| r.groups.iter().any(|g| g.key[1].1 == GroupValue::Channel(*c)))
+        .collect();
     let mut header = vec!["stage \\ channel".to_string()];
     header.extend(channels.iter().map(|c| c.as_str().to_string()));
     let mut t = Table::new(header);
@@ -154,7 +157,8 @@ pub fn text(a: &Analysis, top: usize) -> String {
         out.push_str(&hm.render("  "));
     }
 
-    let delivery: Vec<_> = a.breakdowns.iter().filter(|b| b.group_by == ["touchpoint"]).flat_map(|b| &b.groups).collect();
+    let delivery: Vec<_> =
+        a.breakdowns.iter().filter(|b| b.group_by == ["touchpoint"]).flat_map(|b| &b.groups).collect();
     let mut t = Table::new(["touchpoint", "wait/promise", "SLA breached %", "n", "unresolved %", "mean wait s"]);
     for g in delivery {
         if let Some(d) = g.summary.delivery {
@@ -174,7 +178,10 @@ pub fn text(a: &Analysis, top: usize) -> String {
     }
 
     if !r.perception.is_empty() {
-        let _ = writeln!(out, "\nPERCEPTION GAP (management − customers on the 0–1 scale; positive: the firm overrates itself)");
+        let _ = writeln!(
+            out,
+            "\nPERCEPTION GAP (management − customers on the 0–1 scale; positive: the firm overrates itself)"
+        );
         let mut t = Table::new(["touchpoint", "instrument", "management", "customers", "gap [95% CI]", "n"]);
         for p in &r.perception {
             t.row(vec![
@@ -236,7 +243,8 @@ pub fn text(a: &Analysis, top: usize) -> String {
 
     if !a.at_risk.is_empty() {
         let _ = writeln!(out, "\nAT-RISK CUSTOMERS (top {top} by risk × value; drivers = contribution to log-odds)");
-        let mut t = Table::new(["customer", "risk", "health", "value", "value at risk", "events", "top drivers"]);
+        let mut t =
+            Table::new(["customer", "risk", "health", "value", "value at risk", "events", "top drivers"]).text_last();
         for c in &a.at_risk {
             t.row(vec![
                 c.customer_id.clone(),
@@ -245,7 +253,12 @@ pub fn text(a: &Analysis, top: usize) -> String {
                 c.customer_value.map_or("-".into(), |v| format!("{v:.0}")),
                 c.customer_value.map_or("-".into(), |v| format!("{:.0}", v * c.risk)),
                 c.events.to_string(),
-                c.drivers.iter().take(3).map(|d| format!("{} {:+.2}", d.feature, d.contribution)).collect::<Vec<_>>().join(", "),
+                c.drivers
+                    .iter()
+                    .take(3)
+                    .map(|d| format!("{} {:+.2}", d.feature, d.contribution))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ]);
         }
         out.push_str(&t.render("  "));

@@ -6,11 +6,18 @@ use std::fmt::Write;
 pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
+    text_last: bool,
 }
 
 impl Table {
     pub fn new<S: Into<String>>(header: impl IntoIterator<Item = S>) -> Self {
-        Table { header: header.into_iter().map(Into::into).collect(), rows: Vec::new() }
+        Table { header: header.into_iter().map(Into::into).collect(), rows: Vec::new(), text_last: false }
+    }
+
+    /// The last column is prose (e.g. drivers): left-align it too.
+    pub fn text_last(mut self) -> Self {
+        self.text_last = true;
+        self
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -21,7 +28,8 @@ impl Table {
         self.rows.is_empty()
     }
 
-    /// First column left-aligned, the rest right-aligned (they are figures).
+    /// First column left-aligned, the rest right-aligned (they are figures) unless
+    /// [`Table::text_last`] says the last one is prose.
     pub fn render(&self, indent: &str) -> String {
         let cols = self.header.len();
         let mut width = vec![0usize; cols];
@@ -35,8 +43,9 @@ impl Table {
             out.push_str(indent);
             for (i, c) in r.iter().enumerate().take(cols) {
                 let pad = width[i] - c.chars().count();
-                if i == 0 {
-                    let _ = write!(out, "{c}{}", " ".repeat(pad));
+                if i == 0 || (self.text_last && i == cols - 1) {
+                    let sep = if i == 0 { "" } else { "  " };
+                    let _ = write!(out, "{sep}{c}{}", " ".repeat(pad));
                 } else {
                     let _ = write!(out, "  {}{c}", " ".repeat(pad));
                 }

@@ -87,7 +87,12 @@ fn example_report_matches_an_independent_computation() {
     let stages = by("journey_stage");
     let worst = stages
         .iter()
-        .min_by(|a, b| a["summary"]["experience"]["value"].as_f64().unwrap().total_cmp(&b["summary"]["experience"]["value"].as_f64().unwrap()))
+        .min_by(|a, b| {
+            a["summary"]["experience"]["value"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["summary"]["experience"]["value"].as_f64().unwrap())
+        })
         .unwrap();
     assert_eq!(worst["key"][0][1], "SUPPORT");
 }
@@ -103,7 +108,16 @@ fn text_report_shows_figures_with_n_and_interval() {
     let line = text.lines().find(|l| l.trim_start().starts_with("NPS ")).unwrap();
     assert!(line.contains(&format!("{:.1} [", nps(&scores))), "{line}");
     assert!(line.contains(&format!("n={}", scores.len())), "{line}");
-    for section in ["SERVQUAL GAPS", "BY CHANNEL", "BY JOURNEY_STAGE", "EXPERIENCE HEATMAP", "DELIVERY GAP", "PERCEPTION GAP", "WINDOWS", "AT-RISK CUSTOMERS"] {
+    for section in [
+        "SERVQUAL GAPS",
+        "BY CHANNEL",
+        "BY JOURNEY_STAGE",
+        "EXPERIENCE HEATMAP",
+        "DELIVERY GAP",
+        "PERCEPTION GAP",
+        "WINDOWS",
+        "AT-RISK CUSTOMERS",
+    ] {
         assert!(text.contains(section), "missing {section}");
     }
     // Management overrates the helpline: the perception gap is positive.
@@ -192,7 +206,8 @@ b2,c2,WEB,USAGE,2026-03-01,12,\n\
 fn bad_header_and_bad_arguments_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.csv");
-    std::fs::write(&path, "event_id,customer_id,chanel,journey_stage,occurred_at,nps\ne,c,WEB,USAGE,2026-01-01,1\n").unwrap();
+    std::fs::write(&path, "event_id,customer_id,chanel,journey_stage,occurred_at,nps\ne,c,WEB,USAGE,2026-01-01,1\n")
+        .unwrap();
     let out = cxgap(&["analyze", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -210,7 +225,16 @@ fn bad_header_and_bad_arguments_fail_clearly() {
 #[test]
 fn grouping_by_a_combination() {
     let csv = example("feedback.csv");
-    let v = json(&["analyze", csv.to_str().unwrap(), "--format", "json", "--by", "segment.tier,channel", "--window", "30d"]);
+    let v = json(&[
+        "analyze",
+        csv.to_str().unwrap(),
+        "--format",
+        "json",
+        "--by",
+        "segment.tier,channel",
+        "--window",
+        "30d",
+    ]);
     let b = &v["breakdowns"][0];
     assert_eq!(b["group_by"], serde_json::json!(["segment.tier", "channel"]));
     let total: u64 = b["groups"].as_array().unwrap().iter().map(|g| g["summary"]["events"].as_u64().unwrap()).sum();
