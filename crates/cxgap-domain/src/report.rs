@@ -586,7 +586,7 @@ impl<'a> RiskView<'a> {
         let mut all: Vec<CustomerRisk> = self
             .state
             .customers()
-            .filter(|(_, c, attrs)| attrs.matches(segment) && Day(c.first_seen.day().0) <= self.as_of)
+            .filter(|(_, c, attrs)| attrs.matches(segment) && c.first_seen.day() <= self.as_of)
             .map(|(id, c, attrs)| self.assess(id, c, attrs))
             .filter(|r| r.risk >= min_risk)
             .collect();

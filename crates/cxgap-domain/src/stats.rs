@@ -70,10 +70,11 @@ impl Moments {
         Some((mean, var))
     }
 
-    /// Mean with a Student-t 95% interval (degenerate at n = 1).
+    /// Mean with a Student-t 95% interval. One response says nothing about spread, so at
+    /// n = 1 the interval is unbounded (serialised as nulls) rather than a false [x, x].
     pub fn estimate(&self, scale: f64) -> Option<Estimate> {
         let (mean, var) = self.mean_var(scale)?;
-        let half = if self.n > 1 { t975(self.n - 1) * (var / self.n as f64).sqrt() } else { 0.0 };
+        let half = if self.n > 1 { t975(self.n - 1) * (var / self.n as f64).sqrt() } else { f64::INFINITY };
         Some(Estimate { value: mean, n: self.n, lower: mean - half, upper: mean + half })
     }
 }
@@ -167,6 +168,9 @@ impl Comparison {
 
 /// Welch-style comparison of two means (normal approximation; callers gate on a minimum n).
 pub fn compare_means(cur: &Moments, prev: &Moments, scale: f64) -> Option<Comparison> {
+    if cur.n < 2 || prev.n < 2 {
+        return None;
+    }
     let (_, vc) = cur.mean_var(scale)?;
     let (_, vp) = prev.mean_var(scale)?;
     Some(Comparison::from_variances(cur.estimate(scale)?, vc / cur.n as f64, prev.estimate(scale)?, vp / prev.n as f64))
@@ -203,6 +207,12 @@ mod tests {
         assert_eq!(e.value, 5.0);
         // s² = 32/7; half-width = t(7) · s/√8 = 2.365 · 0.7559
         assert!((e.upper - 5.0 - 2.365 * (32.0f64 / 7.0 / 8.0).sqrt()).abs() < 1e-9);
+        let mut one = Moments::default();
+        one.add(4);
+        let e = one.estimate(1.0).unwrap();
+        assert_eq!((e.value, e.n), (4.0, 1));
+        assert!(e.lower.is_infinite() && e.upper.is_infinite(), "{e:?}");
+        assert!(compare_means(&one, &m, 1.0).is_none());
     }
 
     #[test]

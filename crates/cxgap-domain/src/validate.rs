@@ -100,8 +100,8 @@ fn check_id(v: &mut Violations, field: &str, value: &str) {
         v.push(field, "is required");
     } else if value.chars().count() > MAX_ID_CHARS {
         v.push(field, format!("is longer than {MAX_ID_CHARS} characters"));
-    } else if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        v.push(field, "must be printable characters without spaces");
+    } else if value.chars().any(char::is_control) {
+        v.push(field, "must be printable characters (no control characters)");
     }
 }
 
@@ -400,8 +400,10 @@ mod tests {
 
     #[test]
     fn ids_must_be_printable_and_short() {
-        let d = FeedbackDraft { event_id: "a b".into(), ..good() };
+        let d = FeedbackDraft { event_id: "a\tb".into(), ..good() };
         assert_eq!(fields(d.validate(NOW, Violations::default())), vec!["event_id"]);
+        let d = FeedbackDraft { event_id: "order 42 / survey".into(), ..good() };
+        assert!(d.validate(NOW, Violations::default()).is_ok());
         let d = FeedbackDraft { event_id: "x".repeat(129), ..good() };
         assert_eq!(fields(d.validate(NOW, Violations::default())), vec!["event_id"]);
         let d = FeedbackDraft { event_id: "é".repeat(128), ..good() };
