@@ -9,7 +9,7 @@ mod columns;
 mod decode;
 
 pub use columns::{ASSESSMENT_COLUMNS, FEEDBACK_COLUMNS};
-pub use decode::{decode_assessment, decode_feedback};
+pub use decode::{decode_assessment, decode_feedback, decode_value, value_id};
 
 use cxgap_domain::{FeedbackEvent, InternalAssessment, Timestamp, Violations};
 use std::fmt;

@@ -1,5 +1,6 @@
 //! Rust types and gRPC stubs generated from `proto/` (packages `cxgap.<service>.v1`),
-//! plus the encoded descriptor set that gRPC reflection serves.
+//! the encoded descriptor set that gRPC reflection serves, and conversions to and from
+//! the domain types.
 
 #![allow(missing_debug_implementations, unused_qualifications, clippy::all)]
 
@@ -25,6 +26,8 @@ pub mod cxgap {
         }
     }
 }
+
+pub mod convert;
 
 pub use cxgap::{alerting::v1 as alerting, analytics::v1 as analytics, common::v1 as common, ingest::v1 as ingest};
 

@@ -1,8 +1,9 @@
-//! The `cxgap` command. Today: `cxgap analyze`, the batch analyser that runs the gap engine
-//! over an export with no services. The services and embedded mode join as they land.
+//! The `cxgap` command: the batch analyser (`analyze`), the ingest service (`ingest`) and
+//! tenant/key administration (`tenants`, `keys`). More services and embedded mode join as they land.
 
 mod analyze;
 mod render;
+mod services;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -19,12 +20,21 @@ struct Cli {
 enum Command {
     /// Print the gap report of a feedback export (CSV or JSON lines), no services needed.
     Analyze(analyze::Args),
+    /// Run the ingest service (gRPC + HTTP → Kafka), configured by CXGAP_* variables and flags.
+    Ingest(services::ServiceArgs),
+    /// Create and list tenants in the services' database.
+    Tenants(services::TenantsArgs),
+    /// Create, list and revoke API keys.
+    Keys(services::KeysArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Ingest(args) => services::ingest(args),
+        Command::Tenants(args) => services::tenants(args),
+        Command::Keys(args) => services::keys(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,285 @@
+//! The bus over a Kafka-protocol broker, with rdkafka (librdkafka).
+//!
+//! The producer is idempotent with `acks=all`, so a record acknowledged once is on the
+//! topic once, and a publish resolves only after that acknowledgement. A full local queue
+//! is backpressure (wait and retry until the delivery deadline), never a drop. Blocking
+//! librdkafka calls (metadata, flush) run off the async runtime.
+
+use crate::{BusError, Consumed, Delivered, Publisher, Record, Subscriber, TopicSpec};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port,host:port`
+    pub brokers: String,
+    /// How long a record may wait for the broker's acknowledgement before the publish
+    /// fails as unavailable (librdkafka `message.timeout.ms`).
+    pub delivery_timeout: Duration,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...).
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig { brokers: brokers.into(), delivery_timeout: Duration::from_secs(10), extra: Vec::new() }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn classify(e: &KafkaError) -> BusError {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::TopicAuthorizationFailed,
+        ) => BusError::Rejected(e.to_string()),
+        _ => BusError::Unavailable(e.to_string()),
+    }
+}
+
+#[derive(Clone)]
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    config: KafkaConfig,
+}
+
+impl std::fmt::Debug for KafkaPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPublisher").field("brokers", &self.config.brokers).finish()
+    }
+}
+
+impl KafkaPublisher {
+    pub fn new(config: KafkaConfig) -> Result<Self, BusError> {
+        let producer = config
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string())
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        Ok(KafkaPublisher { producer, config })
+    }
+
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, BusError> {
+        self.config.client().create().map_err(|e| BusError::Config(e.to_string()))
+    }
+}
+
+fn owned_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
+    headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |h, (k, v)| {
+        h.insert(Header { key: k, value: Some(v.as_slice()) })
+    })
+}
+
+impl Publisher for KafkaPublisher {
+    async fn publish(&self, records: Vec<Record>) -> Vec<Result<Delivered, BusError>> {
+        let deadline = Instant::now() + self.config.delivery_timeout;
+        let mut pending = Vec::with_capacity(records.len());
+        for r in &records {
+            let mut fr = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload).headers(owned_headers(&r.headers));
+            loop {
+                match self.producer.send_result(fr) {
+                    Ok(delivery) => {
+                        pending.push(Ok(delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // Backpressure: the local queue drains as the broker acknowledges.
+                        if Instant::now() >= deadline {
+                            pending.push(Err(BusError::Unavailable("producer queue stayed full".into())));
+                            break;
+                        }
+                        fr = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        pending.push(Err(classify(&e)));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(match p {
+                Err(e) => Err(e),
+                Ok(fut) => match fut.await {
+                    Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
+                    Ok(Err((e, _))) => Err(classify(&e)),
+                    Err(_canceled) => Err(BusError::Unavailable("producer shut down".into())),
+                },
+            });
+        }
+        out
+    }
+
+    async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), BusError> {
+        let admin = self.admin()?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication)))
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(self.config.delivery_timeout));
+        let results = admin.create_topics(new.iter(), &opts).await.map_err(|e| classify(&e))?;
+        for r in results {
+            match r {
+                Ok(name) => debug!(topic = %name, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(BusError::Unavailable(format!("creating topic {name}: {code}"))),
+            }
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        let timeout = Duration::from_secs(2);
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout).map(|_| ()))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        let left = tokio::task::spawn_blocking(move || {
+            let r = producer.flush(timeout);
+            (r, producer.in_flight_count())
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        match left {
+            (Ok(()), 0) => Ok(()),
+            (r, n) => {
+                warn!(in_flight = n, error = ?r.err(), "producer flush left records unacknowledged");
+                Err(BusError::Unavailable(format!("{n} records still unacknowledged after flush")))
+            }
+        }
+    }
+}
+
+/// A consumer-group member. Offsets are committed only when the caller says the work is
+/// durable (`enable.auto.commit=false`).
+pub struct KafkaSubscriber {
+    consumer: StreamConsumer,
+}
+
+impl std::fmt::Debug for KafkaSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSubscriber").finish_non_exhaustive()
+    }
+}
+
+impl KafkaSubscriber {
+    pub fn new(config: &KafkaConfig, group: &str, topics: &[&str]) -> Result<Self, BusError> {
+        let consumer: StreamConsumer = config
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        consumer.subscribe(topics).map_err(|e| classify(&e))?;
+        Ok(KafkaSubscriber { consumer })
+    }
+}
+
+impl Subscriber for KafkaSubscriber {
+    async fn next(&mut self) -> Result<Consumed, BusError> {
+        let m = self.consumer.recv().await.map_err(|e| classify(&e))?;
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec())).collect())
+            .unwrap_or_default();
+        Ok(Consumed {
+            record: Record {
+                topic: m.topic().to_string(),
+                key: m.key().unwrap_or_default().to_vec(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            },
+            partition: m.partition(),
+            offset: m.offset(),
+        })
+    }
+
+    fn commit(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::new();
+        // Kafka commits the next offset to read.
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1)).map_err(|e| classify(&e))?;
+        self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| classify(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+
+    #[tokio::test]
+    async fn publishes_and_reads_back_through_the_mock_cluster() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let config = KafkaConfig::new(cluster.bootstrap_servers());
+        let publisher = KafkaPublisher::new(config.clone()).unwrap();
+        publisher.check().await.unwrap();
+        let recs: Vec<Record> = (0..20)
+            .map(|i| Record {
+                topic: "t".into(),
+                key: format!("k{}", i % 3).into_bytes(),
+                payload: format!("p{i}").into_bytes(),
+                headers: vec![(crate::headers::ID.into(), format!("id-{i}").into_bytes())],
+            })
+            .collect();
+        let acks = publisher.publish(recs.clone()).await;
+        assert!(acks.iter().all(Result::is_ok), "{acks:?}");
+        publisher.flush(Duration::from_secs(5)).await.unwrap();
+
+        let mut sub = KafkaSubscriber::new(&config, "g", &["t"]).unwrap();
+        let mut got = Vec::new();
+        while got.len() < recs.len() {
+            let c = tokio::time::timeout(Duration::from_secs(20), sub.next()).await.expect("records arrive").unwrap();
+            sub.commit("t", c.partition, c.offset).unwrap();
+            got.push(c.record);
+        }
+        got.sort_by(|a, b| a.payload.cmp(&b.payload));
+        let mut want = recs;
+        want.sort_by(|a, b| a.payload.cmp(&b.payload));
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_unavailable_not_accepted() {
+        let mut config = KafkaConfig::new("127.0.0.1:1");
+        config.delivery_timeout = Duration::from_millis(500);
+        let publisher = KafkaPublisher::new(config).unwrap();
+        let r = publisher
+            .publish(vec![Record { topic: "t".into(), key: b"k".to_vec(), payload: b"p".to_vec(), headers: vec![] }])
+            .await;
+        assert!(matches!(r[0], Err(BusError::Unavailable(_))), "{r:?}");
+        assert!(publisher.check().await.is_err());
+    }
+}

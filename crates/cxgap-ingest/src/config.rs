@@ -1,0 +1,214 @@
+//! Typed settings of the ingest service, loaded once from defaults, environment variables
+//! (`CXGAP_*`) and flags (which win), validated before anything binds. The loader takes a
+//! map, so it is tested without touching the process environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Every setting: (environment variable, default, meaning). The deployment manifests use
+/// exactly these names.
+pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
+    ("CXGAP_KAFKA_BROKERS", None, "bootstrap brokers, host:port[,host:port]"),
+    ("CXGAP_DATABASE_URL", None, "postgres://… or sqlite://path (tenants and API keys)"),
+    ("CXGAP_API_KEY_PEPPER", None, "secret mixed into API-key hashes, at least 16 characters"),
+    ("CXGAP_GRPC_ADDR", Some("0.0.0.0:50051"), "gRPC listen address"),
+    ("CXGAP_HTTP_ADDR", Some("0.0.0.0:8080"), "HTTP listen address (API, /healthz, /readyz, /metrics)"),
+    ("CXGAP_FEEDBACK_TOPIC", Some("cxgap.feedback.v1"), "topic feedback is published to"),
+    ("CXGAP_TOPIC_PARTITIONS", Some("12"), "partitions when the topic is created"),
+    ("CXGAP_TOPIC_REPLICATION", Some("1"), "replication factor when the topic is created"),
+    ("CXGAP_DELIVERY_TIMEOUT_MS", Some("10000"), "how long a publish waits for the broker before UNAVAILABLE"),
+    ("CXGAP_RATE_LIMIT_PER_SECOND", Some("2000"), "events per second per tenant"),
+    ("CXGAP_RATE_LIMIT_BURST", Some("10000"), "events a tenant may send at once"),
+    ("CXGAP_MAX_BATCH_EVENTS", Some("1000"), "events per batch request"),
+    ("CXGAP_MAX_EVENT_BYTES", Some("65536"), "encoded size of one event"),
+    ("CXGAP_MAX_REQUEST_BYTES", Some("8388608"), "size of one request (gRPC message or HTTP body)"),
+    ("CXGAP_AUTH_CACHE_SECONDS", Some("30"), "how long an API key verdict is cached (revocation delay)"),
+    ("CXGAP_SHUTDOWN_GRACE_SECONDS", Some("20"), "time to drain in-flight requests on SIGTERM"),
+    ("CXGAP_LOG_FORMAT", Some("json"), "json or plain"),
+    ("CXGAP_LOG", Some("info"), "log filter, e.g. info or cxgap_ingest=debug"),
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestConfig {
+    pub kafka_brokers: String,
+    pub database_url: String,
+    pub api_key_pepper: String,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub feedback_topic: String,
+    pub topic_partitions: i32,
+    pub topic_replication: i32,
+    pub delivery_timeout: Duration,
+    pub rate_per_second: f64,
+    pub rate_burst: f64,
+    pub max_batch_events: usize,
+    pub max_event_bytes: usize,
+    pub max_request_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub auth_cache: Duration,
+    pub log_format: cxgap_runtime::telemetry::LogFormat,
+    pub log_filter: String,
+}
+
+/// Every problem with the settings at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+struct Reader<'a> {
+    values: &'a BTreeMap<String, String>,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn raw(&mut self, key: &str) -> Option<String> {
+        let default = SETTINGS.iter().find(|(k, _, _)| *k == key).and_then(|(_, d, _)| *d);
+        match self.values.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            Some(v) => Some(v.to_string()),
+            None if default.is_some() => default.map(str::to_string),
+            None => {
+                self.errors.push(format!("{key} is required"));
+                None
+            }
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&mut self, key: &str, what: &str, ok: impl Fn(&T) -> bool) -> Option<T> {
+        let raw = self.raw(key)?;
+        match raw.parse::<T>() {
+            Ok(v) if ok(&v) => Some(v),
+            _ => {
+                self.errors.push(format!("{key}={raw:?} is not {what}"));
+                None
+            }
+        }
+    }
+}
+
+impl IngestConfig {
+    /// `values` holds environment variables and flags already merged (flags win).
+    pub fn load(values: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut r = Reader { values, errors: Vec::new() };
+        for key in values.keys().filter(|k| k.starts_with("CXGAP_")) {
+            if !SETTINGS.iter().any(|(k, _, _)| k == key) {
+                r.errors.push(format!("{key} is not a setting of the ingest service"));
+            }
+        }
+        let kafka_brokers = r.raw("CXGAP_KAFKA_BROKERS");
+        let database_url = r.raw("CXGAP_DATABASE_URL");
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:"))
+        {
+            r.errors.push("CXGAP_DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into());
+        }
+        let pepper = r.raw("CXGAP_API_KEY_PEPPER");
+        if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
+            r.errors.push("CXGAP_API_KEY_PEPPER must be at least 16 characters".into());
+        }
+        let positive = |x: &i64| *x > 0;
+        let grpc_addr = r.parse("CXGAP_GRPC_ADDR", "a socket address like 0.0.0.0:50051", |_| true);
+        let http_addr = r.parse("CXGAP_HTTP_ADDR", "a socket address like 0.0.0.0:8080", |_| true);
+        let feedback_topic = r.raw("CXGAP_FEEDBACK_TOPIC");
+        let partitions = r.parse::<i64>("CXGAP_TOPIC_PARTITIONS", "a positive integer", positive);
+        let replication = r.parse::<i64>("CXGAP_TOPIC_REPLICATION", "a positive integer", positive);
+        let delivery_ms =
+            r.parse::<u64>("CXGAP_DELIVERY_TIMEOUT_MS", "a number of milliseconds ≥ 100", |x| *x >= 100);
+        let rate = r.parse("CXGAP_RATE_LIMIT_PER_SECOND", "a positive number", |x: &f64| *x > 0.0);
+        let burst = r.parse("CXGAP_RATE_LIMIT_BURST", "a number ≥ 1", |x: &f64| *x >= 1.0);
+        let max_batch = r.parse("CXGAP_MAX_BATCH_EVENTS", "a positive integer", |x: &usize| *x > 0);
+        let max_event = r.parse("CXGAP_MAX_EVENT_BYTES", "a number of bytes ≥ 1024", |x: &usize| *x >= 1024);
+        let max_request = r.parse("CXGAP_MAX_REQUEST_BYTES", "a number of bytes ≥ 65536", |x: &usize| *x >= 65536);
+        let auth_cache = r.parse("CXGAP_AUTH_CACHE_SECONDS", "a number of seconds", |_: &u64| true);
+        let grace = r.parse("CXGAP_SHUTDOWN_GRACE_SECONDS", "a number of seconds", |_: &u64| true);
+        let log_format = r.raw("CXGAP_LOG_FORMAT").and_then(|raw| {
+            let f = cxgap_runtime::telemetry::LogFormat::parse(&raw);
+            if f.is_none() {
+                r.errors.push(format!("CXGAP_LOG_FORMAT={raw:?} is not json or plain"));
+            }
+            f
+        });
+        let log_filter = r.raw("CXGAP_LOG");
+        if let (Some(b), Some(m)) = (burst, max_batch)
+            && b < m as f64
+        {
+            r.errors.push(format!("CXGAP_RATE_LIMIT_BURST ({b}) must be at least CXGAP_MAX_BATCH_EVENTS ({m})"));
+        }
+        let config = (|| {
+            Some(IngestConfig {
+                kafka_brokers: kafka_brokers?,
+                database_url: database_url?,
+                api_key_pepper: pepper?,
+                grpc_addr: grpc_addr?,
+                http_addr: http_addr?,
+                feedback_topic: feedback_topic?,
+                topic_partitions: partitions? as i32,
+                topic_replication: replication? as i32,
+                delivery_timeout: Duration::from_millis(delivery_ms?),
+                rate_per_second: rate?,
+                rate_burst: burst?,
+                max_batch_events: max_batch?,
+                max_event_bytes: max_event?,
+                max_request_bytes: max_request?,
+                shutdown_grace: Duration::from_secs(grace?),
+                auth_cache: Duration::from_secs(auth_cache?),
+                log_format: log_format?,
+                log_filter: log_filter?,
+            })
+        })();
+        match config {
+            Some(c) if r.errors.is_empty() => Ok(c),
+            _ => Err(ConfigError(r.errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn minimal() -> BTreeMap<String, String> {
+        map(&[
+            ("CXGAP_KAFKA_BROKERS", "127.0.0.1:9092"),
+            ("CXGAP_DATABASE_URL", "postgres://localhost/cxgap"),
+            ("CXGAP_API_KEY_PEPPER", "0123456789abcdef"),
+        ])
+    }
+
+    #[test]
+    fn defaults_fill_the_rest() {
+        let c = IngestConfig::load(&minimal()).unwrap();
+        assert_eq!(c.feedback_topic, "cxgap.feedback.v1");
+        assert_eq!(c.grpc_addr.port(), 50051);
+        assert_eq!(c.max_batch_events, 1000);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut m = map(&[
+            ("CXGAP_DATABASE_URL", "mysql://x"),
+            ("CXGAP_API_KEY_PEPPER", "short"),
+            ("CXGAP_TOPIC_PARTITIONS", "0"),
+            ("CXGAP_GRPC_ADDR", "nowhere"),
+            ("CXGAP_LOG_FORMAT", "xml"),
+            ("CXGAP_KAFKA_BROKER", "typo"),
+        ]);
+        m.insert("UNRELATED".into(), "ignored".into());
+        let e = IngestConfig::load(&m).unwrap_err().to_string();
+        for want in [
+            "CXGAP_KAFKA_BROKERS is required",
+            "CXGAP_DATABASE_URL must start with",
+            "CXGAP_API_KEY_PEPPER must be at least 16",
+            "CXGAP_TOPIC_PARTITIONS=\"0\" is not a positive integer",
+            "CXGAP_GRPC_ADDR=\"nowhere\"",
+            "CXGAP_KAFKA_BROKER is not a setting",
+            "CXGAP_LOG_FORMAT=\"xml\" is not json or plain",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in {e}");
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The transport-independent core of ingest: validated events become records on the
+//! feedback topic, and the caller hears OK only after the broker acknowledged them.
+//! Nothing invalid is published; a failed publish is UNAVAILABLE, never a silent accept.
+
+use crate::error::IngestError;
+use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
+use cxgap_bus::{BusError, Publisher, Record, headers};
+use cxgap_domain::{FeedbackEvent, InternalAssessment, Timestamp, Violations};
+use cxgap_proto::convert;
+use prost::Message;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tracing::{debug, warn};
+
+pub const FEEDBACK_SCHEMA: &str = "cxgap.common.v1.FeedbackEvent";
+pub const ASSESSMENT_SCHEMA: &str = "cxgap.common.v1.InternalAssessment";
+pub const SCHEMA_VERSION: &str = "1";
+
+/// Recently accepted (tenant, event id) pairs, so a client's retry is answered
+/// "duplicate" without publishing again. Bounded and per process: a retry that reaches
+/// another replica, or comes after eviction, is published again and deduplicated by
+/// analytics, which keys its state on the event id.
+#[derive(Debug)]
+struct RecentIds {
+    set: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn contains(&self, k: &(String, String)) -> bool {
+        self.set.contains(k)
+    }
+
+    fn insert(&mut self, k: (String, String)) {
+        if self.set.insert(k.clone()) {
+            self.order.push_back(k);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub index: usize,
+    pub event_id: String,
+    pub violations: Violations,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub accepted: u32,
+    pub duplicates: u32,
+    /// Event ids answered as duplicates (already accepted recently).
+    pub duplicate_ids: Vec<String>,
+    pub rejected: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_batch_events: usize,
+    pub max_event_bytes: usize,
+}
+
+pub struct Ingestor<P> {
+    publisher: Arc<P>,
+    topic: String,
+    limits: Limits,
+    rate: RateLimiter,
+    recent: Mutex<RecentIds>,
+    pub metrics: Metrics,
+}
+
+impl<P> std::fmt::Debug for Ingestor<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+pub fn now() -> Timestamp {
+    Timestamp(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+}
+
+fn bus_error(e: &BusError) -> IngestError {
+    match e {
+        BusError::Rejected(m) => IngestError::TooLarge(format!("the broker refused the record: {m}")),
+        BusError::Unavailable(m) | BusError::Config(m) => {
+            IngestError::Unavailable(format!("event backbone unavailable, nothing was accepted: {m}"))
+        }
+    }
+}
+
+impl<P: Publisher> Ingestor<P> {
+    pub fn new(publisher: Arc<P>, topic: String, limits: Limits, rate: RateLimiter, metrics: Metrics) -> Self {
+        Ingestor {
+            publisher,
+            topic,
+            limits,
+            rate,
+            recent: Mutex::new(RecentIds { set: HashSet::new(), order: VecDeque::new(), capacity: 200_000 }),
+            metrics,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn publisher(&self) -> &Arc<P> {
+        &self.publisher
+    }
+
+    fn record(&self, tenant: &str, ev: &FeedbackEvent, received: Timestamp) -> (Record, usize) {
+        let payload = convert::feedback_to_pb(ev, tenant, received).encode_to_vec();
+        let size = payload.len();
+        let record = Record {
+            topic: self.topic.clone(),
+            key: format!("{tenant}/{}", ev.customer_id).into_bytes(),
+            payload,
+            headers: vec![
+                (headers::ID.into(), ev.event_id.clone().into_bytes()),
+                (headers::SCHEMA.into(), FEEDBACK_SCHEMA.into()),
+                (headers::SCHEMA_VERSION.into(), SCHEMA_VERSION.into()),
+                (headers::TENANT.into(), tenant.as_bytes().to_vec()),
+            ],
+        };
+        (record, size)
+    }
+
+    /// Submits events already decoded and validated by the transport (`Err` = invalid).
+    /// `atomic`: one invalid event rejects the whole request and nothing is published.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, events = items.len()), err)]
+    pub async fn submit(
+        &self,
+        tenant: &str,
+        items: Vec<(String, Result<FeedbackEvent, Violations>)>,
+        atomic: bool,
+    ) -> Result<Outcome, IngestError> {
+        if items.len() > self.limits.max_batch_events {
+            return Err(IngestError::TooLarge(format!(
+                "batch of {} events exceeds the limit of {}",
+                items.len(),
+                self.limits.max_batch_events
+            )));
+        }
+        let received = now();
+        let mut out = Outcome::default();
+        let mut to_publish: Vec<(Record, String, &'static str)> = Vec::new();
+        let mut in_request: HashSet<String> = HashSet::new();
+        for (index, (event_id, item)) in items.into_iter().enumerate() {
+            let ev = match item {
+                Ok(ev) => ev,
+                Err(violations) => {
+                    out.rejected.push(Rejection { index, event_id, violations });
+                    continue;
+                }
+            };
+            let (record, size) = self.record(tenant, &ev, received);
+            if size > self.limits.max_event_bytes {
+                let mut v = Violations::default();
+                v.push(
+                    "event",
+                    format!("encoded size {size} bytes exceeds the limit of {}", self.limits.max_event_bytes),
+                );
+                out.rejected.push(Rejection { index, event_id, violations: v });
+                continue;
+            }
+            let key = (tenant.to_string(), ev.event_id.clone());
+            if !in_request.insert(ev.event_id.clone()) || self.recent.lock().expect("recent lock").contains(&key) {
+                out.duplicates += 1;
+                out.duplicate_ids.push(ev.event_id.clone());
+                self.metrics.event(ev.channel.as_str(), "duplicate", 1);
+                continue;
+            }
+            to_publish.push((record, ev.event_id, ev.channel.as_str()));
+        }
+        if !out.rejected.is_empty() {
+            for r in &out.rejected {
+                self.metrics.event("unknown", "invalid", 1);
+                debug!(event_id = %r.event_id, violations = %r.violations, "rejected event");
+            }
+            if atomic {
+                let mut all = Violations::default();
+                for r in &out.rejected {
+                    for v in r.violations.iter() {
+                        all.push(format!("events[{}].{}", r.index, v.field), v.description.clone());
+                    }
+                }
+                return Err(IngestError::invalid(all));
+            }
+        }
+        if to_publish.is_empty() {
+            return Ok(out);
+        }
+        if let Err(retry_after) = self.rate.acquire(tenant, to_publish.len(), Instant::now()) {
+            for (_, _, ch) in &to_publish {
+                self.metrics.event(ch, "rate_limited", 1);
+            }
+            return Err(IngestError::RateLimited { retry_after });
+        }
+        let started = Instant::now();
+        let (records, meta): (Vec<Record>, Vec<(String, &'static str)>) =
+            to_publish.into_iter().map(|(r, id, ch)| (r, (id, ch))).unzip();
+        let results = self.publisher.publish(records).await;
+        self.metrics.produce_seconds.observe(started.elapsed().as_secs_f64());
+        let mut first_error = None;
+        for (r, (event_id, channel)) in results.iter().zip(meta) {
+            match r {
+                Ok(_) => {
+                    out.accepted += 1;
+                    self.metrics.event(channel, "accepted", 1);
+                    self.recent.lock().expect("recent lock").insert((tenant.to_string(), event_id));
+                }
+                Err(e) => {
+                    self.metrics.event(channel, "unavailable", 1);
+                    warn!(event_id = %event_id, error = %e, "publish failed");
+                    first_error.get_or_insert_with(|| bus_error(e));
+                }
+            }
+        }
+        // Partial success is still a failure for the caller: it retries the whole request,
+        // and the events that did land are answered as duplicates.
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// One event: invalid input is an error, not a rejection entry.
+    pub async fn submit_one(
+        &self,
+        tenant: &str,
+        event_id: String,
+        item: Result<FeedbackEvent, Violations>,
+    ) -> Result<bool, IngestError> {
+        let out = self.submit(tenant, vec![(event_id, item)], false).await?;
+        if let Some(r) = out.rejected.into_iter().next() {
+            if r.violations.iter().any(|v| v.field == "event" && v.description.contains("encoded size")) {
+                return Err(IngestError::TooLarge(r.violations.to_string()));
+            }
+            return Err(IngestError::invalid(r.violations));
+        }
+        Ok(out.duplicates > 0)
+    }
+
+    pub async fn submit_assessment(&self, tenant: &str, a: InternalAssessment) -> Result<(), IngestError> {
+        if let Err(retry_after) = self.rate.acquire(tenant, 1, Instant::now()) {
+            return Err(IngestError::RateLimited { retry_after });
+        }
+        let record = Record {
+            topic: self.topic.clone(),
+            key: format!("{tenant}/_assessment/{}", a.touchpoint).into_bytes(),
+            payload: convert::assessment_to_pb(&a, tenant).encode_to_vec(),
+            headers: vec![
+                (headers::ID.into(), a.assessment_id.clone().into_bytes()),
+                (headers::SCHEMA.into(), ASSESSMENT_SCHEMA.into()),
+                (headers::SCHEMA_VERSION.into(), SCHEMA_VERSION.into()),
+                (headers::TENANT.into(), tenant.as_bytes().to_vec()),
+            ],
+        };
+        match self.publisher.publish(vec![record]).await.pop() {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(bus_error(&e)),
+            None => Err(IngestError::Internal("publisher returned no result".into())),
+        }
+    }
+}

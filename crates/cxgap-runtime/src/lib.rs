@@ -1,0 +1,9 @@
+//! What every cxgap service shares: logging, the shutdown signal, and the operations
+//! endpoints (`/healthz`, `/readyz`, `/metrics`) that Kubernetes and Prometheus use.
+
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use ops::{Check, OpsState};
+pub use shutdown::{Shutdown, signal};

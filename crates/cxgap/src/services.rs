@@ -1,0 +1,182 @@
+//! `cxgap ingest` and the tenant/key administration commands.
+
+use anyhow::{Context, Result};
+use cxgap_ingest::IngestConfig;
+use cxgap_ingest::tenants::TenantStore;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+/// Settings from the environment (`CXGAP_*`) and from flags, flags winning.
+#[derive(Debug, clap::Args)]
+pub struct ServiceArgs {
+    /// Bootstrap brokers (CXGAP_KAFKA_BROKERS).
+    #[arg(long)]
+    kafka_brokers: Option<String>,
+    /// postgres://… or sqlite:path (CXGAP_DATABASE_URL).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// gRPC listen address (CXGAP_GRPC_ADDR).
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// HTTP listen address (CXGAP_HTTP_ADDR).
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Any other setting, e.g. --set CXGAP_MAX_BATCH_EVENTS=500 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ServiceArgs {
+    fn settings(&self) -> Result<BTreeMap<String, String>> {
+        let mut m: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("CXGAP_")).collect();
+        for (k, v) in [
+            ("CXGAP_KAFKA_BROKERS", &self.kafka_brokers),
+            ("CXGAP_DATABASE_URL", &self.database_url),
+            ("CXGAP_GRPC_ADDR", &self.grpc_addr),
+            ("CXGAP_HTTP_ADDR", &self.http_addr),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), v.clone());
+            }
+        }
+        for kv in &self.set {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv:?} is not KEY=VALUE"))?;
+            m.insert(k.trim().to_string(), v.to_string());
+        }
+        Ok(m)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+pub fn ingest(args: ServiceArgs) -> Result<ExitCode> {
+    let config = match IngestConfig::load(&args.settings()?) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    cxgap_runtime::telemetry::init(config.log_format, &config.log_filter);
+    runtime()?.block_on(async {
+        let app = cxgap_ingest::App::build(config).await?;
+        app.run(cxgap_runtime::shutdown::on_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DbArgs {
+    /// postgres://… or sqlite:path (default: CXGAP_DATABASE_URL).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// The API-key pepper the services use (default: CXGAP_API_KEY_PEPPER).
+    #[arg(long, global = true)]
+    pepper: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TenantsArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(subcommand)]
+    command: TenantsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TenantsCommand {
+    /// Create a tenant.
+    Create { name: String },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeysCommand {
+    /// Create an API key for a tenant (id or name); the key is printed once.
+    Create {
+        tenant: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List API keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke an API key by its id.
+    Revoke { key_id: String },
+}
+
+fn setting(flag: &Option<String>, env: &str) -> Result<String> {
+    flag.clone().or_else(|| std::env::var(env).ok()).filter(|s| !s.is_empty()).with_context(|| {
+        format!("pass --{} or set {env}", env.trim_start_matches("CXGAP_").to_lowercase().replace('_', "-"))
+    })
+}
+
+fn fmt_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+async fn store(db: &DbArgs) -> Result<TenantStore> {
+    let url = setting(&db.database_url, "CXGAP_DATABASE_URL")?;
+    let pepper = setting(&db.pepper, "CXGAP_API_KEY_PEPPER")?;
+    TenantStore::connect(&url, &pepper).await.context("connecting to the tenant database")
+}
+
+pub fn tenants(args: TenantsArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let store = store(&args.db).await?;
+        match args.command {
+            TenantsCommand::Create { name } => {
+                let t = store.create_tenant(&name).await?;
+                println!("{}\t{}", t.tenant_id, t.name);
+            }
+            TenantsCommand::List => {
+                for t in store.tenants().await? {
+                    println!("{}\t{}\t{}", t.tenant_id, t.name, fmt_ms(t.created_at));
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn keys(args: KeysArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let store = store(&args.db).await?;
+        match args.command {
+            KeysCommand::Create { tenant, label } => {
+                let (info, key) = store.create_key(&tenant, &label).await?;
+                eprintln!("key {} for tenant {}: store it now, it is not shown again", info.key_id, info.tenant_id);
+                println!("{key}");
+            }
+            KeysCommand::List { tenant } => {
+                for k in store.keys(tenant.as_deref()).await? {
+                    let state = k.revoked_at.map_or("active".to_string(), |r| format!("revoked {}", fmt_ms(r)));
+                    println!("{}\t{}\t{}\t{}\t{}", k.key_id, k.tenant_id, k.label, fmt_ms(k.created_at), state);
+                }
+            }
+            KeysCommand::Revoke { key_id } => {
+                store.revoke_key(&key_id).await?;
+                println!("revoked {key_id}");
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
