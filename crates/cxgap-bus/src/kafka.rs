@@ -14,6 +14,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -57,9 +58,14 @@ fn classify(e: &KafkaError) -> BusError {
     }
 }
 
+/// The producer in use and how many times it has been replaced.
+type Current = (u64, FutureProducer);
+
 #[derive(Clone)]
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producer: Arc<RwLock<Current>>,
+    /// When the producer was last replaced, to bound replacements during an outage.
+    replaced_at: Arc<std::sync::Mutex<Instant>>,
     config: KafkaConfig,
 }
 
@@ -69,17 +75,72 @@ impl std::fmt::Debug for KafkaPublisher {
     }
 }
 
+/// Errors after which this producer instance should be replaced. Seen in practice: when
+/// in-flight records time out (broker stopped), the epoch bump that follows can be answered
+/// ProducerFenced and the instance is dead for good; after a broker restart, a producer
+/// holding the old broker's producer id only times out. Timeouts also happen during a plain
+/// outage, so replacements are rate-limited by the caller.
+fn needs_new_producer(e: &KafkaError, producer: &FutureProducer) -> bool {
+    producer.client().fatal_error().is_some()
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::MessageTimedOut
+            )
+        )
+}
+
 impl KafkaPublisher {
     pub fn new(config: KafkaConfig) -> Result<Self, BusError> {
-        let producer = config
+        let producer = Self::create(&config)?;
+        Ok(KafkaPublisher {
+            producer: Arc::new(RwLock::new((0, producer))),
+            replaced_at: Arc::new(std::sync::Mutex::new(Instant::now())),
+            config,
+        })
+    }
+
+    fn create(config: &KafkaConfig) -> Result<FutureProducer, BusError> {
+        config
             .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string())
             .set("linger.ms", "5")
             .create()
-            .map_err(|e| BusError::Config(e.to_string()))?;
-        Ok(KafkaPublisher { producer, config })
+            .map_err(|e| BusError::Config(e.to_string()))
+    }
+
+    fn current(&self) -> Current {
+        self.producer.read().expect("producer lock").clone()
+    }
+
+    /// Replaces a producer that hit a fatal error with a fresh one (new producer id).
+    /// Records it failed were reported as failed, so callers retry them; nothing that
+    /// was acknowledged is affected.
+    fn replace(&self, generation: u64, e: &KafkaError) {
+        let mut slot = self.producer.write().expect("producer lock");
+        if slot.0 != generation {
+            return; // another task already replaced it
+        }
+        let mut at = self.replaced_at.lock().expect("replace lock");
+        let fatal = slot.1.client().fatal_error().is_some();
+        if !fatal && at.elapsed() < self.config.delivery_timeout {
+            return;
+        }
+        *at = Instant::now();
+        match Self::create(&self.config) {
+            Ok(p) => {
+                warn!(error = %e, generation = generation + 1, "producer hit a fatal error; replaced it");
+                *slot = (generation + 1, p);
+            }
+            Err(err) => warn!(error = %err, "could not replace the failed producer"),
+        }
     }
 
     fn admin(&self) -> Result<AdminClient<DefaultClientContext>, BusError> {
@@ -95,12 +156,14 @@ fn owned_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
 
 impl Publisher for KafkaPublisher {
     async fn publish(&self, records: Vec<Record>) -> Vec<Result<Delivered, BusError>> {
+        let (generation, producer) = self.current();
+        let mut fatal: Option<KafkaError> = None;
         let deadline = Instant::now() + self.config.delivery_timeout;
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
             let mut fr = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload).headers(owned_headers(&r.headers));
             loop {
-                match self.producer.send_result(fr) {
+                match producer.send_result(fr) {
                     Ok(delivery) => {
                         pending.push(Ok(delivery));
                         break;
@@ -115,6 +178,9 @@ impl Publisher for KafkaPublisher {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((e, _)) => {
+                        if needs_new_producer(&e, &producer) {
+                            fatal.get_or_insert(e.clone());
+                        }
                         pending.push(Err(classify(&e)));
                         break;
                     }
@@ -127,10 +193,18 @@ impl Publisher for KafkaPublisher {
                 Err(e) => Err(e),
                 Ok(fut) => match fut.await {
                     Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
-                    Ok(Err((e, _))) => Err(classify(&e)),
+                    Ok(Err((e, _))) => {
+                        if needs_new_producer(&e, &producer) {
+                            fatal.get_or_insert(e.clone());
+                        }
+                        Err(classify(&e))
+                    }
                     Err(_canceled) => Err(BusError::Unavailable("producer shut down".into())),
                 },
             });
+        }
+        if let Some(e) = fatal {
+            self.replace(generation, &e);
         }
         out
     }
@@ -154,7 +228,7 @@ impl Publisher for KafkaPublisher {
     }
 
     async fn check(&self) -> Result<(), BusError> {
-        let producer = self.producer.clone();
+        let producer = self.current().1;
         let timeout = Duration::from_secs(2);
         tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout).map(|_| ()))
             .await
@@ -163,7 +237,7 @@ impl Publisher for KafkaPublisher {
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
-        let producer = self.producer.clone();
+        let producer = self.current().1;
         let left = tokio::task::spawn_blocking(move || {
             let r = producer.flush(timeout);
             (r, producer.in_flight_count())
