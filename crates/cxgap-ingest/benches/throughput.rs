@@ -28,7 +28,7 @@ fn event(i: usize) -> pb::FeedbackEvent {
         touchpoint: "checkout".into(),
         occurred_at: Some(prost_types::Timestamp { seconds: ms / 1000 - 60, nanos: 0 }),
         nps: Some((i % 11) as u32),
-        comment: if i % 3 == 0 { "The agent was helpful but the wait was long".into() } else { String::new() },
+        comment: if i.is_multiple_of(3) { "The agent was helpful but the wait was long".into() } else { String::new() },
         ..Default::default()
     }
 }
