@@ -212,7 +212,8 @@ impl<P: Publisher> Ingestor<P> {
         let mut first_error = None;
         for (r, (event_id, channel)) in results.iter().zip(meta) {
             match r {
-                Ok(_) => {
+                Ok(d) => {
+                    debug!(event_id = %event_id, partition = d.partition, offset = d.offset, "published");
                     out.accepted += 1;
                     self.metrics.event(channel, "accepted", 1);
                     self.recent.lock().expect("recent lock").insert((tenant.to_string(), event_id));
@@ -233,6 +234,7 @@ impl<P: Publisher> Ingestor<P> {
     }
 
     /// One event: invalid input is an error, not a rejection entry.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, event_id = %event_id), err)]
     pub async fn submit_one(
         &self,
         tenant: &str,
