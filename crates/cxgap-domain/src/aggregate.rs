@@ -9,6 +9,9 @@ use crate::servqual::ImportanceWeights;
 use crate::stats::{Estimate, Moments, wilson};
 use serde::{Deserialize, Serialize};
 
+/// Integers in [`CellAgg::to_row`]: 4 counts, 22 moments of 3, 7 more counts.
+pub const CELL_ROW_WIDTH: usize = 4 + 22 * 3 + 7;
+
 /// Wait times are summed in milliseconds, wait/promise ratios in ten-thousandths.
 pub const WAIT_SCALE: f64 = 1000.0;
 pub const RATIO_SCALE: f64 = 10_000.0;
@@ -123,6 +126,74 @@ impl CellAgg {
         d.sla_breaches += e.sla_breaches;
         d.resolution_n += e.resolution_n;
         d.unresolved += e.unresolved;
+    }
+
+    /// The cell as a fixed-width row of integers, for storage where merging is column-wise
+    /// addition (`v = v + excluded.v`): the sum of two rows is the row of the merged cells.
+    /// `None` when a sum of squares exceeds 64 bits.
+    pub fn to_row(&self) -> Option<[i64; CELL_ROW_WIDTH]> {
+        let mut row = [0i64; CELL_ROW_WIDTH];
+        let mut i = 0;
+        let mut put = |x: i64| {
+            row[i] = x;
+            i += 1;
+        };
+        let count = |x: u64| i64::try_from(x).ok();
+        put(count(self.events)?);
+        put(count(self.nps.promoters)?);
+        put(count(self.nps.passives)?);
+        put(count(self.nps.detractors)?);
+        let mut moments: Vec<&Moments> = vec![&self.nps_score, &self.csat, &self.ces];
+        for d in &self.dims {
+            moments.extend([&d.expectation, &d.perception, &d.gap]);
+        }
+        moments.extend([&self.experience, &self.sentiment, &self.delivery.wait_ms, &self.delivery.ratio]);
+        for m in moments {
+            for x in m.to_parts()? {
+                put(x);
+            }
+        }
+        for x in [
+            self.csat_satisfied,
+            self.rated_events,
+            self.sentiment_negative,
+            self.delivery.sla_n,
+            self.delivery.sla_breaches,
+            self.delivery.resolution_n,
+            self.delivery.unresolved,
+        ] {
+            put(count(x)?);
+        }
+        Some(row)
+    }
+
+    pub fn from_row(row: &[i64; CELL_ROW_WIDTH]) -> CellAgg {
+        let mut it = row.iter().copied();
+        let mut next = || it.next().expect("row width");
+        let mut c = CellAgg { events: next().max(0) as u64, ..Default::default() };
+        c.nps = NpsCounts { promoters: next() as u64, passives: next() as u64, detractors: next() as u64 };
+        let mut moment = || Moments::from_parts([next(), next(), next()]);
+        c.nps_score = moment();
+        c.csat = moment();
+        c.ces = moment();
+        for d in c.dims.iter_mut() {
+            d.expectation = moment();
+            d.perception = moment();
+            d.gap = moment();
+        }
+        c.experience = moment();
+        c.sentiment = moment();
+        c.delivery.wait_ms = moment();
+        c.delivery.ratio = moment();
+        let mut next = || it.next().expect("row width") as u64;
+        c.csat_satisfied = next();
+        c.rated_events = next();
+        c.sentiment_negative = next();
+        c.delivery.sla_n = next();
+        c.delivery.sla_breaches = next();
+        c.delivery.resolution_n = next();
+        c.delivery.unresolved = next();
+        c
     }
 
     pub fn summary(&self, weights: &ImportanceWeights, min_n: u64) -> Summary {

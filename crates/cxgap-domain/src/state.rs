@@ -136,6 +136,32 @@ impl GapState {
         Applied::New
     }
 
+    /// Merges a stored cell into the state: rebuilding reports from storage, where each
+    /// row holds additive sums.
+    pub fn merge_cell(&mut self, coords: &CellCoords, agg: &CellAgg) {
+        let (day, channel, stage, touchpoint, attributes) = coords;
+        let key = CellKey {
+            day: *day,
+            channel: *channel,
+            stage: *stage,
+            touchpoint: self.touchpoints.intern(touchpoint),
+            segment: self.segments.intern(attributes),
+        };
+        self.cells.entry(key).or_default().merge(agg);
+    }
+
+    /// Puts a stored customer back, replacing what is in memory, so new events for that
+    /// customer continue from its stored state.
+    pub fn put_customer(&mut self, id: &str, state: &CustomerState<Attributes>) {
+        let seg = self.segments.intern(&state.segment);
+        self.customers.insert(id.into(), state.with_segment(seg));
+    }
+
+    /// A customer in storable form (segment resolved).
+    pub fn customer_state(&self, id: &str) -> Option<CustomerState<Attributes>> {
+        self.customers.get(id).map(|c| c.with_segment(self.segments.get(c.segment).clone()))
+    }
+
     pub fn events(&self) -> usize {
         self.seen.len()
     }

@@ -53,6 +53,16 @@ impl Moments {
         self.n == 0
     }
 
+    /// `[n, sum, sumsq]` as 64-bit integers for storage; `None` if the sum of squares no
+    /// longer fits (more than 9.2 million experience responses in one cell).
+    pub fn to_parts(&self) -> Option<[i64; 3]> {
+        Some([i64::try_from(self.n).ok()?, self.sum, i64::try_from(self.sumsq).ok()?])
+    }
+
+    pub fn from_parts(p: [i64; 3]) -> Moments {
+        Moments { n: p[0].max(0) as u64, sum: p[1], sumsq: p[2] as i128 }
+    }
+
     /// Mean and sample variance in units of `1/scale`.
     pub fn mean_var(&self, scale: f64) -> Option<(f64, f64)> {
         if self.n == 0 {

@@ -172,3 +172,62 @@ proptest! {
         prop_assert_eq!(reports(&once), reports(&twice));
     }
 }
+
+/// The analytics service's persistence, in pure form: each batch starts from an empty
+/// state holding only the stored customers it touches, its cells are deltas added to the
+/// stored rows (as integer rows, the storage format), and its customers replace the
+/// stored ones. Whatever the batching, the stored result equals one state built from all
+/// events.
+fn persisted_in_batches(events: &[FeedbackEvent], cuts: &[usize]) -> GapState {
+    use std::collections::BTreeMap;
+    let mut cells: BTreeMap<state::CellCoords, [i64; aggregate::CELL_ROW_WIDTH]> = BTreeMap::new();
+    let mut customers: BTreeMap<String, customer::CustomerState<model::Attributes>> = BTreeMap::new();
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
+    bounds.extend([0, events.len()]);
+    bounds.sort();
+    for w in bounds.windows(2) {
+        let batch = &events[w[0]..w[1]];
+        let mut delta = GapState::new();
+        for e in batch {
+            if let Some(c) = customers.get(&e.customer_id) {
+                delta.put_customer(&e.customer_id, c);
+            }
+        }
+        for e in batch {
+            delta.apply(e);
+        }
+        let snap = delta.snapshot();
+        for (coords, agg) in snap.cells {
+            let row = agg.to_row().expect("fits");
+            let stored = cells.entry(coords).or_insert([0; aggregate::CELL_ROW_WIDTH]);
+            for (s, d) in stored.iter_mut().zip(row) {
+                *s += d;
+            }
+        }
+        for (id, c) in snap.customers {
+            customers.insert(id, c);
+        }
+    }
+    let mut rebuilt = GapState::new();
+    for (coords, row) in &cells {
+        rebuilt.merge_cell(coords, &aggregate::CellAgg::from_row(row));
+    }
+    for (id, c) in &customers {
+        rebuilt.put_customer(id, c);
+    }
+    rebuilt
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn batched_persistence_equals_one_state((events, _s, _a, _as) in arb_streams(), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
+        let whole = build(&events, &[]);
+        let rebuilt = persisted_in_batches(&events, &cuts);
+        let (w, r) = (whole.snapshot(), rebuilt.snapshot());
+        prop_assert_eq!(w.cells, r.cells);
+        prop_assert_eq!(w.customers, r.customers);
+        prop_assert_eq!(reports(&whole), reports(&rebuilt));
+    }
+}
