@@ -1,0 +1,185 @@
+//! Turns one partition's batch of consumed records into one storage transaction. Records
+//! below the stored offset were already applied (redelivery after a crash or rebalance)
+//! and are skipped; events whose id was already applied are skipped; what is left becomes
+//! cell deltas and updated customers, written with the new offset atomically. Records that
+//! cannot be processed go to the dead-letter topic with the reason — never dropped silently.
+
+use crate::store::{AnalyticsStore, BatchWrite, StoreError, TenantWrite};
+use cxgap_bus::{Consumed, Publisher, Record, headers};
+use cxgap_domain::{FeedbackEvent, GapState, InternalAssessment, Timestamp};
+use cxgap_proto::{common as pb, convert};
+use prost::Message;
+use std::collections::BTreeMap;
+use tracing::{debug, warn};
+
+pub const FEEDBACK_SCHEMA: &str = "cxgap.common.v1.FeedbackEvent";
+pub const ASSESSMENT_SCHEMA: &str = "cxgap.common.v1.InternalAssessment";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorConfig {
+    pub group: String,
+    pub topic: String,
+    pub dlq_topic: String,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    pub records: usize,
+    /// Below the stored offset: applied by an earlier run.
+    pub replayed: usize,
+    pub applied: usize,
+    /// Event ids applied before (retries, redelivery from another partition).
+    pub duplicates: usize,
+    pub dead_lettered: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("dead-letter topic unavailable: {0}")]
+    DeadLetter(String),
+}
+
+enum Decoded {
+    Feedback(String, FeedbackEvent),
+    Assessment(String, InternalAssessment),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Decodes a record, or says why it cannot be processed.
+fn decode(r: &Record) -> Result<Decoded, String> {
+    let schema = r.header(headers::SCHEMA).map(|s| String::from_utf8_lossy(s).into_owned());
+    let header_tenant = r.header(headers::TENANT).map(|s| String::from_utf8_lossy(s).into_owned());
+    // Validation here uses a clock far ahead: ingest already checked "not in the future"
+    // against its own clock, and replaying old records must not reject them.
+    let far = Timestamp(i64::MAX / 4);
+    let (tenant, decoded) = match schema.as_deref() {
+        Some(FEEDBACK_SCHEMA) | None => {
+            let e = pb::FeedbackEvent::decode(r.payload.as_slice())
+                .map_err(|e| format!("undecodable FeedbackEvent: {e}"))?;
+            let tenant = e.tenant_id.clone();
+            let ev = convert::feedback_from_pb(&e, far).map_err(|v| format!("invalid FeedbackEvent: {v}"))?;
+            (tenant.clone(), Decoded::Feedback(tenant, ev))
+        }
+        Some(ASSESSMENT_SCHEMA) => {
+            let a = pb::InternalAssessment::decode(r.payload.as_slice())
+                .map_err(|e| format!("undecodable InternalAssessment: {e}"))?;
+            let tenant = a.tenant_id.clone();
+            let a = convert::assessment_from_pb(&a, far).map_err(|v| format!("invalid InternalAssessment: {v}"))?;
+            (tenant.clone(), Decoded::Assessment(tenant, a))
+        }
+        Some(other) => return Err(format!("unknown schema {other:?}")),
+    };
+    if tenant.is_empty() {
+        return Err("record has no tenant".into());
+    }
+    if header_tenant.is_some_and(|h| h != tenant) {
+        return Err("tenant header and payload disagree".into());
+    }
+    Ok(decoded)
+}
+
+#[derive(Debug, Clone)]
+pub struct Processor<P> {
+    pub store: AnalyticsStore,
+    pub config: ProcessorConfig,
+    pub dlq: P,
+}
+
+impl<P: Publisher> Processor<P> {
+    /// Processes records of one partition, in offset order, as one transaction.
+    #[tracing::instrument(skip_all, fields(partition, records = records.len()), err)]
+    pub async fn process(&self, partition: i32, records: &[Consumed]) -> Result<BatchStats, ProcessError> {
+        let c = &self.config;
+        let expected = self.store.next_offset(&c.group, &c.topic, partition).await?;
+        let from = expected.unwrap_or(0);
+        let mut stats = BatchStats { records: records.len(), ..Default::default() };
+        let fresh: Vec<&Consumed> = records.iter().filter(|r| r.offset >= from).collect();
+        stats.replayed = records.len() - fresh.len();
+        let Some(last) = fresh.iter().map(|r| r.offset).max() else {
+            return Ok(stats);
+        };
+        let mut by_tenant: BTreeMap<String, (Vec<FeedbackEvent>, Vec<InternalAssessment>)> = BTreeMap::new();
+        let mut dead = Vec::new();
+        for r in &fresh {
+            match decode(&r.record) {
+                Ok(Decoded::Feedback(t, ev)) => by_tenant.entry(t).or_default().0.push(ev),
+                Ok(Decoded::Assessment(t, a)) => by_tenant.entry(t).or_default().1.push(a),
+                Err(reason) => {
+                    warn!(partition, offset = r.offset, %reason, "dead-lettering a record");
+                    let mut rec = r.record.clone();
+                    rec.topic = c.dlq_topic.clone();
+                    rec.headers.push((headers::REASON.into(), reason.into_bytes()));
+                    rec.headers
+                        .push(("cxgap-source".into(), format!("{}/{}/{}", c.topic, partition, r.offset).into_bytes()));
+                    dead.push(rec);
+                }
+            }
+        }
+        // Dead letters first: if this crashes before the commit, the batch is replayed and
+        // the same record is dead-lettered again (at least once, never lost).
+        if !dead.is_empty() {
+            stats.dead_lettered = dead.len();
+            for r in self.dlq.publish(dead).await {
+                r.map_err(|e| ProcessError::DeadLetter(e.to_string()))?;
+            }
+        }
+        let mut tenants = Vec::with_capacity(by_tenant.len());
+        for (tenant, (events, assessments)) in by_tenant {
+            let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+            let done = self.store.processed(&tenant, &ids).await?;
+            let mut customer_ids: Vec<String> = events.iter().map(|e| e.customer_id.clone()).collect();
+            customer_ids.sort();
+            customer_ids.dedup();
+            let mut delta = GapState::new();
+            for (id, state) in self.store.customers(&tenant, &customer_ids).await? {
+                delta.put_customer(&id, &state);
+            }
+            let mut processed = Vec::new();
+            for e in &events {
+                if done.contains(&e.event_id) {
+                    stats.duplicates += 1;
+                    continue;
+                }
+                match delta.apply(e) {
+                    cxgap_domain::Applied::New => {
+                        stats.applied += 1;
+                        processed.push(e.event_id.clone());
+                    }
+                    cxgap_domain::Applied::Duplicate => stats.duplicates += 1,
+                }
+            }
+            let applied: std::collections::HashSet<&str> = processed.iter().map(String::as_str).collect();
+            let touched: std::collections::HashSet<&str> = events
+                .iter()
+                .filter(|e| applied.contains(e.event_id.as_str()))
+                .map(|e| e.customer_id.as_str())
+                .collect();
+            let snap = delta.snapshot();
+            tenants.push(TenantWrite {
+                tenant,
+                processed,
+                cells: snap.cells,
+                customers: snap.customers.into_iter().filter(|(id, _)| touched.contains(id.as_str())).collect(),
+                assessments,
+            });
+        }
+        self.store
+            .commit(&BatchWrite {
+                group: c.group.clone(),
+                topic: c.topic.clone(),
+                partition,
+                expected,
+                next: last + 1,
+                now_ms: now_ms(),
+                tenants,
+            })
+            .await?;
+        debug!(?stats, next = last + 1, "batch committed");
+        Ok(stats)
+    }
+}

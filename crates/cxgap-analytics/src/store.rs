@@ -1,0 +1,372 @@
+//! Analytics state in PostgreSQL or (embedded mode) SQLite, through one code path. A batch
+//! is written in one transaction: the partition's offset moves first, fenced by its
+//! expected value, then cell deltas (additive upserts that commute across instances),
+//! customers, assessments and processed event ids. Either all of it lands or none does.
+
+use cxgap_domain::aggregate::{CELL_ROW_WIDTH, CellAgg};
+use cxgap_domain::customer::{CustomerState, stable_hash};
+use cxgap_domain::model::Attributes;
+use cxgap_domain::state::CellCoords;
+use cxgap_domain::{Channel, Day, GapState, InternalAssessment, JourneyStage};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another instance moved this partition's offset: this one no longer owns it.
+    #[error("partition {partition} was fenced: its offset moved under this instance")]
+    Fenced { partition: i32 },
+    /// A concurrent write of the same key; retrying the batch resolves it.
+    #[error("conflicting concurrent write: {0}")]
+    Conflict(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("{0}")]
+    Overflow(String),
+}
+
+/// The one place database errors are classified (SQLSTATE / SQLite extended codes).
+fn classify(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if matches!(db.code().as_deref(), Some("23505" | "1555" | "2067")) {
+            return StoreError::Conflict(db.message().to_string());
+        }
+        // Serialization failures and deadlocks: retryable like a conflict.
+        if matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "6")) {
+            return StoreError::Conflict(db.message().to_string());
+        }
+    }
+    StoreError::Unavailable(e.to_string())
+}
+
+/// What one tenant's part of a batch writes.
+#[derive(Debug, Default, Clone)]
+pub struct TenantWrite {
+    pub tenant: String,
+    pub processed: Vec<String>,
+    pub cells: Vec<(CellCoords, CellAgg)>,
+    pub customers: Vec<(String, CustomerState<Attributes>)>,
+    pub assessments: Vec<InternalAssessment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchWrite {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    /// The stored next offset this batch continues from (`None`: nothing stored yet).
+    pub expected: Option<i64>,
+    pub next: i64,
+    pub now_ms: i64,
+    pub tenants: Vec<TenantWrite>,
+}
+
+#[derive(Clone)]
+pub struct AnalyticsStore {
+    pool: AnyPool,
+}
+
+impl std::fmt::Debug for AnalyticsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnalyticsStore").finish_non_exhaustive()
+    }
+}
+
+fn cell_upsert_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let cols: Vec<String> = (0..CELL_ROW_WIDTH).map(|i| format!("v{i}")).collect();
+        let params: Vec<String> = (7..7 + CELL_ROW_WIDTH).map(|i| format!("${i}")).collect();
+        let sets: Vec<String> = cols.iter().map(|c| format!("{c} = analytics_cells.{c} + excluded.{c}")).collect();
+        format!(
+            "INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}) \
+             VALUES ($1, $2, $3, $4, $5, $6, {}) \
+             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}",
+            cols.join(", "),
+            params.join(", "),
+            sets.join(", ")
+        )
+    })
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl AnalyticsStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 1 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(AnalyticsStore { pool })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(classify)
+    }
+
+    pub async fn next_offset(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT next_offset FROM analytics_offsets WHERE consumer_group = $1 AND topic = $2 AND partition_id = $3",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(partition as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// Every partition's stored next offset for a group and topic.
+    pub async fn offsets(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT partition_id, next_offset FROM analytics_offsets WHERE consumer_group = $1 AND topic = $2 \
+             ORDER BY partition_id",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(|(p, o)| (p as i32, o)).collect())
+    }
+
+    /// Which of `ids` this tenant has already applied.
+    pub async fn processed(&self, tenant: &str, ids: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut seen = HashSet::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT event_id FROM analytics_processed WHERE tenant_id = $1 AND event_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(&sql).bind(tenant);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            seen.extend(q.fetch_all(&self.pool).await.map_err(classify)?.into_iter().map(|r| r.0));
+        }
+        Ok(seen)
+    }
+
+    pub async fn customers(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, CustomerState<Attributes>)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT customer_id, state FROM analytics_customers WHERE tenant_id = $1 AND customer_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(tenant);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for (id, json) in q.fetch_all(&self.pool).await.map_err(classify)? {
+                out.push((id, serde_json::from_str(&json).map_err(|e| corrupt("customer state", e))?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a batch atomically; `Fenced` if the partition's offset is not `expected`.
+    pub async fn commit(&self, b: &BatchWrite) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let fenced = StoreError::Fenced { partition: b.partition };
+        match b.expected {
+            None => {
+                let r = sqlx::query(
+                    "INSERT INTO analytics_offsets (consumer_group, topic, partition_id, next_offset) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&b.group)
+                .bind(&b.topic)
+                .bind(b.partition as i64)
+                .bind(b.next)
+                .execute(&mut *tx)
+                .await;
+                match r.map_err(classify) {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict(_)) => return Err(fenced),
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(expected) => {
+                let r = sqlx::query(
+                    "UPDATE analytics_offsets SET next_offset = $1 \
+                     WHERE consumer_group = $2 AND topic = $3 AND partition_id = $4 AND next_offset = $5",
+                )
+                .bind(b.next)
+                .bind(&b.group)
+                .bind(&b.topic)
+                .bind(b.partition as i64)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                if r.rows_affected() != 1 {
+                    return Err(fenced);
+                }
+            }
+        }
+        for t in &b.tenants {
+            for (coords, agg) in &t.cells {
+                let row = agg
+                    .to_row()
+                    .ok_or_else(|| StoreError::Overflow("a cell's sum of squares exceeds 64 bits".into()))?;
+                let (day, channel, stage, touchpoint, attributes) = coords;
+                let segment = serde_json::to_string(attributes).map_err(|e| corrupt("segment", e))?;
+                let mut q = sqlx::query(cell_upsert_sql())
+                    .bind(&t.tenant)
+                    .bind(day.0 as i64)
+                    .bind(channel.as_str())
+                    .bind(stage.as_str())
+                    .bind(touchpoint.clone().unwrap_or_default())
+                    .bind(segment);
+                for v in row {
+                    q = q.bind(v);
+                }
+                q.execute(&mut *tx).await.map_err(classify)?;
+            }
+            for (id, state) in &t.customers {
+                let json = serde_json::to_string(state).map_err(|e| corrupt("customer state", e))?;
+                sqlx::query(
+                    "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .bind(&t.tenant)
+                .bind(id)
+                .bind(json)
+                .bind(b.now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            }
+            for a in &t.assessments {
+                let json = serde_json::to_string(a).map_err(|e| corrupt("assessment", e))?;
+                // Latest wins, by (assessed_at, id hash): the same rule as in memory.
+                sqlx::query(
+                    "INSERT INTO analytics_assessments \
+                     (tenant_id, touchpoint, stage, instrument, assessor, assessed_at, id_hash, assessment) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (tenant_id, touchpoint, stage, instrument, assessor) DO UPDATE SET \
+                     assessed_at = excluded.assessed_at, id_hash = excluded.id_hash, assessment = excluded.assessment \
+                     WHERE excluded.assessed_at > analytics_assessments.assessed_at \
+                     OR (excluded.assessed_at = analytics_assessments.assessed_at \
+                         AND excluded.id_hash > analytics_assessments.id_hash)",
+                )
+                .bind(&t.tenant)
+                .bind(&a.touchpoint)
+                .bind(a.journey_stage.map_or("", |s| s.as_str()))
+                .bind(a.instrument.name())
+                .bind(&a.assessor)
+                .bind(a.assessed_at.0)
+                .bind(format!("{:016x}", stable_hash(a.assessment_id.as_bytes())))
+                .bind(json)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            }
+            for chunk in t.processed.chunks(300) {
+                let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect();
+                let sql = format!(
+                    "INSERT INTO analytics_processed (tenant_id, event_id, processed_at) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind(&t.tenant).bind(b.now_ms);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                q.execute(&mut *tx).await.map_err(classify)?;
+            }
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    /// Forgets processed ids older than `before_ms` (the dedup window).
+    pub async fn prune_processed(&self, before_ms: i64) -> Result<u64, StoreError> {
+        sqlx::query("DELETE FROM analytics_processed WHERE processed_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(classify)
+    }
+
+    /// A tenant's state from storage: cells from `from_day` on (all when `None`),
+    /// assessments, and customers when asked for.
+    pub async fn load(&self, tenant: &str, from_day: Option<Day>, customers: bool) -> Result<GapState, StoreError> {
+        let mut state = GapState::new();
+        let cols: Vec<String> = (0..CELL_ROW_WIDTH).map(|i| format!("v{i}")).collect();
+        let sql = format!(
+            "SELECT day, channel, stage, touchpoint, segment, {} FROM analytics_cells WHERE tenant_id = $1 AND day >= $2",
+            cols.join(", ")
+        );
+        let rows: Vec<AnyRow> = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(from_day.map_or(i64::MIN, |d| d.0 as i64))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        for r in rows {
+            let get_s = |i: usize| r.try_get::<String, _>(i).map_err(|e| corrupt("cell", e));
+            let day: i64 = r.try_get(0).map_err(|e| corrupt("cell day", e))?;
+            let channel = Channel::parse(&get_s(1)?).ok_or_else(|| corrupt("cell", "unknown channel"))?;
+            let stage = JourneyStage::parse(&get_s(2)?).ok_or_else(|| corrupt("cell", "unknown stage"))?;
+            let touchpoint = Some(get_s(3)?).filter(|t| !t.is_empty());
+            let attributes: Attributes = serde_json::from_str(&get_s(4)?).map_err(|e| corrupt("segment", e))?;
+            let mut row = [0i64; CELL_ROW_WIDTH];
+            for (i, v) in row.iter_mut().enumerate() {
+                *v = r.try_get(5 + i).map_err(|e| corrupt("cell value", e))?;
+            }
+            state.merge_cell(&(Day(day as i32), channel, stage, touchpoint, attributes), &CellAgg::from_row(&row));
+        }
+        let assessments: Vec<(String,)> =
+            sqlx::query_as("SELECT assessment FROM analytics_assessments WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        for (json,) in assessments {
+            let a: InternalAssessment = serde_json::from_str(&json).map_err(|e| corrupt("assessment", e))?;
+            state.apply_assessment(&a);
+        }
+        if customers {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT customer_id, state FROM analytics_customers WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(classify)?;
+            for (id, json) in rows {
+                let c: CustomerState<Attributes> = serde_json::from_str(&json).map_err(|e| corrupt("customer", e))?;
+                state.put_customer(&id, &c);
+            }
+        }
+        Ok(state)
+    }
+}
