@@ -3,15 +3,15 @@
 //! token is cancelled, then reports NOT_SERVING, drains in-flight requests within the
 //! grace period and flushes the producer.
 
-use crate::auth::Authenticator;
 use crate::config::IngestConfig;
 use crate::grpc::GrpcIngest;
 use crate::http::{self, HttpState};
 use crate::ingestor::{Ingestor, Limits};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
-use crate::tenants::TenantStore;
 use anyhow::Context;
+use cxgap_auth::Authenticator;
+use cxgap_auth::TenantStore;
 use cxgap_bus::kafka::{KafkaConfig, KafkaPublisher};
 use cxgap_bus::{Publisher, TopicSpec};
 use cxgap_proto::ingest::ingest_service_server::IngestServiceServer;

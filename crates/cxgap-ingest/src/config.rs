@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Every setting: (environment variable, default, meaning). The deployment manifests use
 /// exactly these names.
-pub const SETTINGS: &[(&str, Option<&str>, &str)] = &[
+pub const SETTINGS: &[Setting] = &[
     ("CXGAP_KAFKA_BROKERS", None, "bootstrap brokers, host:port[,host:port]"),
     ("CXGAP_DATABASE_URL", None, "postgres://… or sqlite://path (tenants and API keys)"),
     ("CXGAP_API_KEY_PEPPER", None, "secret mixed into API-key hashes, at least 16 characters"),
@@ -51,60 +51,18 @@ pub struct IngestConfig {
     pub log_filter: String,
 }
 
-/// Every problem with the settings at once.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration:\n  {}", .0.join("\n  "))]
-pub struct ConfigError(pub Vec<String>);
-
-struct Reader<'a> {
-    values: &'a BTreeMap<String, String>,
-    errors: Vec<String>,
-}
-
-impl Reader<'_> {
-    fn raw(&mut self, key: &str) -> Option<String> {
-        let default = SETTINGS.iter().find(|(k, _, _)| *k == key).and_then(|(_, d, _)| *d);
-        match self.values.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
-            Some(v) => Some(v.to_string()),
-            None if default.is_some() => default.map(str::to_string),
-            None => {
-                self.errors.push(format!("{key} is required"));
-                None
-            }
-        }
-    }
-
-    fn parse<T: std::str::FromStr>(&mut self, key: &str, what: &str, ok: impl Fn(&T) -> bool) -> Option<T> {
-        let raw = self.raw(key)?;
-        match raw.parse::<T>() {
-            Ok(v) if ok(&v) => Some(v),
-            _ => {
-                self.errors.push(format!("{key}={raw:?} is not {what}"));
-                None
-            }
-        }
-    }
-}
+pub use cxgap_runtime::settings::ConfigError;
+use cxgap_runtime::settings::{Setting, Settings};
 
 impl IngestConfig {
     /// `values` holds environment variables and flags already merged (flags win).
     pub fn load(values: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
-        let mut r = Reader { values, errors: Vec::new() };
-        for key in values.keys().filter(|k| k.starts_with("CXGAP_")) {
-            if !SETTINGS.iter().any(|(k, _, _)| k == key) {
-                r.errors.push(format!("{key} is not a setting of the ingest service"));
-            }
-        }
+        let mut r = Settings::new(values, SETTINGS, "ingest");
         let kafka_brokers = r.raw("CXGAP_KAFKA_BROKERS");
-        let database_url = r.raw("CXGAP_DATABASE_URL");
-        if let Some(url) = &database_url
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:"))
-        {
-            r.errors.push("CXGAP_DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into());
-        }
+        let database_url = r.database_url("CXGAP_DATABASE_URL");
         let pepper = r.raw("CXGAP_API_KEY_PEPPER");
         if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
-            r.errors.push("CXGAP_API_KEY_PEPPER must be at least 16 characters".into());
+            r.error("CXGAP_API_KEY_PEPPER must be at least 16 characters");
         }
         let positive = |x: &i64| *x > 0;
         let grpc_addr = r.parse("CXGAP_GRPC_ADDR", "a socket address like 0.0.0.0:50051", |_| true);
@@ -121,18 +79,12 @@ impl IngestConfig {
         let max_request = r.parse("CXGAP_MAX_REQUEST_BYTES", "a number of bytes ≥ 65536", |x: &usize| *x >= 65536);
         let auth_cache = r.parse("CXGAP_AUTH_CACHE_SECONDS", "a number of seconds", |_: &u64| true);
         let grace = r.parse("CXGAP_SHUTDOWN_GRACE_SECONDS", "a number of seconds", |_: &u64| true);
-        let log_format = r.raw("CXGAP_LOG_FORMAT").and_then(|raw| {
-            let f = cxgap_runtime::telemetry::LogFormat::parse(&raw);
-            if f.is_none() {
-                r.errors.push(format!("CXGAP_LOG_FORMAT={raw:?} is not json or plain"));
-            }
-            f
-        });
+        let log_format = r.log_format("CXGAP_LOG_FORMAT");
         let log_filter = r.raw("CXGAP_LOG");
         if let (Some(b), Some(m)) = (burst, max_batch)
             && b < m as f64
         {
-            r.errors.push(format!("CXGAP_RATE_LIMIT_BURST ({b}) must be at least CXGAP_MAX_BATCH_EVENTS ({m})"));
+            r.error(format!("CXGAP_RATE_LIMIT_BURST ({b}) must be at least CXGAP_MAX_BATCH_EVENTS ({m})"));
         }
         let config = (|| {
             Some(IngestConfig {
@@ -156,10 +108,7 @@ impl IngestConfig {
                 log_filter: log_filter?,
             })
         })();
-        match config {
-            Some(c) if r.errors.is_empty() => Ok(c),
-            _ => Err(ConfigError(r.errors)),
-        }
+        r.finish(config)
     }
 }
 

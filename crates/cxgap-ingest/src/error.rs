@@ -24,6 +24,15 @@ pub enum IngestError {
     Internal(String),
 }
 
+impl From<cxgap_auth::AuthError> for IngestError {
+    fn from(e: cxgap_auth::AuthError) -> Self {
+        match e {
+            cxgap_auth::AuthError::Unauthenticated(m) => IngestError::Unauthenticated(m),
+            cxgap_auth::AuthError::Unavailable(m) => IngestError::Unavailable(m),
+        }
+    }
+}
+
 impl IngestError {
     pub fn invalid(violations: Violations) -> Self {
         IngestError::InvalidArgument { violations }

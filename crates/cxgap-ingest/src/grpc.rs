@@ -1,8 +1,8 @@
 //! The gRPC face of ingest (`cxgap.ingest.v1.IngestService`).
 
-use crate::auth::Authenticator;
 use crate::error::IngestError;
 use crate::ingestor::{Ingestor, Outcome, Rejection, now};
+use cxgap_auth::Authenticator;
 use cxgap_bus::Publisher;
 use cxgap_proto::convert;
 use cxgap_proto::ingest::{
@@ -43,7 +43,7 @@ fn rejection_pb(r: Rejection) -> EventRejection {
 impl<P: Publisher> GrpcIngest<P> {
     async fn tenant<T>(&self, req: &Request<T>) -> Result<String, IngestError> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        self.auth.tenant(header).await
+        Ok(self.auth.tenant(header).await?)
     }
 
     fn check_size(&self, msg: &impl prost::Message) -> Result<(), IngestError> {

@@ -3,7 +3,6 @@
 //! is decoded record by record on a blocking thread and published in chunks, so a file of
 //! any size never sits in memory.
 
-use crate::auth::Authenticator;
 use crate::error::IngestError;
 use crate::ingestor::{Ingestor, Outcome, now};
 use axum::body::{Body, Bytes};
@@ -11,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
+use cxgap_auth::Authenticator;
 use cxgap_bus::Publisher;
 use cxgap_domain::Violations;
 use cxgap_import::{Assessments, Feedback, Format, RecordError};
@@ -87,7 +87,7 @@ fn parse_json(body: &Bytes) -> Result<Value, IngestError> {
 
 impl<P: Publisher> HttpState<P> {
     async fn tenant(&self, headers: &HeaderMap) -> Result<String, IngestError> {
-        self.auth.tenant(headers.get("authorization").and_then(|v| v.to_str().ok())).await
+        Ok(self.auth.tenant(headers.get("authorization").and_then(|v| v.to_str().ok())).await?)
     }
 
     fn done<T: Serialize>(&self, r: Result<T, IngestError>) -> Result<Json<T>, IngestError> {

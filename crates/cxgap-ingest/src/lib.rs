@@ -4,7 +4,6 @@
 //! import share one core, [`ingestor::Ingestor`].
 
 pub mod app;
-pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -12,7 +11,7 @@ pub mod http;
 pub mod ingestor;
 pub mod limits;
 pub mod metrics;
-pub mod tenants;
 
 pub use app::App;
 pub use config::IngestConfig;
+pub use cxgap_auth::{Authenticator, TenantStore, tenants};

@@ -2,6 +2,7 @@
 //! endpoints (`/healthz`, `/readyz`, `/metrics`) that Kubernetes and Prometheus use.
 
 pub mod ops;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -1,8 +1,8 @@
 //! `cxgap ingest` and the tenant/key administration commands.
 
 use anyhow::{Context, Result};
+use cxgap_auth::TenantStore;
 use cxgap_ingest::IngestConfig;
-use cxgap_ingest::tenants::TenantStore;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 

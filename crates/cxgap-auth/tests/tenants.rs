@@ -1,7 +1,7 @@
 //! One conformance suite for the tenant store, run against each backend: PostgreSQL (a
 //! fresh database) and SQLite (a fresh file).
 
-use cxgap_ingest::tenants::{StoreError, TenantStore};
+use cxgap_auth::{StoreError, TenantStore};
 use cxgap_testkit::TestDb;
 
 const PEPPER: &str = "test-pepper-0123456789";
