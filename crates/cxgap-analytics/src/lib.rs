@@ -2,8 +2,16 @@
 //! gap state in PostgreSQL (SQLite in embedded mode) exactly once — each batch's state
 //! changes, processed event ids and the partition's offset are written in one
 //! transaction, so a crash, rebalance or redelivery never loses or double-counts an event.
+//! Reports are served over HTTP JSON, scoped to the caller's API key.
 
+pub mod app;
+pub mod config;
+pub mod consumer;
+pub mod http;
+pub mod metrics;
 pub mod processor;
 pub mod store;
 
+pub use app::App;
+pub use config::AnalyticsConfig;
 pub use store::{AnalyticsStore, StoreError};

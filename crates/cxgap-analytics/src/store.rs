@@ -119,7 +119,12 @@ impl AnalyticsStore {
             .connect(&url)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        // Services may share a database, and so sqlx's migration table: each service owns a
+        // range of versions (auth 1–999, analytics 1001–1999, alerting 2001–2999) and
+        // ignores the others'.
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(AnalyticsStore { pool })
     }
 

@@ -25,13 +25,21 @@ pub struct KafkaConfig {
     /// How long a record may wait for the broker's acknowledgement before the publish
     /// fails as unavailable (librdkafka `message.timeout.ms`).
     pub delivery_timeout: Duration,
+    /// How long a consumer-group member may be silent before its partitions move to the
+    /// others (librdkafka `session.timeout.ms`): the takeover delay after a crash.
+    pub session_timeout: Duration,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...).
     pub extra: Vec<(String, String)>,
 }
 
 impl KafkaConfig {
     pub fn new(brokers: impl Into<String>) -> Self {
-        KafkaConfig { brokers: brokers.into(), delivery_timeout: Duration::from_secs(10), extra: Vec::new() }
+        KafkaConfig {
+            brokers: brokers.into(),
+            delivery_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(45),
+            extra: Vec::new(),
+        }
     }
 
     fn client(&self) -> ClientConfig {
@@ -271,6 +279,8 @@ impl KafkaSubscriber {
         let consumer: StreamConsumer = config
             .client()
             .set("group.id", group)
+            .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", (config.session_timeout.as_millis() / 3).max(100).to_string())
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")

@@ -36,7 +36,7 @@ pub struct Broker {
 }
 
 fn tansu_binary() -> String {
-    std::env::var("CXGAP_TANSU").unwrap_or_else(|_| "tansu".into())
+    std::env::var("TESTKIT_TANSU").unwrap_or_else(|_| "tansu".into())
 }
 
 impl Broker {

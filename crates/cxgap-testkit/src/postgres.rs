@@ -1,5 +1,5 @@
 //! A fresh database per test on the machine's PostgreSQL (127.0.0.1:5432, trust auth, or
-//! `CXGAP_TEST_POSTGRES_URL`). If the server is not running, the harness starts the
+//! `TESTKIT_POSTGRES_URL`). If the server is not running, the harness starts the
 //! machine's cluster with `pg_ctlcluster`, so no test depends on a hand-started service.
 
 use sqlx::Connection;
@@ -7,7 +7,7 @@ use sqlx::postgres::PgConnection;
 use std::time::Duration;
 
 fn admin_url() -> String {
-    std::env::var("CXGAP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TESTKIT_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 async fn connect_admin() -> anyhow::Result<PgConnection> {

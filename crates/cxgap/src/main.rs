@@ -1,4 +1,5 @@
-//! The `cxgap` command: the batch analyser (`analyze`), the ingest service (`ingest`) and
+//! The `cxgap` command: the batch analyser (`analyze`), the ingest service (`ingest`), the analytics
+//! service (`analytics`) and
 //! tenant/key administration (`tenants`, `keys`). More services and embedded mode join as they land.
 
 mod analyze;
@@ -22,6 +23,8 @@ enum Command {
     Analyze(analyze::Args),
     /// Run the ingest service (gRPC + HTTP → Kafka), configured by CXGAP_* variables and flags.
     Ingest(services::ServiceArgs),
+    /// Run the analytics service (Kafka → exactly-once gap state → HTTP query API).
+    Analytics(services::ServiceArgs),
     /// Create and list tenants in the services' database.
     Tenants(services::TenantsArgs),
     /// Create, list and revoke API keys.
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Ingest(args) => services::ingest(args),
+        Command::Analytics(args) => services::analytics(args),
         Command::Tenants(args) => services::tenants(args),
         Command::Keys(args) => services::keys(args),
     };

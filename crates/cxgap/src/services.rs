@@ -26,9 +26,19 @@ pub struct ServiceArgs {
     set: Vec<String>,
 }
 
+/// Every service's settings: an environment shared by all services (one ConfigMap) may
+/// carry another service's variables, which are dropped; a name no service knows is kept,
+/// so the service refuses it as a probable typo.
+fn known_elsewhere(own: &[cxgap_runtime::settings::Setting], key: &str) -> bool {
+    let all: [&[cxgap_runtime::settings::Setting]; 2] =
+        [cxgap_ingest::config::SETTINGS, cxgap_analytics::config::SETTINGS];
+    !own.iter().any(|(k, _, _)| *k == key) && all.iter().any(|s| s.iter().any(|(k, _, _)| *k == key))
+}
+
 impl ServiceArgs {
-    fn settings(&self) -> Result<BTreeMap<String, String>> {
-        let mut m: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("CXGAP_")).collect();
+    fn settings(&self, own: &[cxgap_runtime::settings::Setting]) -> Result<BTreeMap<String, String>> {
+        let mut m: BTreeMap<String, String> =
+            std::env::vars().filter(|(k, _)| k.starts_with("CXGAP_") && !known_elsewhere(own, k)).collect();
         for (k, v) in [
             ("CXGAP_KAFKA_BROKERS", &self.kafka_brokers),
             ("CXGAP_DATABASE_URL", &self.database_url),
@@ -51,8 +61,25 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
+pub fn analytics(args: ServiceArgs) -> Result<ExitCode> {
+    let settings = args.settings(cxgap_analytics::config::SETTINGS)?;
+    let config = match cxgap_analytics::AnalyticsConfig::load(&settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    cxgap_runtime::telemetry::init(config.log_format, &config.log_filter);
+    runtime()?.block_on(async {
+        let app = cxgap_analytics::App::build(config).await?;
+        app.run(cxgap_runtime::shutdown::on_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn ingest(args: ServiceArgs) -> Result<ExitCode> {
-    let config = match IngestConfig::load(&args.settings()?) {
+    let config = match IngestConfig::load(&args.settings(cxgap_ingest::config::SETTINGS)?) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

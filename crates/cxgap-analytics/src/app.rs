@@ -1,0 +1,152 @@
+//! Building and running the analytics service: the consumer loop and the HTTP query API
+//! (with `/healthz`, `/readyz`, `/metrics`). On shutdown the consumer finishes and commits
+//! the batch in hand, then the HTTP server drains.
+
+use crate::config::AnalyticsConfig;
+use crate::consumer::{self, BatchLimits};
+use crate::http::{self, QueryState};
+use crate::metrics::Metrics;
+use crate::processor::{Processor, ProcessorConfig};
+use crate::store::AnalyticsStore;
+use anyhow::Context;
+use cxgap_auth::{Authenticator, TenantStore};
+use cxgap_bus::kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
+use cxgap_bus::{Publisher, Subscriber, TopicSpec};
+use cxgap_domain::risk::RiskModel;
+use cxgap_runtime::{Check, OpsState, Shutdown};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub struct App<S, P> {
+    config: AnalyticsConfig,
+    subscriber: S,
+    processor: Arc<Processor<P>>,
+    auth: Arc<Authenticator>,
+    registry: Registry,
+    metrics: Metrics,
+    http: TcpListener,
+}
+
+impl<S, P> std::fmt::Debug for App<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("http", &self.http.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl App<KafkaSubscriber, KafkaPublisher> {
+    pub async fn build(config: AnalyticsConfig) -> anyhow::Result<Self> {
+        let mut kafka = KafkaConfig::new(&config.kafka_brokers);
+        kafka.session_timeout = config.session_timeout;
+        let publisher = KafkaPublisher::new(kafka.clone()).context("creating the dead-letter producer")?;
+        let topics: Vec<TopicSpec> = [&config.feedback_topic, &config.dlq_topic]
+            .into_iter()
+            .map(|t| TopicSpec {
+                name: t.clone(),
+                partitions: config.topic_partitions,
+                replication: config.topic_replication,
+            })
+            .collect();
+        publisher.ensure_topics(&topics).await.context("creating topics")?;
+        let subscriber = KafkaSubscriber::new(&kafka, &config.consumer_group, &[&config.feedback_topic])
+            .context("joining the consumer group")?;
+        let store =
+            AnalyticsStore::connect(&config.database_url).await.context("connecting to the analytics database")?;
+        let tenants = TenantStore::connect(&config.database_url, &config.api_key_pepper)
+            .await
+            .context("connecting to the tenant database")?;
+        Self::build_with(config, subscriber, publisher, store, tenants).await
+    }
+}
+
+impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
+    pub async fn build_with(
+        config: AnalyticsConfig,
+        subscriber: S,
+        dlq: P,
+        store: AnalyticsStore,
+        tenants: TenantStore,
+    ) -> anyhow::Result<Self> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let processor = Arc::new(Processor {
+            store,
+            config: ProcessorConfig {
+                group: config.consumer_group.clone(),
+                topic: config.feedback_topic.clone(),
+                dlq_topic: config.dlq_topic.clone(),
+            },
+            dlq,
+        });
+        let auth = Arc::new(Authenticator::new(tenants, config.auth_cache));
+        let http =
+            TcpListener::bind(config.http_addr).await.with_context(|| format!("binding HTTP {}", config.http_addr))?;
+        Ok(App { config, subscriber, processor, auth, registry, metrics, http })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound")
+    }
+
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let App { config, subscriber, processor, auth, registry, metrics, http } = self;
+        let store = processor.store.clone();
+        let dlq = processor.dlq.clone();
+        let ops = OpsState {
+            checks: vec![
+                Check::new("database", {
+                    let s = store.clone();
+                    move || {
+                        let s = s.clone();
+                        async move { s.ping().await.map_err(|e| e.to_string()) }
+                    }
+                }),
+                Check::new("broker", move || {
+                    let b = dlq.clone();
+                    async move { b.check().await.map_err(|e| e.to_string()) }
+                }),
+            ],
+            registry: Arc::new(registry),
+            draining: shutdown.clone(),
+        };
+        let router = http::router(QueryState { store: store.clone(), auth, model: RiskModel::default() })
+            .merge(cxgap_runtime::ops::router(ops));
+
+        // Forget processed ids past the dedup window, hourly.
+        let pruner = tokio::spawn({
+            let (store, window, stop) = (store.clone(), config.dedup_window, shutdown.clone());
+            async move {
+                loop {
+                    let cutoff = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64)
+                        - window.as_millis() as i64;
+                    if let Err(e) = store.prune_processed(cutoff).await {
+                        tracing::warn!(error = %e, "pruning processed ids failed");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                    }
+                }
+            }
+        });
+        let stop_http = Shutdown::new();
+        info!(http = %http.local_addr()?, group = %config.consumer_group, topic = %config.feedback_topic, "analytics serving");
+        let server = tokio::spawn({
+            let stop = stop_http.clone();
+            axum::serve(http, router).with_graceful_shutdown(async move { stop.cancelled().await }).into_future()
+        });
+        let limits = BatchLimits { max_events: config.batch_max_events, max_wait: config.batch_max_wait };
+        let consumed = consumer::run(subscriber, processor, limits, metrics, shutdown.clone()).await;
+        // The consumer only returns on shutdown (or a batch it could not finish).
+        shutdown.cancel();
+        stop_http.cancel();
+        let _ = tokio::time::timeout(config.shutdown_grace, server).await;
+        pruner.abort();
+        info!("analytics stopped");
+        consumed
+    }
+}

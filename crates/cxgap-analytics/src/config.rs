@@ -1,0 +1,126 @@
+//! Typed settings of the analytics service (see `cxgap_runtime::settings`).
+
+use cxgap_runtime::settings::{ConfigError, Setting, Settings};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const SETTINGS: &[Setting] = &[
+    ("CXGAP_KAFKA_BROKERS", None, "bootstrap brokers, host:port[,host:port]"),
+    ("CXGAP_DATABASE_URL", None, "postgres://… or sqlite:path (analytics state, tenants and API keys)"),
+    ("CXGAP_API_KEY_PEPPER", None, "secret mixed into API-key hashes, the same as ingest's"),
+    ("CXGAP_HTTP_ADDR", Some("0.0.0.0:8081"), "HTTP listen address (query API, /healthz, /readyz, /metrics)"),
+    ("CXGAP_FEEDBACK_TOPIC", Some("cxgap.feedback.v1"), "topic consumed"),
+    ("CXGAP_DLQ_TOPIC", Some("cxgap.feedback.dlq.v1"), "where records that cannot be processed go"),
+    ("CXGAP_CONSUMER_GROUP", Some("cxgap-analytics"), "Kafka consumer group of the analytics instances"),
+    ("CXGAP_TOPIC_PARTITIONS", Some("12"), "partitions when topics are created"),
+    ("CXGAP_TOPIC_REPLICATION", Some("1"), "replication factor when topics are created"),
+    (
+        "CXGAP_KAFKA_SESSION_TIMEOUT_MS",
+        Some("45000"),
+        "consumer-group session: how soon a crashed instance's partitions move",
+    ),
+    ("CXGAP_BATCH_MAX_EVENTS", Some("500"), "records per storage transaction"),
+    ("CXGAP_BATCH_MAX_WAIT_MS", Some("200"), "how long a batch waits to fill"),
+    ("CXGAP_DEDUP_WINDOW_HOURS", Some("24"), "how long processed event ids are remembered"),
+    ("CXGAP_AUTH_CACHE_SECONDS", Some("30"), "how long an API key verdict is cached"),
+    ("CXGAP_SHUTDOWN_GRACE_SECONDS", Some("20"), "time to finish the batch in hand on SIGTERM"),
+    ("CXGAP_LOG_FORMAT", Some("json"), "json or plain"),
+    ("CXGAP_LOG", Some("info"), "log filter"),
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyticsConfig {
+    pub kafka_brokers: String,
+    pub database_url: String,
+    pub api_key_pepper: String,
+    pub http_addr: SocketAddr,
+    pub feedback_topic: String,
+    pub dlq_topic: String,
+    pub consumer_group: String,
+    pub topic_partitions: i32,
+    pub topic_replication: i32,
+    pub session_timeout: Duration,
+    pub batch_max_events: usize,
+    pub batch_max_wait: Duration,
+    pub dedup_window: Duration,
+    pub auth_cache: Duration,
+    pub shutdown_grace: Duration,
+    pub log_format: cxgap_runtime::telemetry::LogFormat,
+    pub log_filter: String,
+}
+
+impl AnalyticsConfig {
+    pub fn load(values: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut r = Settings::new(values, SETTINGS, "analytics");
+        let kafka_brokers = r.raw("CXGAP_KAFKA_BROKERS");
+        let database_url = r.database_url("CXGAP_DATABASE_URL");
+        let pepper = r.raw("CXGAP_API_KEY_PEPPER");
+        if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
+            r.error("CXGAP_API_KEY_PEPPER must be at least 16 characters");
+        }
+        let http_addr = r.parse("CXGAP_HTTP_ADDR", "a socket address like 0.0.0.0:8081", |_| true);
+        let feedback_topic = r.raw("CXGAP_FEEDBACK_TOPIC");
+        let dlq_topic = r.raw("CXGAP_DLQ_TOPIC");
+        let consumer_group = r.raw("CXGAP_CONSUMER_GROUP");
+        let partitions = r.parse::<i32>("CXGAP_TOPIC_PARTITIONS", "a positive integer", |x| *x > 0);
+        let replication = r.parse::<i32>("CXGAP_TOPIC_REPLICATION", "a positive integer", |x| *x > 0);
+        let session = r.parse::<u64>("CXGAP_KAFKA_SESSION_TIMEOUT_MS", "milliseconds between 1000 and 300000", |x| {
+            (1000..=300_000).contains(x)
+        });
+        let batch = r.parse::<usize>("CXGAP_BATCH_MAX_EVENTS", "a positive integer", |x| *x > 0);
+        let wait = r.parse::<u64>("CXGAP_BATCH_MAX_WAIT_MS", "a number of milliseconds", |_| true);
+        let dedup = r.parse::<u64>("CXGAP_DEDUP_WINDOW_HOURS", "a positive number of hours", |x| *x > 0);
+        let auth_cache = r.parse::<u64>("CXGAP_AUTH_CACHE_SECONDS", "a number of seconds", |_| true);
+        let grace = r.parse::<u64>("CXGAP_SHUTDOWN_GRACE_SECONDS", "a number of seconds", |_| true);
+        let log_format = r.log_format("CXGAP_LOG_FORMAT");
+        let log_filter = r.raw("CXGAP_LOG");
+        let config = (|| {
+            Some(AnalyticsConfig {
+                kafka_brokers: kafka_brokers?,
+                database_url: database_url?,
+                api_key_pepper: pepper?,
+                http_addr: http_addr?,
+                feedback_topic: feedback_topic?,
+                dlq_topic: dlq_topic?,
+                consumer_group: consumer_group?,
+                topic_partitions: partitions?,
+                topic_replication: replication?,
+                session_timeout: Duration::from_millis(session?),
+                batch_max_events: batch?,
+                batch_max_wait: Duration::from_millis(wait?),
+                dedup_window: Duration::from_secs(dedup? * 3600),
+                auth_cache: Duration::from_secs(auth_cache?),
+                shutdown_grace: Duration::from_secs(grace?),
+                log_format: log_format?,
+                log_filter: log_filter?,
+            })
+        })();
+        r.finish(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let mut m: BTreeMap<String, String> = [
+            ("CXGAP_KAFKA_BROKERS", "b:9092"),
+            ("CXGAP_DATABASE_URL", "sqlite:x.db"),
+            ("CXGAP_API_KEY_PEPPER", "0123456789abcdef"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = AnalyticsConfig::load(&m).unwrap();
+        assert_eq!(c.dedup_window, Duration::from_secs(24 * 3600));
+        assert_eq!(c.dlq_topic, "cxgap.feedback.dlq.v1");
+        m.insert("CXGAP_BATCH_MAX_EVENTS".into(), "0".into());
+        m.insert("CXGAP_GRPC_ADDR".into(), "0.0.0.0:1".into());
+        let e = AnalyticsConfig::load(&m).unwrap_err().to_string();
+        assert!(e.contains("CXGAP_BATCH_MAX_EVENTS=\"0\""), "{e}");
+        assert!(e.contains("CXGAP_GRPC_ADDR is not a setting of the analytics service"), "{e}");
+    }
+}

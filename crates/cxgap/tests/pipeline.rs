@@ -1,0 +1,274 @@
+//! Feedback through ingest, the topic and `cxgap analytics` (a real process): the report
+//! it serves equals what `cxgap analyze` computes offline on the same events, with
+//! duplicates and disorder on the topic, and after the analytics process is SIGKILLed
+//! mid-stream and restarted.
+
+use cxgap_auth::TenantStore;
+use cxgap_testkit::{Broker, TestDb, eventually, free_port};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const PEPPER: &str = "pipeline-test-pepper-0123";
+const AS_OF: &str = "2026-08-30";
+
+fn example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/feedback.csv")
+}
+
+struct Pipeline {
+    broker: Broker,
+    db: TestDb,
+    ingest: Vec<(SocketAddr, cxgap_runtime::Shutdown)>,
+    key: String,
+    other_key: String,
+    tenant: String,
+}
+
+async fn ingest_instance(broker: &Broker, db: &TestDb) -> (SocketAddr, cxgap_runtime::Shutdown) {
+    let settings: BTreeMap<String, String> = [
+        ("CXGAP_KAFKA_BROKERS", broker.bootstrap()),
+        ("CXGAP_DATABASE_URL", db.url.clone()),
+        ("CXGAP_API_KEY_PEPPER", PEPPER.to_string()),
+        ("CXGAP_GRPC_ADDR", "127.0.0.1:0".into()),
+        ("CXGAP_HTTP_ADDR", "127.0.0.1:0".into()),
+        ("CXGAP_TOPIC_PARTITIONS", "4".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let app = cxgap_ingest::App::build(cxgap_ingest::IngestConfig::load(&settings).unwrap()).await.unwrap();
+    let addr = app.http_addr();
+    let stop = cxgap_runtime::Shutdown::new();
+    tokio::spawn(app.run(stop.clone()));
+    (addr, stop)
+}
+
+impl Pipeline {
+    async fn start() -> Pipeline {
+        let broker = Broker::start().unwrap();
+        let db = TestDb::new().await.unwrap();
+        let tenants = TenantStore::connect(&db.url, PEPPER).await.unwrap();
+        let tenant = tenants.create_tenant("acme").await.unwrap().tenant_id;
+        tenants.create_tenant("globex").await.unwrap();
+        let key = tenants.create_key("acme", "").await.unwrap().1;
+        let other_key = tenants.create_key("globex", "").await.unwrap().1;
+        // Two ingest replicas: each has its own recent-id cache, so the same events sent
+        // to both reach the topic twice, as retries through a load balancer would.
+        let a = ingest_instance(&broker, &db).await;
+        let b = ingest_instance(&broker, &db).await;
+        Pipeline { broker, db, ingest: vec![a, b], key, other_key, tenant }
+    }
+
+    fn analytics(&self, http: u16, batch: usize) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_cxgap"))
+            .arg("analytics")
+            .env("CXGAP_KAFKA_BROKERS", self.broker.bootstrap())
+            .env("CXGAP_DATABASE_URL", &self.db.url)
+            .env("CXGAP_API_KEY_PEPPER", PEPPER)
+            .env("CXGAP_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("CXGAP_TOPIC_PARTITIONS", "4")
+            .env("CXGAP_BATCH_MAX_EVENTS", batch.to_string())
+            .env("CXGAP_BATCH_MAX_WAIT_MS", "50")
+            .env("CXGAP_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("CXGAP_LOG_FORMAT", "plain")
+            .env("CXGAP_LOG", std::env::var("TESTKIT_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("TESTKIT_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .unwrap()
+    }
+
+    async fn import(&self, replica: usize, csv: &[u8]) {
+        let auth = format!("Bearer {}", self.key);
+        let r = cxgap_testkit::http::request(
+            self.ingest[replica].0,
+            "POST",
+            "/v1/feedback/import",
+            &[("authorization", &auth)],
+            csv,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str, key: &str) -> Option<Value> {
+    let auth = format!("Bearer {key}");
+    let r = cxgap_testkit::http::request(addr, "GET", path, &[("authorization", &auth)], b"").await.ok()?;
+    (r.status == 200).then(|| r.json())
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    let r = cxgap_testkit::http::request(addr, "GET", "/metrics", &[], b"").await.ok()?;
+    r.text().lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()?.parse().ok())
+}
+
+/// Waits until analytics has processed `records` records (applied or skipped).
+async fn processed(addr: SocketAddr, records: f64) {
+    eventually(Duration::from_secs(120), "analytics to process every record", || async {
+        let applied = metric(addr, "cxgap_analytics_events_applied_total").await?;
+        let dups = metric(addr, "cxgap_analytics_duplicates_total").await?;
+        (applied + dups >= records).then_some(())
+    })
+    .await;
+}
+
+fn analyze(extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_cxgap"))
+        .args(["analyze", example().to_str().unwrap(), "--format", "json", "--window", "all", "--as-of", AS_OF])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn reversed_csv(csv: &str) -> String {
+    let mut lines: Vec<&str> = csv.lines().collect();
+    let header = lines.remove(0);
+    lines.reverse();
+    format!("{header}\n{}\n", lines.join("\n"))
+}
+
+async fn assert_matches_analyze(addr: SocketAddr, key: &str) {
+    let offline = analyze(&[]);
+    let served = get(addr, &format!("/v1/report?window=all&as_of={AS_OF}"), key).await.expect("report");
+    assert_eq!(served, offline["report"], "analytics report equals cxgap analyze");
+    let offline = analyze(&["--by", "channel,stage"]);
+    let served = get(addr, &format!("/v1/report?window=all&as_of={AS_OF}&by=channel,stage"), key).await.unwrap();
+    assert_eq!(served, offline["breakdowns"][0], "grouped report equals cxgap analyze --by");
+}
+
+#[tokio::test]
+async fn duplicates_and_disorder_on_the_topic_give_exactly_the_offline_report() {
+    let p = Pipeline::start().await;
+    let csv = std::fs::read_to_string(example()).unwrap();
+    let rows = csv.lines().count() - 1;
+    let http = free_port();
+    let mut analytics = p.analytics(http, 100);
+    let addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    p.import(0, csv.as_bytes()).await;
+    p.import(1, reversed_csv(&csv).as_bytes()).await;
+    processed(addr, (2 * rows) as f64).await;
+    assert_eq!(metric(addr, "cxgap_analytics_duplicates_total").await, Some(rows as f64));
+    assert_matches_analyze(addr, &p.key).await;
+
+    // Tenant isolation: another tenant's key sees none of it.
+    let other = get(addr, &format!("/v1/report?window=all&as_of={AS_OF}"), &p.other_key).await.unwrap();
+    assert_eq!(other["overall"]["events"], 0);
+    let r = cxgap_testkit::http::request(addr, "GET", "/v1/report", &[], b"").await.unwrap();
+    assert_eq!(r.status, 401);
+    // Churn risk with drivers, for one customer and the ranked list.
+    let risk = get(addr, &format!("/v1/customers/C000/risk?as_of={AS_OF}"), &p.key).await.unwrap();
+    assert!(risk["risk"].as_f64().unwrap() > 0.5 && !risk["drivers"].as_array().unwrap().is_empty(), "{risk}");
+    let ranked = get(addr, &format!("/v1/at-risk?as_of={AS_OF}&limit=10"), &p.key).await.unwrap();
+    assert_eq!(ranked, analyze(&[])["at_risk"], "at-risk list equals cxgap analyze's");
+    analytics.kill().unwrap();
+    let _ = analytics.wait();
+    for (_, stop) in &p.ingest {
+        stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn analytics_killed_mid_stream_and_restarted_counts_everything_once() {
+    let p = Pipeline::start().await;
+    let csv = std::fs::read_to_string(example()).unwrap();
+    let rows = csv.lines().count() - 1;
+    let http = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    // Small batches, so the kill lands mid-stream.
+    let mut analytics = p.analytics(http, 5);
+    p.import(0, csv.as_bytes()).await;
+    eventually(Duration::from_secs(60), "some progress before the kill", || async {
+        let applied = metric(addr, "cxgap_analytics_events_applied_total").await?;
+        (applied >= 20.0).then_some(applied)
+    })
+    .await;
+    Command::new("kill").args(["-KILL", &analytics.id().to_string()]).status().unwrap();
+    let _ = analytics.wait();
+    let store = cxgap_analytics::AnalyticsStore::connect(&p.db.url).await.unwrap();
+    let q = cxgap_domain::report::ReportQuery::new(
+        cxgap_domain::Day::parse(AS_OF).unwrap(),
+        cxgap_domain::report::Window::All,
+    );
+    let at_kill =
+        cxgap_domain::report::gap_report(&store.load(&p.tenant, None, false).await.unwrap(), &q).overall.events;
+    eprintln!("killed with {at_kill} of {rows} events applied");
+    assert!(at_kill > 0 && (at_kill as usize) < rows, "the kill landed mid-stream ({at_kill} of {rows})");
+
+    // While it is down, the duplicates arrive; then a new process takes over.
+    p.import(1, reversed_csv(&csv).as_bytes()).await;
+    let mut analytics = p.analytics(http, 10);
+    // The restarted process counts only what it did itself; wait on the report instead.
+    eventually(Duration::from_secs(120), "every event to be counted", || async {
+        let r = get(addr, &format!("/v1/report?window=all&as_of={AS_OF}"), &p.key).await?;
+        (r["overall"]["events"] == rows).then_some(())
+    })
+    .await;
+    // Let it drain the rest of the duplicates before comparing.
+    eventually(Duration::from_secs(60), "the duplicates to be skipped", || async {
+        let dups = metric(addr, "cxgap_analytics_duplicates_total").await?;
+        let replayed = metric(addr, "cxgap_analytics_replayed_total").await.unwrap_or(0.0);
+        let applied = metric(addr, "cxgap_analytics_events_applied_total").await?;
+        (applied + dups + replayed >= rows as f64).then_some(())
+    })
+    .await;
+    assert_matches_analyze(addr, &p.key).await;
+    analytics.kill().unwrap();
+    let _ = analytics.wait();
+    for (_, stop) in &p.ingest {
+        stop.cancel();
+    }
+}
+
+/// Two instances in one consumer group; the one doing the work is SIGKILLed mid-stream and
+/// the other must take its partitions over and finish with the exact report.
+///
+/// Ignored: on tansu 0.6 the group's whole assignment goes to one member, and a crashed
+/// member's partitions are not reassigned to a member that was already in the group when
+/// its session expires (the survivor stalled at 249 of 392 events in one of two runs; it
+/// passes when the survivor happens to join after the kill, since a join does trigger a
+/// rebalance). Run with `cargo test -p cxgap --test pipeline -- --ignored` against a
+/// broker whose group coordinator expires sessions.
+#[tokio::test]
+#[ignore = "tansu 0.6 does not rebalance a crashed member's partitions to an existing member"]
+async fn two_instances_one_killed_mid_stream_the_other_takes_over() {
+    let p = Pipeline::start().await;
+    let csv = std::fs::read_to_string(example()).unwrap();
+    let rows = csv.lines().count() - 1;
+    let ports = [free_port(), free_port()];
+    let addrs: Vec<SocketAddr> = ports.iter().map(|p| format!("127.0.0.1:{p}").parse().unwrap()).collect();
+    let mut instances = [p.analytics(ports[0], 5), p.analytics(ports[1], 5)];
+    p.import(0, csv.as_bytes()).await;
+    let busy = eventually(Duration::from_secs(60), "one instance to make progress", || async {
+        for (i, a) in addrs.iter().enumerate() {
+            if metric(*a, "cxgap_analytics_events_applied_total").await? >= 20.0 {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    Command::new("kill").args(["-KILL", &instances[busy].id().to_string()]).status().unwrap();
+    let _ = instances[busy].wait();
+    let survivor = addrs[1 - busy];
+    p.import(1, reversed_csv(&csv).as_bytes()).await;
+    eventually(Duration::from_secs(120), "the survivor to count every event", || async {
+        let r = get(survivor, &format!("/v1/report?window=all&as_of={AS_OF}"), &p.key).await?;
+        (r["overall"]["events"] == rows).then_some(())
+    })
+    .await;
+    assert_matches_analyze(survivor, &p.key).await;
+    let other = &mut instances[1 - busy];
+    other.kill().unwrap();
+    let _ = other.wait();
+    for (_, stop) in &p.ingest {
+        stop.cancel();
+    }
+}
