@@ -8,11 +8,10 @@ use cxgap_domain::customer::{CustomerState, stable_hash};
 use cxgap_domain::model::Attributes;
 use cxgap_domain::state::CellCoords;
 use cxgap_domain::{Channel, Day, GapState, InternalAssessment, JourneyStage};
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use std::collections::HashSet;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -106,25 +105,11 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 impl AnalyticsStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        sqlx::any::install_default_drivers();
-        let sqlite = url.starts_with("sqlite:");
-        let url = if sqlite && !url.contains("mode=") {
-            format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
-        } else {
-            url.to_string()
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 1 } else { 8 })
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(&url)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        // Services may share a database, and so sqlx's migration table: each service owns a
-        // range of versions (auth 1–999, analytics 1001–1999, alerting 2001–2999) and
-        // ignores the others'.
-        let mut migrator = sqlx::migrate!("./migrations");
-        migrator.set_ignore_missing(true);
-        migrator.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+        let pool = cxgap_runtime::db::connect(url, &MIGRATIONS).await.map_err(|e| match e {
+            cxgap_runtime::db::DbError::Unavailable(m) => StoreError::Unavailable(m),
+            cxgap_runtime::db::DbError::Migration(m) => StoreError::Migration(m),
+        })?;
         Ok(AnalyticsStore { pool })
     }
 

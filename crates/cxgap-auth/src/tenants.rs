@@ -5,8 +5,6 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,24 +88,11 @@ pub fn parse_key(key: &str) -> Option<(&str, &str)> {
 impl TenantStore {
     /// Connects (creating the SQLite file if needed) and runs the migrations.
     pub async fn connect(url: &str, pepper: &str) -> Result<Self, StoreError> {
-        sqlx::any::install_default_drivers();
-        let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
-            format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
-        } else {
-            url.to_string()
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if url.starts_with("sqlite:") { 1 } else { 8 })
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&url)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        // Services may share a database, and so sqlx's migration table: each service owns a
-        // range of versions (auth 1–999, analytics 1001–1999, alerting 2001–2999) and
-        // ignores the others'.
-        let mut migrator = sqlx::migrate!("./migrations");
-        migrator.set_ignore_missing(true);
-        migrator.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+        let pool = cxgap_runtime::db::connect(url, &MIGRATIONS).await.map_err(|e| match e {
+            cxgap_runtime::db::DbError::Unavailable(m) => StoreError::Unavailable(m),
+            cxgap_runtime::db::DbError::Migration(m) => StoreError::Migration(m),
+        })?;
         Ok(TenantStore { pool, pepper: pepper.to_string() })
     }
 

@@ -38,6 +38,13 @@ impl IngestError {
         IngestError::InvalidArgument { violations }
     }
 
+    /// One bad field.
+    pub fn bad_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let mut v = Violations::default();
+        v.push(field, description);
+        IngestError::InvalidArgument { violations: v }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             IngestError::Unauthenticated(_) => "UNAUTHENTICATED",

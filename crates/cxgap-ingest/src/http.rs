@@ -78,11 +78,7 @@ impl BatchJson {
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, IngestError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let mut v = Violations::default();
-        v.push("body", format!("is not valid JSON: {e}"));
-        IngestError::invalid(v)
-    })
+    serde_json::from_slice(body).map_err(|e| IngestError::bad_field("body", format!("is not valid JSON: {e}")))
 }
 
 impl<P: Publisher> HttpState<P> {
@@ -128,27 +124,19 @@ async fn submit_batch<P: Publisher>(
                     None | Some(Value::Null) => false,
                     Some(Value::Bool(b)) => b,
                     Some(_) => {
-                        let mut v = Violations::default();
-                        v.push("atomic", "must be true or false");
-                        return Err(IngestError::invalid(v));
+                        return Err(IngestError::bad_field("atomic", "must be true or false"));
                     }
                 };
                 let Some(Value::Array(events)) = map.remove("events") else {
-                    let mut v = Violations::default();
-                    v.push("events", "is required: an array of feedback events");
-                    return Err(IngestError::invalid(v));
+                    return Err(IngestError::bad_field("events", "is required: an array of feedback events"));
                 };
                 if let Some(k) = map.keys().next() {
-                    let mut v = Violations::default();
-                    v.push(k.clone(), "is not a known field (events, atomic)");
-                    return Err(IngestError::invalid(v));
+                    return Err(IngestError::bad_field(k.clone(), "is not a known field (events, atomic)"));
                 }
                 (events, atomic)
             }
             _ => {
-                let mut v = Violations::default();
-                v.push("body", "must be {\"events\": [...]} or an array of events");
-                return Err(IngestError::invalid(v));
+                return Err(IngestError::bad_field("body", "must be {\"events\": [...]} or an array of events"));
             }
         };
         let t = now();
@@ -209,9 +197,7 @@ async fn import_csv<P: Publisher>(
         while let Some(chunk) = rx.recv().await {
             let records = match chunk {
                 Chunk::Fatal(msg) => {
-                    let mut v = Violations::default();
-                    v.push("body", msg);
-                    return Err(IngestError::invalid(v));
+                    return Err(IngestError::bad_field("body", msg));
                 }
                 Chunk::Records(r) => r,
             };

@@ -1,6 +1,7 @@
 //! What every cxgap service shares: logging, the shutdown signal, and the operations
 //! endpoints (`/healthz`, `/readyz`, `/metrics`) that Kubernetes and Prometheus use.
 
+pub mod db;
 pub mod ops;
 pub mod settings;
 pub mod shutdown;

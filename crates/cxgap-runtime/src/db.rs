@@ -1,0 +1,41 @@
+//! One way every service opens its database: PostgreSQL or (embedded mode) a SQLite file,
+//! through sqlx's `Any` driver so the same SQL serves both, and the service's migrations.
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+}
+
+/// Connects (creating a SQLite file if needed) and runs `migrations`.
+///
+/// Services may share a database, and so sqlx's migration table: each service owns a
+/// range of versions (auth 1–999, analytics 1001–1999, alerting 2001–2999) and ignores
+/// the others'.
+pub async fn connect(url: &str, migrations: &Migrator) -> Result<AnyPool, DbError> {
+    sqlx::any::install_default_drivers();
+    let sqlite = url.starts_with("sqlite:");
+    let url = if sqlite && !url.contains("mode=") {
+        format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+    } else {
+        url.to_string()
+    };
+    // SQLite allows one writer; one connection avoids "database is locked" between ours.
+    let pool = AnyPoolOptions::new()
+        .max_connections(if sqlite { 1 } else { 8 })
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&url)
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let mut migrator = Migrator { migrations: migrations.migrations.clone(), ..Migrator::DEFAULT };
+    migrator.set_ignore_missing(true);
+    migrator.run(&pool).await.map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(pool)
+}
