@@ -4,6 +4,7 @@
 
 use crate::config::AnalyticsConfig;
 use crate::consumer::{self, BatchLimits};
+use crate::grpc::GrpcQuery;
 use crate::http::{self, QueryState};
 use crate::metrics::Metrics;
 use crate::processor::{Processor, ProcessorConfig};
@@ -13,11 +14,13 @@ use cxgap_auth::{Authenticator, TenantStore};
 use cxgap_bus::kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
 use cxgap_bus::{Publisher, Subscriber, TopicSpec};
 use cxgap_domain::risk::RiskModel;
+use cxgap_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use cxgap_runtime::{Check, OpsState, Shutdown};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 pub struct App<S, P> {
@@ -27,6 +30,7 @@ pub struct App<S, P> {
     auth: Arc<Authenticator>,
     registry: Registry,
     metrics: Metrics,
+    grpc: TcpListener,
     http: TcpListener,
 }
 
@@ -81,9 +85,15 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             dlq,
         });
         let auth = Arc::new(Authenticator::new(tenants, config.auth_cache));
+        let grpc =
+            TcpListener::bind(config.grpc_addr).await.with_context(|| format!("binding gRPC {}", config.grpc_addr))?;
         let http =
             TcpListener::bind(config.http_addr).await.with_context(|| format!("binding HTTP {}", config.http_addr))?;
-        Ok(App { config, subscriber, processor, auth, registry, metrics, http })
+        Ok(App { config, subscriber, processor, auth, registry, metrics, grpc, http })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("bound")
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -91,7 +101,7 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let App { config, subscriber, processor, auth, registry, metrics, http } = self;
+        let App { config, subscriber, processor, auth, registry, metrics, grpc, http } = self;
         let store = processor.store.clone();
         let dlq = processor.dlq.clone();
         let ops = OpsState {
@@ -111,8 +121,16 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             registry: Arc::new(registry),
             draining: shutdown.clone(),
         };
-        let router = http::router(QueryState { store: store.clone(), auth, model: RiskModel::default() })
+        let router = http::router(QueryState { store: store.clone(), auth: auth.clone(), model: RiskModel::default() })
             .merge(cxgap_runtime::ops::router(ops));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AnalyticsServiceServer<GrpcQuery>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cxgap_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building gRPC reflection")?;
+        let query = AnalyticsServiceServer::new(GrpcQuery { store: store.clone(), auth, model: RiskModel::default() });
 
         // Forget processed ids past the dedup window, hourly.
         let pruner = tokio::spawn({
@@ -134,17 +152,27 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             }
         });
         let stop_http = Shutdown::new();
-        info!(http = %http.local_addr()?, group = %config.consumer_group, topic = %config.feedback_topic, "analytics serving");
+        info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, group = %config.consumer_group, topic = %config.feedback_topic, "analytics serving");
         let server = tokio::spawn({
             let stop = stop_http.clone();
             axum::serve(http, router).with_graceful_shutdown(async move { stop.cancelled().await }).into_future()
+        });
+        let grpc_server = tokio::spawn({
+            let stop = stop_http.clone();
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(query)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move { stop.cancelled().await })
         });
         let limits = BatchLimits { max_events: config.batch_max_events, max_wait: config.batch_max_wait };
         let consumed = consumer::run(subscriber, processor, limits, metrics, shutdown.clone()).await;
         // The consumer only returns on shutdown (or a batch it could not finish).
         shutdown.cancel();
+        health.set_not_serving::<AnalyticsServiceServer<GrpcQuery>>().await;
         stop_http.cancel();
         let _ = tokio::time::timeout(config.shutdown_grace, server).await;
+        let _ = tokio::time::timeout(config.shutdown_grace, grpc_server).await;
         pruner.abort();
         info!("analytics stopped");
         consumed

@@ -9,6 +9,7 @@ pub const SETTINGS: &[Setting] = &[
     ("CXGAP_KAFKA_BROKERS", None, "bootstrap brokers, host:port[,host:port]"),
     ("CXGAP_DATABASE_URL", None, "postgres://… or sqlite:path (analytics state, tenants and API keys)"),
     ("CXGAP_API_KEY_PEPPER", None, "secret mixed into API-key hashes, the same as ingest's"),
+    ("CXGAP_GRPC_ADDR", Some("0.0.0.0:50052"), "gRPC listen address (AnalyticsService, health, reflection)"),
     ("CXGAP_HTTP_ADDR", Some("0.0.0.0:8081"), "HTTP listen address (query API, /healthz, /readyz, /metrics)"),
     ("CXGAP_FEEDBACK_TOPIC", Some("cxgap.feedback.v1"), "topic consumed"),
     ("CXGAP_DLQ_TOPIC", Some("cxgap.feedback.dlq.v1"), "where records that cannot be processed go"),
@@ -34,6 +35,7 @@ pub struct AnalyticsConfig {
     pub kafka_brokers: String,
     pub database_url: String,
     pub api_key_pepper: String,
+    pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub feedback_topic: String,
     pub dlq_topic: String,
@@ -59,6 +61,7 @@ impl AnalyticsConfig {
         if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
             r.error("CXGAP_API_KEY_PEPPER must be at least 16 characters");
         }
+        let grpc_addr = r.parse("CXGAP_GRPC_ADDR", "a socket address like 0.0.0.0:50052", |_| true);
         let http_addr = r.parse("CXGAP_HTTP_ADDR", "a socket address like 0.0.0.0:8081", |_| true);
         let feedback_topic = r.raw("CXGAP_FEEDBACK_TOPIC");
         let dlq_topic = r.raw("CXGAP_DLQ_TOPIC");
@@ -80,6 +83,7 @@ impl AnalyticsConfig {
                 kafka_brokers: kafka_brokers?,
                 database_url: database_url?,
                 api_key_pepper: pepper?,
+                grpc_addr: grpc_addr?,
                 http_addr: http_addr?,
                 feedback_topic: feedback_topic?,
                 dlq_topic: dlq_topic?,
@@ -118,9 +122,9 @@ mod tests {
         assert_eq!(c.dedup_window, Duration::from_secs(24 * 3600));
         assert_eq!(c.dlq_topic, "cxgap.feedback.dlq.v1");
         m.insert("CXGAP_BATCH_MAX_EVENTS".into(), "0".into());
-        m.insert("CXGAP_GRPC_ADDR".into(), "0.0.0.0:1".into());
+        m.insert("CXGAP_MAX_BATCH_EVENTS".into(), "10".into());
         let e = AnalyticsConfig::load(&m).unwrap_err().to_string();
         assert!(e.contains("CXGAP_BATCH_MAX_EVENTS=\"0\""), "{e}");
-        assert!(e.contains("CXGAP_GRPC_ADDR is not a setting of the analytics service"), "{e}");
+        assert!(e.contains("CXGAP_MAX_BATCH_EVENTS is not a setting of the analytics service"), "{e}");
     }
 }

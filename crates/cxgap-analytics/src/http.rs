@@ -2,6 +2,7 @@
 //! `GET /v1/report`, `/v1/trend`, `/v1/perception`, `/v1/at-risk`, `/v1/customers/{id}/risk`.
 //! Every figure carries its n and 95% interval (the domain's report types, as JSON).
 
+use crate::queries;
 use crate::store::AnalyticsStore;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -9,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use cxgap_auth::{AuthError, Authenticator};
-use cxgap_domain::report::{self, Filter, Granularity, GroupBy, Metric, ReportQuery, RiskView, Window};
+use cxgap_domain::report::{self, Filter, Granularity, GroupBy, Metric, ReportQuery, Window};
 use cxgap_domain::risk::RiskModel;
 use cxgap_domain::{Channel, Day, JourneyStage};
 use std::collections::HashMap;
@@ -135,8 +136,7 @@ async fn gap_report(
             })?);
         }
     }
-    let state = s.store.load(&tenant, query.window.first_day(query.as_of), false).await?;
-    Ok(Json(report::gap_report(&state, &query)))
+    Ok(Json(queries::gap_report(&s.store, &tenant, &query).await?))
 }
 
 async fn trend(
@@ -159,13 +159,7 @@ async fn trend(
         Some(g) => return Err(ApiError::BadRequest(format!("granularity {g:?} is not day or week"))),
     };
     let (window, as_of) = (q.window(Window::Days(90))?, q.as_of()?);
-    // The comparison needs the window before this one too.
-    let from = match window {
-        Window::Days(n) => Some(as_of.plus_days(1 - 2 * n as i32)),
-        Window::All => None,
-    };
-    let state = s.store.load(&tenant, from, false).await?;
-    Ok(Json(report::trend(&state, metric, granularity, window, as_of, &q.filter()?)))
+    Ok(Json(queries::trend(&s.store, &tenant, metric, granularity, window, as_of, &q.filter()?).await?))
 }
 
 async fn perception(
@@ -176,8 +170,7 @@ async fn perception(
     let tenant = s.tenant(&headers).await?;
     let q = Q(&p);
     let (window, as_of) = (q.window(Window::Days(90))?, q.as_of()?);
-    let state = s.store.load(&tenant, window.first_day(as_of), false).await?;
-    Ok(Json(report::perception_gaps(&state, window, as_of)))
+    Ok(Json(queries::perception(&s.store, &tenant, window, as_of).await?))
 }
 
 async fn at_risk(
@@ -187,10 +180,8 @@ async fn at_risk(
 ) -> Result<Json<Vec<report::CustomerRisk>>, ApiError> {
     let tenant = s.tenant(&headers).await?;
     let q = Q(&p);
-    let as_of = q.as_of()?;
-    let state = s.store.load(&tenant, Some(as_of.plus_days(-89)), true).await?;
-    let view = RiskView::new(&state, &s.model, as_of);
-    Ok(Json(view.at_risk(q.number("min_risk", 0.0)?, &q.filter()?.segment, q.number("limit", 50)?)))
+    let (min_risk, filter, limit) = (q.number("min_risk", 0.0)?, q.filter()?, q.number("limit", 50)?);
+    Ok(Json(queries::at_risk(&s.store, &s.model, &tenant, q.as_of()?, min_risk, &filter.segment, limit).await?))
 }
 
 async fn customer_risk(
@@ -201,12 +192,8 @@ async fn customer_risk(
 ) -> Result<Json<report::CustomerRisk>, ApiError> {
     let tenant = s.tenant(&headers).await?;
     let as_of = Q(&p).as_of()?;
-    let mut state = s.store.load(&tenant, Some(as_of.plus_days(-89)), false).await?;
-    for (cid, c) in s.store.customers(&tenant, std::slice::from_ref(&id)).await? {
-        state.put_customer(&cid, &c);
-    }
-    RiskView::new(&state, &s.model, as_of)
-        .customer(&id)
+    queries::customer(&s.store, &s.model, &tenant, &id, as_of)
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("customer {id:?}")))
 }

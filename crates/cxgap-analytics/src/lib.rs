@@ -7,9 +7,11 @@
 pub mod app;
 pub mod config;
 pub mod consumer;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod processor;
+pub mod queries;
 pub mod store;
 
 pub use app::App;

@@ -64,8 +64,13 @@ impl Pipeline {
     }
 
     fn analytics(&self, http: u16, batch: usize) -> Child {
+        self.analytics_with(http, free_port(), batch)
+    }
+
+    fn analytics_with(&self, http: u16, grpc: u16, batch: usize) -> Child {
         Command::new(env!("CARGO_BIN_EXE_cxgap"))
             .arg("analytics")
+            .env("CXGAP_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
             .env("CXGAP_KAFKA_BROKERS", self.broker.bootstrap())
             .env("CXGAP_DATABASE_URL", &self.db.url)
             .env("CXGAP_API_KEY_PEPPER", PEPPER)
@@ -149,8 +154,8 @@ async fn duplicates_and_disorder_on_the_topic_give_exactly_the_offline_report() 
     let p = Pipeline::start().await;
     let csv = std::fs::read_to_string(example()).unwrap();
     let rows = csv.lines().count() - 1;
-    let http = free_port();
-    let mut analytics = p.analytics(http, 100);
+    let (http, grpc) = (free_port(), free_port());
+    let mut analytics = p.analytics_with(http, grpc, 100);
     let addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
     p.import(0, csv.as_bytes()).await;
     p.import(1, reversed_csv(&csv).as_bytes()).await;
@@ -168,6 +173,41 @@ async fn duplicates_and_disorder_on_the_topic_give_exactly_the_offline_report() 
     assert!(risk["risk"].as_f64().unwrap() > 0.5 && !risk["drivers"].as_array().unwrap().is_empty(), "{risk}");
     let ranked = get(addr, &format!("/v1/at-risk?as_of={AS_OF}&limit=10"), &p.key).await.unwrap();
     assert_eq!(ranked, analyze(&[])["at_risk"], "at-risk list equals cxgap analyze's");
+
+    // The same report over gRPC (cxgap.analytics.v1.AnalyticsService).
+    use cxgap_proto::analytics as apb;
+    let mut client = apb::analytics_service_client::AnalyticsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
+    let (y, m, d) = cxgap_domain::Day::parse(AS_OF).unwrap().ymd();
+    let request = |key: Option<&str>| {
+        let mut r = tonic::Request::new(apb::GetGapReportRequest {
+            group_by: vec![apb::Grouping { by: apb::GroupBy::Channel as i32, segment_key: String::new() }],
+            window: cxgap_proto::common::Window::All as i32,
+            as_of: Some(cxgap_proto::common::Date { year: y, month: m, day: d }),
+            ..Default::default()
+        });
+        if let Some(k) = key {
+            r.metadata_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        r
+    };
+    let g = client.get_gap_report(request(Some(&p.key))).await.unwrap().into_inner();
+    let overall = g.overall.unwrap();
+    let http_by_channel = analyze(&["--by", "channel"])["breakdowns"][0].clone();
+    assert_eq!(overall.events, rows as u64);
+    assert_eq!(
+        overall.nps.unwrap().wald.unwrap().value,
+        http_by_channel["overall"]["nps"]["wald"]["value"].as_f64().unwrap()
+    );
+    assert_eq!(g.groups.len(), http_by_channel["groups"].as_array().unwrap().len());
+    for (row, json) in g.groups.iter().zip(http_by_channel["groups"].as_array().unwrap()) {
+        assert_eq!(row.key[0].value, json["key"][0][1].as_str().unwrap());
+        assert_eq!(row.summary.as_ref().unwrap().events, json["summary"]["events"].as_u64().unwrap());
+    }
+    assert_eq!(client.get_gap_report(request(None)).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let other = client.get_gap_report(request(Some(&p.other_key))).await.unwrap().into_inner();
+    assert_eq!(other.overall.unwrap().events, 0, "another tenant sees nothing over gRPC either");
     analytics.kill().unwrap();
     let _ = analytics.wait();
     for (_, stop) in &p.ingest {
