@@ -61,37 +61,45 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-pub fn analytics(args: ServiceArgs) -> Result<ExitCode> {
-    let settings = args.settings(cxgap_analytics::config::SETTINGS)?;
-    let config = match cxgap_analytics::AnalyticsConfig::load(&settings) {
+/// The one way a service command starts: invalid settings exit 2 naming every problem;
+/// otherwise logging starts and the service runs until SIGTERM or SIGINT.
+fn serve<C, Fut>(
+    loaded: Result<C, cxgap_runtime::settings::ConfigError>,
+    log: impl FnOnce(&C) -> (cxgap_runtime::telemetry::LogFormat, String),
+    run: impl FnOnce(C, cxgap_runtime::Shutdown) -> Fut,
+) -> Result<ExitCode>
+where
+    Fut: Future<Output = Result<()>>,
+{
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(2));
         }
     };
-    cxgap_runtime::telemetry::init(config.log_format, &config.log_filter);
-    runtime()?.block_on(async {
-        let app = cxgap_analytics::App::build(config).await?;
-        app.run(cxgap_runtime::shutdown::on_signal()).await
-    })?;
+    let (format, filter) = log(&config);
+    cxgap_runtime::telemetry::init(format, &filter);
+    runtime()?.block_on(async { run(config, cxgap_runtime::shutdown::on_signal()).await })?;
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn analytics(args: ServiceArgs) -> Result<ExitCode> {
+    let loaded = cxgap_analytics::AnalyticsConfig::load(&args.settings(cxgap_analytics::config::SETTINGS)?);
+    serve(
+        loaded,
+        |c| (c.log_format, c.log_filter.clone()),
+        |config, stop| async move { cxgap_analytics::App::build(config).await?.run(stop).await },
+    )
+}
+
 pub fn ingest(args: ServiceArgs) -> Result<ExitCode> {
-    let config = match IngestConfig::load(&args.settings(cxgap_ingest::config::SETTINGS)?) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    cxgap_runtime::telemetry::init(config.log_format, &config.log_filter);
-    runtime()?.block_on(async {
-        let app = cxgap_ingest::App::build(config).await?;
-        app.run(cxgap_runtime::shutdown::on_signal()).await
-    })?;
-    Ok(ExitCode::SUCCESS)
+    let loaded = IngestConfig::load(&args.settings(cxgap_ingest::config::SETTINGS)?);
+    serve(
+        loaded,
+        |c| (c.log_format, c.log_filter.clone()),
+        |config, stop| async move { cxgap_ingest::App::build(config).await?.run(stop).await },
+    )
 }
 
 #[derive(Debug, clap::Args)]
