@@ -8,6 +8,7 @@ const FILES: &[&str] = &[
     "cxgap/ingest/v1/ingest.proto",
     "cxgap/analytics/v1/analytics.proto",
     "cxgap/alerting/v1/alerting.proto",
+    "cxgap/signals/v1/signals.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

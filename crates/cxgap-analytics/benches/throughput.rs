@@ -77,11 +77,11 @@ async fn main() -> anyhow::Result<()> {
 
     // cxgap analytics: decode, dedup against PostgreSQL, apply, one transaction per batch.
     let store = AnalyticsStore::connect(&db.url).await?;
-    let processor = std::sync::Arc::new(Processor {
-        store: store.clone(),
-        config: ProcessorConfig { group: "cxgap-analytics".into(), topic: TOPIC.into(), dlq_topic: "dlq".into() },
-        dlq: publisher.clone(),
-    });
+    let processor = std::sync::Arc::new(Processor::new(
+        store.clone(),
+        ProcessorConfig { group: "cxgap-analytics".into(), topic: TOPIC.into(), dlq_topic: "dlq".into() },
+        publisher.clone(),
+    ));
     let sub = KafkaSubscriber::new(&kafka, "cxgap-analytics", &[TOPIC])?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         BatchLimits { max_events: 500, max_wait: Duration::from_millis(50) },
         metrics,
         shutdown.clone(),
+        None,
     ));
     loop {
         let done: i64 = store.offsets("cxgap-analytics", TOPIC).await?.iter().map(|(_, o)| o).sum();

@@ -2,12 +2,14 @@
 //! (with `/healthz`, `/readyz`, `/metrics`). On shutdown the consumer finishes and commits
 //! the batch in hand, then the HTTP server drains.
 
-use crate::config::AnalyticsConfig;
+use crate::config::{AnalyticsConfig, Assignment};
 use crate::consumer::{self, BatchLimits};
 use crate::grpc::GrpcQuery;
 use crate::http::{self, QueryState};
+use crate::membership::{self, Lease};
 use crate::metrics::Metrics;
 use crate::processor::{Processor, ProcessorConfig};
+use crate::signals::{self, SignalHub};
 use crate::store::AnalyticsStore;
 use anyhow::Context;
 use cxgap_auth::{Authenticator, TenantStore};
@@ -45,7 +47,7 @@ impl App<KafkaSubscriber, KafkaPublisher> {
         let mut kafka = KafkaConfig::new(&config.kafka_brokers);
         kafka.session_timeout = config.session_timeout;
         let publisher = KafkaPublisher::new(kafka.clone()).context("creating the dead-letter producer")?;
-        let topics: Vec<TopicSpec> = [&config.feedback_topic, &config.dlq_topic]
+        let topics: Vec<TopicSpec> = [&config.feedback_topic, &config.dlq_topic, &config.signals_topic]
             .into_iter()
             .map(|t| TopicSpec {
                 name: t.clone(),
@@ -54,8 +56,13 @@ impl App<KafkaSubscriber, KafkaPublisher> {
             })
             .collect();
         publisher.ensure_topics(&topics).await.context("creating topics")?;
-        let subscriber = KafkaSubscriber::new(&kafka, &config.consumer_group, &[&config.feedback_topic])
-            .context("joining the consumer group")?;
+        let subscriber = match config.assignment {
+            Assignment::Kafka => KafkaSubscriber::new(&kafka, &config.consumer_group, &[&config.feedback_topic])
+                .context("joining the consumer group")?,
+            Assignment::Database => {
+                KafkaSubscriber::unassigned(&kafka, &config.consumer_group).context("creating the consumer")?
+            }
+        };
         let store =
             AnalyticsStore::connect(&config.database_url).await.context("connecting to the analytics database")?;
         let tenants = TenantStore::connect(&config.database_url, &config.api_key_pepper)
@@ -83,6 +90,7 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
                 dlq_topic: config.dlq_topic.clone(),
             },
             dlq,
+            signals: SignalHub::new(RiskModel::default()),
         });
         let auth = Arc::new(Authenticator::new(tenants, config.auth_cache));
         let grpc =
@@ -132,17 +140,20 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             .context("building gRPC reflection")?;
         let query = AnalyticsServiceServer::new(GrpcQuery { store: store.clone(), auth, model: RiskModel::default() });
 
-        // Forget processed ids past the dedup window, hourly.
+        // Forget processed ids past the dedup window, and signals past their retention, hourly.
         let pruner = tokio::spawn({
             let (store, window, stop) = (store.clone(), config.dedup_window, shutdown.clone());
+            let retention = config.signal_retention;
             async move {
                 loop {
-                    let cutoff = std::time::SystemTime::now()
+                    let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as i64)
-                        - window.as_millis() as i64;
-                    if let Err(e) = store.prune_processed(cutoff).await {
+                        .map_or(0, |d| d.as_millis() as i64);
+                    if let Err(e) = store.prune_processed(now - window.as_millis() as i64).await {
                         tracing::warn!(error = %e, "pruning processed ids failed");
+                    }
+                    if let Err(e) = store.prune_signals(now - retention.as_millis() as i64).await {
+                        tracing::warn!(error = %e, "pruning signals failed");
                     }
                     tokio::select! {
                         _ = stop.cancelled() => break,
@@ -165,10 +176,63 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
                 .add_service(query)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move { stop.cancelled().await })
         });
+        let hub = processor.signals.clone();
+        let stop_signals = Shutdown::new();
+        let evaluator = tokio::spawn(signals::evaluate_loop(
+            store.clone(),
+            hub.clone(),
+            config.signal_interval,
+            stop_signals.clone(),
+        ));
+        let relay = tokio::spawn(signals::relay_loop(
+            store.clone(),
+            processor.dlq.clone(),
+            config.signals_topic.clone(),
+            hub.clone(),
+            stop_signals.clone(),
+        ));
+        let lag = tokio::spawn(lag_loop(
+            store.clone(),
+            processor.dlq.clone(),
+            config.consumer_group.clone(),
+            config.feedback_topic.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
         let limits = BatchLimits { max_events: config.batch_max_events, max_wait: config.batch_max_wait };
-        let consumed = consumer::run(subscriber, processor, limits, metrics, shutdown.clone()).await;
+        let stop_lease = Shutdown::new();
+        let (assignments, lease) = match config.assignment {
+            Assignment::Kafka => (None, None),
+            Assignment::Database => {
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                let lease = Lease {
+                    group: config.consumer_group.clone(),
+                    topic: config.feedback_topic.clone(),
+                    member: membership::member_id(),
+                    session: config.session_timeout,
+                };
+                info!(member = %lease.member, "partitions assigned through database leases");
+                let task =
+                    tokio::spawn(membership::run(store.clone(), processor.dlq.clone(), lease, tx, stop_lease.clone()));
+                (Some(rx), Some(task))
+            }
+        };
+        let consumed = consumer::run(subscriber, processor, limits, metrics, shutdown.clone(), assignments).await;
+        // Give the lease up only after the batch in hand is committed.
+        stop_lease.cancel();
+        if let Some(task) = lease {
+            let _ = tokio::time::timeout(config.shutdown_grace, task).await;
+        }
         // The consumer only returns on shutdown (or a batch it could not finish).
         shutdown.cancel();
+        // The last batch's figures and signals leave before the process does.
+        if let Err(e) = signals::evaluate_dirty(&store, &hub).await {
+            tracing::warn!(error = %e, "final aggregate evaluation failed; the next start redoes it");
+        }
+        stop_signals.cancel();
+        let _ = tokio::time::timeout(config.shutdown_grace, relay).await;
+        evaluator.abort();
+        lag.abort();
         health.set_not_serving::<AnalyticsServiceServer<GrpcQuery>>().await;
         stop_http.cancel();
         let _ = tokio::time::timeout(config.shutdown_grace, server).await;
@@ -176,5 +240,34 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
         pruner.abort();
         info!("analytics stopped");
         consumed
+    }
+}
+
+/// Consumer lag from the group's offsets in the database (the truth about progress) and
+/// the topic's end offsets, every 10 s.
+async fn lag_loop<P: Publisher>(
+    store: AnalyticsStore,
+    bus: P,
+    group: String,
+    topic: String,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) {
+    loop {
+        match (bus.end_offsets(&topic).await, store.offsets(&group, &topic).await) {
+            (Ok(ends), Ok(done)) => {
+                let done: std::collections::HashMap<i32, i64> = done.into_iter().collect();
+                for (p, end) in ends {
+                    let next = done.get(&p).copied().unwrap_or(0);
+                    metrics.lag(p, (end - next).max(0));
+                }
+            }
+            (Err(e), _) => tracing::debug!(error = %e, "end offsets unavailable; lag not updated"),
+            (_, Err(e)) => tracing::debug!(error = %e, "stored offsets unavailable; lag not updated"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+        }
     }
 }

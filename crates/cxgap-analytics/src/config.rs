@@ -13,13 +13,21 @@ pub const SETTINGS: &[Setting] = &[
     ("CXGAP_HTTP_ADDR", Some("0.0.0.0:8081"), "HTTP listen address (query API, /healthz, /readyz, /metrics)"),
     ("CXGAP_FEEDBACK_TOPIC", Some("cxgap.feedback.v1"), "topic consumed"),
     ("CXGAP_DLQ_TOPIC", Some("cxgap.feedback.dlq.v1"), "where records that cannot be processed go"),
+    ("CXGAP_SIGNALS_TOPIC", Some("cxgap.signals.v1"), "where risk and gap signals go (to alerting)"),
+    ("CXGAP_SIGNAL_INTERVAL_MS", Some("2000"), "how often changed tenants' gap figures are re-evaluated"),
+    ("CXGAP_SIGNAL_RETENTION_DAYS", Some("90"), "how long published signals (the risk history) are kept"),
     ("CXGAP_CONSUMER_GROUP", Some("cxgap-analytics"), "Kafka consumer group of the analytics instances"),
+    (
+        "CXGAP_PARTITION_ASSIGNMENT",
+        Some("database"),
+        "database (leases in the analytics database) or kafka (the broker's group protocol)",
+    ),
     ("CXGAP_TOPIC_PARTITIONS", Some("12"), "partitions when topics are created"),
     ("CXGAP_TOPIC_REPLICATION", Some("1"), "replication factor when topics are created"),
     (
         "CXGAP_KAFKA_SESSION_TIMEOUT_MS",
         Some("45000"),
-        "consumer-group session: how soon a crashed instance's partitions move",
+        "session (group or lease): how soon a crashed instance's partitions move",
     ),
     ("CXGAP_BATCH_MAX_EVENTS", Some("500"), "records per storage transaction"),
     ("CXGAP_BATCH_MAX_WAIT_MS", Some("200"), "how long a batch waits to fill"),
@@ -30,6 +38,15 @@ pub const SETTINGS: &[Setting] = &[
     ("CXGAP_LOG", Some("info"), "log filter"),
 ];
 
+/// Who decides which instance reads which partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// Leases in the analytics database; works on any Kafka-protocol broker.
+    Database,
+    /// The broker's consumer-group protocol.
+    Kafka,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalyticsConfig {
     pub kafka_brokers: String,
@@ -39,7 +56,11 @@ pub struct AnalyticsConfig {
     pub http_addr: SocketAddr,
     pub feedback_topic: String,
     pub dlq_topic: String,
+    pub signals_topic: String,
+    pub signal_interval: Duration,
+    pub signal_retention: Duration,
     pub consumer_group: String,
+    pub assignment: Assignment,
     pub topic_partitions: i32,
     pub topic_replication: i32,
     pub session_timeout: Duration,
@@ -65,7 +86,14 @@ impl AnalyticsConfig {
         let http_addr = r.parse("CXGAP_HTTP_ADDR", "a socket address like 0.0.0.0:8081", |_| true);
         let feedback_topic = r.raw("CXGAP_FEEDBACK_TOPIC");
         let dlq_topic = r.raw("CXGAP_DLQ_TOPIC");
+        let signals_topic = r.raw("CXGAP_SIGNALS_TOPIC");
+        let signal_interval = r.parse::<u64>("CXGAP_SIGNAL_INTERVAL_MS", "milliseconds between 100 and 3600000", |x| {
+            (100..=3_600_000).contains(x)
+        });
+        let retention = r.parse::<u64>("CXGAP_SIGNAL_RETENTION_DAYS", "a positive number of days", |x| *x > 0);
         let consumer_group = r.raw("CXGAP_CONSUMER_GROUP");
+        let assignment =
+            r.parse::<String>("CXGAP_PARTITION_ASSIGNMENT", "database or kafka", |x| x == "database" || x == "kafka");
         let partitions = r.parse::<i32>("CXGAP_TOPIC_PARTITIONS", "a positive integer", |x| *x > 0);
         let replication = r.parse::<i32>("CXGAP_TOPIC_REPLICATION", "a positive integer", |x| *x > 0);
         let session = r.parse::<u64>("CXGAP_KAFKA_SESSION_TIMEOUT_MS", "milliseconds between 1000 and 300000", |x| {
@@ -87,7 +115,11 @@ impl AnalyticsConfig {
                 http_addr: http_addr?,
                 feedback_topic: feedback_topic?,
                 dlq_topic: dlq_topic?,
+                signals_topic: signals_topic?,
+                signal_interval: Duration::from_millis(signal_interval?),
+                signal_retention: Duration::from_secs(retention? * 86_400),
                 consumer_group: consumer_group?,
+                assignment: if assignment? == "kafka" { Assignment::Kafka } else { Assignment::Database },
                 topic_partitions: partitions?,
                 topic_replication: replication?,
                 session_timeout: Duration::from_millis(session?),

@@ -13,6 +13,7 @@ use cxgap_runtime::Shutdown;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 #[derive(Debug, Clone, Copy)]
@@ -21,17 +22,58 @@ pub struct BatchLimits {
     pub max_wait: Duration,
 }
 
+/// Points the subscriber at `partitions`, each from its offset stored in the database.
+async fn assign<S: Subscriber, P: Publisher>(
+    sub: &mut S,
+    processor: &Processor<P>,
+    partitions: &[i32],
+) -> anyhow::Result<()> {
+    let c = &processor.config;
+    let mut from = Vec::with_capacity(partitions.len());
+    for &p in partitions {
+        from.push((p, processor.store.next_offset(&c.group, &c.topic, p).await?.unwrap_or(0)));
+    }
+    sub.assign(&c.topic, &from)?;
+    info!(?from, "reading partitions from their stored offsets");
+    Ok(())
+}
+
+/// Consumes until shutdown. With `assignments`, partitions come from that channel (the
+/// database-coordinated assignment) instead of the broker's group protocol.
 pub async fn run<S: Subscriber, P: Publisher>(
     mut sub: S,
     processor: Arc<Processor<P>>,
     limits: BatchLimits,
     metrics: Metrics,
     shutdown: Shutdown,
+    mut assignments: Option<watch::Receiver<Option<Vec<i32>>>>,
 ) -> anyhow::Result<()> {
     let topic = processor.config.topic.clone();
+    let group_commits = assignments.is_none();
     loop {
+        let changed = async {
+            match assignments.as_mut() {
+                Some(rx) => rx.changed().await.map_err(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
+            r = changed => {
+                if r.is_err() {
+                    assignments = None; // the assigner stopped: keep what we have
+                    continue;
+                }
+                let mine = assignments.as_ref().and_then(|rx| rx.borrow().clone()).unwrap_or_default();
+                if let Err(e) = assign(&mut sub, &processor, &mine).await {
+                    warn!(error = %e, "could not take the new assignment; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Some(rx) = assignments.as_mut() {
+                        rx.mark_changed();
+                    }
+                }
+                continue;
+            }
             r = sub.next() => r,
         };
         let first = match first {
@@ -67,7 +109,7 @@ pub async fn run<S: Subscriber, P: Publisher>(
                 match processor.process(partition, &records).await {
                     Ok(stats) => {
                         metrics.batch(&stats, started.elapsed());
-                        if let Err(e) = sub.commit(&topic, partition, last) {
+                        if group_commits && let Err(e) = sub.commit(&topic, partition, last) {
                             warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
                         }
                         break;

@@ -171,6 +171,13 @@ fn perception(p: &report::PerceptionGap) -> pb::PerceptionGap {
     }
 }
 
+fn customer_detail(c: &queries::CustomerRiskDetail) -> pb::CustomerRisk {
+    pb::CustomerRisk {
+        history: c.history.iter().map(|p| pb::RiskPoint { at: Some(timestamp_to_pb(p.at)), risk: p.risk }).collect(),
+        ..customer(&c.risk)
+    }
+}
+
 fn customer(c: &report::CustomerRisk) -> pb::CustomerRisk {
     pb::CustomerRisk {
         customer_id: c.customer_id.clone(),
@@ -306,7 +313,7 @@ impl AnalyticsService for GrpcQuery {
         let tenant = self.tenant(&req).await?;
         let id = req.into_inner().customer_id;
         let c = queries::customer(&self.store, &self.model, &tenant, &id, as_of(None)?).await.map_err(store_status)?;
-        c.map(|c| Response::new(customer(&c))).ok_or_else(|| Status::not_found(format!("customer {id:?}")))
+        c.map(|c| Response::new(customer_detail(&c))).ok_or_else(|| Status::not_found(format!("customer {id:?}")))
     }
 
     async fn list_at_risk_customers(
@@ -315,17 +322,30 @@ impl AnalyticsService for GrpcQuery {
     ) -> Result<Response<pb::ListAtRiskCustomersResponse>, Status> {
         let tenant = self.tenant(&req).await?;
         let r = req.into_inner();
-        if !r.page_token.is_empty() {
-            return Err(Status::invalid_argument("page_token: paging is not supported yet; raise limit"));
+        let after = match r.page_token.as_str() {
+            "" => None,
+            t => Some(queries::PageToken::parse(t).map_err(Status::invalid_argument)?),
+        };
+        if !(0.0..=1.0).contains(&r.min_risk) {
+            return Err(Status::invalid_argument("min_risk must be between 0 and 1"));
         }
-        let limit = if r.limit == 0 { 50 } else { r.limit as usize };
+        let limit = if r.limit == 0 { 50 } else { (r.limit as usize).min(1000) };
         let seg = filter(r.filter.as_ref())?.segment;
-        let list = queries::at_risk(&self.store, &self.model, &tenant, as_of(None)?, r.min_risk, &seg, limit)
-            .await
-            .map_err(store_status)?;
+        let (list, next) = queries::at_risk_page(
+            &self.store,
+            &self.model,
+            &tenant,
+            as_of(None)?,
+            r.min_risk,
+            &seg,
+            limit,
+            after.as_ref(),
+        )
+        .await
+        .map_err(store_status)?;
         Ok(Response::new(pb::ListAtRiskCustomersResponse {
             customers: list.iter().map(customer).collect(),
-            next_page_token: String::new(),
+            next_page_token: next.map(|t| t.encode()).unwrap_or_default(),
         }))
     }
 }

@@ -173,15 +173,32 @@ async fn perception(
     Ok(Json(queries::perception(&s.store, &tenant, window, as_of).await?))
 }
 
+/// The list is the body; the next page's token, when there is one, is the
+/// `x-next-page-token` header (pass it back as `page_token`).
 async fn at_risk(
     State(s): State<QueryState>,
     headers: HeaderMap,
     Query(p): Params,
-) -> Result<Json<Vec<report::CustomerRisk>>, ApiError> {
+) -> Result<([(&'static str, String); 1], Json<Vec<report::CustomerRisk>>), ApiError> {
     let tenant = s.tenant(&headers).await?;
     let q = Q(&p);
     let (min_risk, filter, limit) = (q.number("min_risk", 0.0)?, q.filter()?, q.number("limit", 50)?);
-    Ok(Json(queries::at_risk(&s.store, &s.model, &tenant, q.as_of()?, min_risk, &filter.segment, limit).await?))
+    let after = match p.get("page_token").filter(|t| !t.is_empty()) {
+        Some(t) => Some(queries::PageToken::parse(t).map_err(ApiError::BadRequest)?),
+        None => None,
+    };
+    let (page, next) = queries::at_risk_page(
+        &s.store,
+        &s.model,
+        &tenant,
+        q.as_of()?,
+        min_risk,
+        &filter.segment,
+        limit,
+        after.as_ref(),
+    )
+    .await?;
+    Ok(([("x-next-page-token", next.map(|t| t.encode()).unwrap_or_default())], Json(page)))
 }
 
 async fn customer_risk(
@@ -189,7 +206,7 @@ async fn customer_risk(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(p): Params,
-) -> Result<Json<report::CustomerRisk>, ApiError> {
+) -> Result<Json<queries::CustomerRiskDetail>, ApiError> {
     let tenant = s.tenant(&headers).await?;
     let as_of = Q(&p).as_of()?;
     queries::customer(&s.store, &s.model, &tenant, &id, as_of)

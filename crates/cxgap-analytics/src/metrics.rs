@@ -1,7 +1,10 @@
 //! Analytics metrics; labels are bounded (never a tenant or customer id).
 
 use crate::processor::BatchStats;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -13,6 +16,12 @@ pub struct Metrics {
     pub replayed: Counter,
     pub dead_lettered: Counter,
     pub batch_seconds: Histogram,
+    pub lag: Family<PartitionLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub partition: i32,
 }
 
 impl Metrics {
@@ -23,7 +32,13 @@ impl Metrics {
             replayed: Counter::default(),
             dead_lettered: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            lag: Family::default(),
         };
+        registry.register(
+            "cxgap_analytics_consumer_lag",
+            "Records on the feedback topic not yet committed to the database, per partition",
+            m.lag.clone(),
+        );
         registry.register("cxgap_analytics_events_applied", "Events applied to the gap state", m.applied.clone());
         registry.register("cxgap_analytics_duplicates", "Events skipped as already applied", m.duplicates.clone());
         registry.register("cxgap_analytics_replayed", "Records below the stored offset, skipped", m.replayed.clone());
@@ -38,6 +53,10 @@ impl Metrics {
             m.batch_seconds.clone(),
         );
         m
+    }
+
+    pub fn lag(&self, partition: i32, records: i64) {
+        self.lag.get_or_create(&PartitionLabel { partition }).set(records);
     }
 
     pub fn batch(&self, s: &BatchStats, took: Duration) {

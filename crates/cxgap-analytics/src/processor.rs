@@ -4,8 +4,10 @@
 //! cell deltas and updated customers, written with the new offset atomically. Records that
 //! cannot be processed go to the dead-letter topic with the reason — never dropped silently.
 
+use crate::signals::{SignalHub, customer_signal, day_of_ms};
 use crate::store::{AnalyticsStore, BatchWrite, StoreError, TenantWrite};
 use cxgap_bus::{Consumed, Publisher, Record, headers};
+use cxgap_domain::report::RiskView;
 use cxgap_domain::{FeedbackEvent, GapState, InternalAssessment, Timestamp};
 use cxgap_proto::{common as pb, convert};
 use prost::Message;
@@ -88,9 +90,14 @@ pub struct Processor<P> {
     pub store: AnalyticsStore,
     pub config: ProcessorConfig,
     pub dlq: P,
+    pub signals: SignalHub,
 }
 
 impl<P: Publisher> Processor<P> {
+    pub fn new(store: AnalyticsStore, config: ProcessorConfig, dlq: P) -> Self {
+        Processor { store, config, dlq, signals: SignalHub::default() }
+    }
+
     /// Processes records of one partition, in offset order, as one transaction.
     #[tracing::instrument(skip_all, fields(partition, records = records.len()), err)]
     pub async fn process(&self, partition: i32, records: &[Consumed]) -> Result<BatchStats, ProcessError> {
@@ -129,6 +136,8 @@ impl<P: Publisher> Processor<P> {
             }
         }
         let mut tenants = Vec::with_capacity(by_tenant.len());
+        let now = now_ms();
+        let today = day_of_ms(now);
         for (tenant, (events, assessments)) in by_tenant {
             let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
             let done = self.store.processed(&tenant, &ids).await?;
@@ -139,6 +148,12 @@ impl<P: Publisher> Processor<P> {
             for (id, state) in self.store.customers(&tenant, &customer_ids).await? {
                 delta.put_customer(&id, &state);
             }
+            let gaps = self.signals.stage_gaps(&tenant);
+            let model = self.signals.model;
+            let before: std::collections::HashMap<&str, f64> = {
+                let view = RiskView::with_stage_gaps(&delta, &model, today, gaps);
+                customer_ids.iter().filter_map(|id| view.customer(id).map(|r| (id.as_str(), r.risk))).collect()
+            };
             let mut processed = Vec::new();
             for e in &events {
                 if done.contains(&e.event_id) {
@@ -159,6 +174,19 @@ impl<P: Publisher> Processor<P> {
                 .filter(|e| applied.contains(e.event_id.as_str()))
                 .map(|e| e.customer_id.as_str())
                 .collect();
+            let mut signals = Vec::with_capacity(touched.len());
+            {
+                let view = RiskView::with_stage_gaps(&delta, &model, today, gaps);
+                let mut feedback: BTreeMap<&str, Vec<&FeedbackEvent>> = BTreeMap::new();
+                for e in events.iter().filter(|e| applied.contains(e.event_id.as_str())) {
+                    feedback.entry(e.customer_id.as_str()).or_default().push(e);
+                }
+                for (id, notes) in feedback {
+                    if let Some(r) = view.customer(id) {
+                        signals.push(customer_signal(&tenant, &r, before.get(id).copied(), &notes, today, now));
+                    }
+                }
+            }
             let snap = delta.snapshot();
             tenants.push(TenantWrite {
                 tenant,
@@ -166,8 +194,14 @@ impl<P: Publisher> Processor<P> {
                 cells: snap.cells,
                 customers: snap.customers.into_iter().filter(|(id, _)| touched.contains(id.as_str())).collect(),
                 assessments,
+                signals,
             });
         }
+        let changed: Vec<String> = tenants
+            .iter()
+            .filter(|t| !t.processed.is_empty() || !t.assessments.is_empty())
+            .map(|t| t.tenant.clone())
+            .collect();
         self.store
             .commit(&BatchWrite {
                 group: c.group.clone(),
@@ -175,10 +209,11 @@ impl<P: Publisher> Processor<P> {
                 partition,
                 expected,
                 next: last + 1,
-                now_ms: now_ms(),
+                now_ms: now,
                 tenants,
             })
             .await?;
+        self.signals.committed(changed);
         debug!(?stats, next = last + 1, "batch committed");
         Ok(stats)
     }

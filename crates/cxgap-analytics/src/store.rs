@@ -52,6 +52,31 @@ pub struct TenantWrite {
     pub cells: Vec<(CellCoords, CellAgg)>,
     pub customers: Vec<(String, CustomerState<Attributes>)>,
     pub assessments: Vec<InternalAssessment>,
+    pub signals: Vec<OutboxSignal>,
+}
+
+/// A signal for the outbox: the encoded `cxgap.signals.v1.Signal` and what the relay and
+/// the risk history need without decoding it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxSignal {
+    pub id: String,
+    pub tenant: String,
+    /// "customer" or "aggregate".
+    pub kind: &'static str,
+    /// The customer id, or "kind:subject:window" of an aggregate.
+    pub subject: String,
+    pub key: String,
+    pub risk: Option<f64>,
+    pub payload: Vec<u8>,
+}
+
+/// An outbox row waiting for the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpublished {
+    pub id: String,
+    pub tenant: String,
+    pub key: String,
+    pub payload: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +125,39 @@ fn cell_upsert_sql(rows: usize) -> String {
 
 fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Multi-row `INSERT … ON CONFLICT DO NOTHING`: a signal id already stored is the same
+/// signal, decided again.
+async fn insert_signals(
+    conn: &mut sqlx::AnyConnection,
+    signals: &[OutboxSignal],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    use base64::Engine as _;
+    let mut inserted = 0;
+    for chunk in signals.chunks(500) {
+        let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 8, 8))).collect();
+        let sql = format!(
+            "INSERT INTO analytics_signals (signal_id, tenant_id, kind, subject, msg_key, created_at, risk, payload) \
+             VALUES {} ON CONFLICT (signal_id) DO NOTHING",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for sg in chunk {
+            q = q
+                .bind(&sg.id)
+                .bind(&sg.tenant)
+                .bind(sg.kind)
+                .bind(&sg.subject)
+                .bind(&sg.key)
+                .bind(now_ms)
+                .bind(sg.risk)
+                .bind(base64::engine::general_purpose::STANDARD.encode(&sg.payload));
+        }
+        inserted += q.execute(&mut *conn).await.map_err(classify)?.rows_affected();
+    }
+    Ok(inserted)
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -292,6 +350,7 @@ impl AnalyticsStore {
                 .await
                 .map_err(classify)?;
             }
+            insert_signals(&mut tx, &t.signals, b.now_ms).await?;
             for chunk in t.processed.chunks(300) {
                 let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect();
                 let sql = format!(
@@ -306,6 +365,134 @@ impl AnalyticsStore {
             }
         }
         tx.commit().await.map_err(classify)
+    }
+
+    /// Stores signals decided outside a batch (aggregate figures), in one transaction;
+    /// returns how many were new.
+    pub async fn add_signals(&self, signals: &[OutboxSignal], now_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let n = insert_signals(&mut tx, signals, now_ms).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(n)
+    }
+
+    /// The oldest signals not yet published, oldest first.
+    pub async fn unpublished(&self, limit: usize) -> Result<Vec<Unpublished>, StoreError> {
+        use base64::Engine as _;
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT signal_id, tenant_id, msg_key, payload FROM analytics_signals WHERE published = 0 \
+             ORDER BY created_at, signal_id LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(|(id, tenant, key, payload)| {
+                let payload = base64::engine::general_purpose::STANDARD
+                    .decode(payload)
+                    .map_err(|e| corrupt("signal payload", e))?;
+                Ok(Unpublished { id, tenant, key, payload })
+            })
+            .collect()
+    }
+
+    pub async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "UPDATE analytics_signals SET published = 1 WHERE signal_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).persistent(false);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&self.pool).await.map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    /// A customer's risk over time, oldest first: (decided at, ms since the epoch; risk).
+    pub async fn risk_history(
+        &self,
+        tenant: &str,
+        customer: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let rows: Vec<(i64, f64)> = sqlx::query_as(
+            "SELECT created_at, risk FROM analytics_signals \
+             WHERE tenant_id = $1 AND kind = 'customer' AND subject = $2 AND risk IS NOT NULL \
+             ORDER BY created_at DESC LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(customer)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().rev().collect())
+    }
+
+    /// Forgets published signals older than `before_ms` (their retention).
+    pub async fn prune_signals(&self, before_ms: i64) -> Result<u64, StoreError> {
+        sqlx::query("DELETE FROM analytics_signals WHERE published = 1 AND created_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(classify)
+    }
+
+    /// The latest event day a tenant has figures for.
+    pub async fn last_day(&self, tenant: &str) -> Result<Option<Day>, StoreError> {
+        let row: (Option<i64>,) = sqlx::query_as("SELECT MAX(day) FROM analytics_cells WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(row.0.map(|d| Day(d as i32)))
+    }
+
+    /// Renews (or takes) a member's partition-assignment lease.
+    pub async fn heartbeat(&self, group: &str, member: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO analytics_members (consumer_group, member_id, heartbeat_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer_group, member_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(group)
+        .bind(member)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(classify)
+    }
+
+    /// Members whose lease was renewed at or after `since_ms`; lapsed leases are removed.
+    pub async fn live_members(&self, group: &str, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        sqlx::query("DELETE FROM analytics_members WHERE consumer_group = $1 AND heartbeat_at < $2")
+            .bind(group)
+            .bind(since_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT member_id FROM analytics_members WHERE consumer_group = $1 ORDER BY member_id")
+                .bind(group)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    pub async fn leave(&self, group: &str, member: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM analytics_members WHERE consumer_group = $1 AND member_id = $2")
+            .bind(group)
+            .bind(member)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 
     /// Forgets processed ids older than `before_ms` (the dedup window).

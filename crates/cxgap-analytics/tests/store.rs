@@ -66,7 +66,7 @@ async fn conformance(store: AnalyticsStore) {
     let dlq = MemoryBus::new();
     dlq.ensure_topics(&[TopicSpec { name: "dlq".into(), partitions: 1, replication: 1 }]).await.unwrap();
     let config = ProcessorConfig { group: "g".into(), topic: "feedback".into(), dlq_topic: "dlq".into() };
-    let p = Processor { store: store.clone(), config: config.clone(), dlq: dlq.clone() };
+    let p = Processor::new(store.clone(), config.clone(), dlq.clone());
 
     // 120 distinct events, 30 of them sent twice, one garbage record, one foreign tenant.
     let events: Vec<FeedbackEvent> = (0..120).map(event).collect();
@@ -128,6 +128,65 @@ async fn conformance(store: AnalyticsStore) {
 
     // The dedup window: pruning forgets old ids only.
     assert_eq!(store.prune_processed(0).await.unwrap(), 0);
+
+    signals(&store, &p, &offline).await;
+}
+
+/// The outbox: one customer signal per customer per batch that changed it, the newest
+/// saying exactly how many events the customer has; the relay publishes each once and
+/// marks it; aggregate figures equal the offline engine's and are not re-stored unchanged.
+async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &GapState) {
+    use cxgap_analytics::signals::{evaluate_dirty, relay};
+    use cxgap_proto::signals as spb;
+    let pending = store.unpublished(10_000).await.unwrap();
+    assert!(!pending.is_empty());
+    let bus = MemoryBus::new();
+    bus.ensure_topics(&[TopicSpec { name: "signals".into(), partitions: 2, replication: 1 }]).await.unwrap();
+    assert_eq!(relay(store, &bus, "signals", 10_000).await.unwrap(), pending.len());
+    assert_eq!(relay(store, &bus, "signals", 10_000).await.unwrap(), 0, "published rows are not sent again");
+    let published = bus.records("signals");
+    assert_eq!(published.len(), pending.len());
+    let mut newest: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    let mut ids = std::collections::HashSet::new();
+    for c in &published {
+        let s = spb::Signal::decode(c.record.payload.as_slice()).unwrap();
+        assert_eq!(c.record.header(headers::ID).unwrap(), s.signal_id.as_bytes());
+        assert!(ids.insert(s.signal_id.clone()), "signal ids are unique");
+        let Some(spb::signal::Body::Customer(cs)) = s.body else { panic!("a batch emits customer signals only") };
+        assert!((0.0..=1.0).contains(&cs.risk) && !cs.feedback.is_empty() && !cs.drivers.is_empty());
+        let e = newest.entry((s.tenant_id, cs.customer_id)).or_default();
+        *e = (*e).max(cs.events);
+    }
+    for (id, c, _) in offline.customers() {
+        assert_eq!(newest.get(&("acme".to_string(), id.to_string())), Some(&c.events), "customer {id}");
+    }
+    assert_eq!(newest.keys().filter(|(t, _)| t == "globex").count(), 1);
+    let history = store.risk_history("acme", "c1", 100).await.unwrap();
+    assert!(!history.is_empty() && history.windows(2).all(|w| w[0].0 <= w[1].0), "{history:?}");
+
+    // Aggregates: both tenants changed; figures decided once, equal to the offline engine.
+    let stored = evaluate_dirty(store, &p.signals).await.unwrap();
+    assert!(stored > 0);
+    p.signals.committed(["acme".to_string()]);
+    assert_eq!(evaluate_dirty(store, &p.signals).await.unwrap(), 0, "unchanged figures are not stored again");
+    relay(store, &bus, "signals", 10_000).await.unwrap();
+    let as_of = Day(D0 + 59);
+    let expected = cxgap_domain::signals::aggregate_figures(offline, as_of, &[30]);
+    let helpline = expected.iter().find(|f| f.subject == "helpline").unwrap();
+    let got = bus
+        .records("signals")
+        .into_iter()
+        .filter_map(|c| match spb::Signal::decode(c.record.payload.as_slice()).unwrap() {
+            spb::Signal { tenant_id, body: Some(spb::signal::Body::Aggregate(a)), .. } if tenant_id == "acme" => {
+                Some(a)
+            }
+            _ => None,
+        })
+        .find(|a| a.subject == "helpline" && a.window_days == 30)
+        .expect("a helpline signal");
+    assert_eq!(got.current, helpline.current.to_row().unwrap().to_vec());
+    assert_eq!(got.previous, helpline.previous.to_row().unwrap().to_vec());
+    assert_eq!(store.prune_signals(0).await.unwrap(), 0, "nothing is older than the epoch");
 }
 
 #[tokio::test]

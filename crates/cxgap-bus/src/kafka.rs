@@ -244,6 +244,25 @@ impl Publisher for KafkaPublisher {
             .map_err(|e| BusError::Unavailable(e.to_string()))
     }
 
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, BusError> {
+        let producer = self.current().1;
+        let topic = topic.to_string();
+        let timeout = Duration::from_secs(5);
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            let md = client.fetch_metadata(Some(&topic), timeout).map_err(|e| classify(&e))?;
+            let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+            partitions
+                .into_iter()
+                .map(|p| {
+                    client.fetch_watermarks(&topic, p, timeout).map(|(_, high)| (p, high)).map_err(|e| classify(&e))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))?
+    }
+
     async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
         let producer = self.current().1;
         let left = tokio::task::spawn_blocking(move || {
@@ -289,6 +308,19 @@ impl KafkaSubscriber {
         consumer.subscribe(topics).map_err(|e| classify(&e))?;
         Ok(KafkaSubscriber { consumer })
     }
+
+    /// A consumer that joins no group: partitions come only through `assign`.
+    pub fn unassigned(config: &KafkaConfig, group: &str) -> Result<Self, BusError> {
+        let consumer: StreamConsumer = config
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        Ok(KafkaSubscriber { consumer })
+    }
 }
 
 impl Subscriber for KafkaSubscriber {
@@ -315,6 +347,14 @@ impl Subscriber for KafkaSubscriber {
         // Kafka commits the next offset to read.
         tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1)).map_err(|e| classify(&e))?;
         self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| classify(&e))
+    }
+
+    fn assign(&mut self, topic: &str, partitions: &[(i32, i64)]) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, offset) in partitions {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*offset)).map_err(|e| classify(&e))?;
+        }
+        self.consumer.assign(&tpl).map_err(|e| classify(&e))
     }
 }
 

@@ -75,6 +75,9 @@ pub trait Publisher: Send + Sync + 'static {
 
     /// Waits for everything in flight to be acknowledged, up to `timeout`.
     fn flush(&self, timeout: Duration) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Each partition's end (the offset its next record will get), for consumer lag.
+    fn end_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<(i32, i64)>, BusError>> + Send;
 }
 
 /// A record as consumed, with its position.
@@ -91,4 +94,8 @@ pub trait Subscriber: Send + 'static {
 
     /// Marks everything up to and including `offset` of `partition` as processed.
     fn commit(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError>;
+
+    /// Reads exactly these partitions of `topic` from these offsets from now on, instead of
+    /// what the broker's group protocol assigns (for assignment coordinated elsewhere).
+    fn assign(&mut self, topic: &str, partitions: &[(i32, i64)]) -> Result<(), BusError>;
 }

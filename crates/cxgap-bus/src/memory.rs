@@ -65,6 +65,7 @@ impl MemoryBus {
             group: group.to_string(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
             positions: HashMap::new(),
+            assigned: None,
         }
     }
 }
@@ -105,6 +106,14 @@ impl Publisher for MemoryBus {
         Ok(())
     }
 
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, BusError> {
+        let topics = self.inner.topics.lock().expect("bus lock");
+        Ok(topics
+            .get(topic)
+            .map(|t| t.partitions.iter().enumerate().map(|(p, log)| (p as i32, log.len() as i64)).collect())
+            .unwrap_or_default())
+    }
+
     async fn flush(&self, _timeout: Duration) -> Result<(), BusError> {
         Ok(())
     }
@@ -116,6 +125,8 @@ pub struct MemorySubscriber {
     group: String,
     topics: Vec<String>,
     positions: HashMap<(String, i32), i64>,
+    /// Set by `assign`: only these partitions are read.
+    assigned: Option<std::collections::HashSet<(String, i32)>>,
 }
 
 impl MemorySubscriber {
@@ -126,6 +137,9 @@ impl MemorySubscriber {
             let Some(t) = topics.get(name) else { continue };
             for (p, log) in t.partitions.iter().enumerate() {
                 let key = (name.clone(), p as i32);
+                if self.assigned.as_ref().is_some_and(|a| !a.contains(&key)) {
+                    continue;
+                }
                 let pos = *self.positions.entry(key.clone()).or_insert_with(|| {
                     committed.get(&(self.group.clone(), name.clone(), p as i32)).map_or(0, |o| o + 1)
                 });
@@ -155,6 +169,16 @@ impl Subscriber for MemorySubscriber {
     fn commit(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError> {
         let mut committed = self.bus.inner.committed.lock().expect("bus lock");
         committed.insert((self.group.clone(), topic.to_string(), partition), offset);
+        Ok(())
+    }
+
+    fn assign(&mut self, topic: &str, partitions: &[(i32, i64)]) -> Result<(), BusError> {
+        self.assigned = Some(partitions.iter().map(|(p, _)| (topic.to_string(), *p)).collect());
+        for (p, offset) in partitions {
+            self.positions.insert((topic.to_string(), *p), *offset);
+        }
+        // Wake a pending `next` so it looks at the new assignment.
+        self.bus.inner.appended.notify_waiters();
         Ok(())
     }
 }

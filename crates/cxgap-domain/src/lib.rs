@@ -18,6 +18,7 @@ pub mod rules;
 pub mod score;
 pub mod sentiment;
 pub mod servqual;
+pub mod signals;
 pub mod state;
 pub mod stats;
 pub mod validate;

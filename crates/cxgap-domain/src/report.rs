@@ -558,6 +558,17 @@ impl<'a> RiskView<'a> {
         RiskView { state, model, as_of, stage_gaps: stage_perception_gaps(state, Window::Days(90), as_of) }
     }
 
+    /// With stage perception gaps computed elsewhere, for a state that holds only some
+    /// customers and none of the cells (a batch's working set).
+    pub fn with_stage_gaps(
+        state: &'a GapState,
+        model: &'a RiskModel,
+        as_of: Day,
+        stage_gaps: [Option<f64>; 9],
+    ) -> Self {
+        RiskView { state, model, as_of, stage_gaps }
+    }
+
     pub fn customer(&self, id: &str) -> Option<CustomerRisk> {
         let (c, attrs) = self.state.customer(id)?;
         Some(self.assess(id, c, attrs))

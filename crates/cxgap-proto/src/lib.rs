@@ -25,11 +25,19 @@ pub mod cxgap {
             tonic::include_proto!("cxgap.alerting.v1");
         }
     }
+    pub mod signals {
+        pub mod v1 {
+            tonic::include_proto!("cxgap.signals.v1");
+        }
+    }
 }
 
 pub mod convert;
 
-pub use cxgap::{alerting::v1 as alerting, analytics::v1 as analytics, common::v1 as common, ingest::v1 as ingest};
+pub use cxgap::{
+    alerting::v1 as alerting, analytics::v1 as analytics, common::v1 as common, ingest::v1 as ingest,
+    signals::v1 as signals,
+};
 
 /// Encoded `FileDescriptorSet` of every cxgap proto file, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cxgap_descriptor.bin"));

@@ -140,6 +140,50 @@ fn reversed_csv(csv: &str) -> String {
     format!("{header}\n{}\n", lines.join("\n"))
 }
 
+/// Events in the stored state right now.
+async fn events_stored(p: &Pipeline) -> u64 {
+    let store = cxgap_analytics::AnalyticsStore::connect(&p.db.url).await.unwrap();
+    let q = cxgap_domain::report::ReportQuery::new(
+        cxgap_domain::Day::parse(AS_OF).unwrap(),
+        cxgap_domain::report::Window::All,
+    );
+    cxgap_domain::report::gap_report(&store.load(&p.tenant, None, false).await.unwrap(), &q).overall.events
+}
+
+/// The signals on the topic, by customer: the newest signal's event count. Records that
+/// share an id (republished after a crash) must be the same signal.
+fn customer_signals(broker: &Broker) -> BTreeMap<String, u64> {
+    use cxgap_proto::signals as spb;
+    use prost::Message;
+    let mut by_id: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+    for r in broker.fetch_all("cxgap.signals.v1").unwrap() {
+        let s = spb::Signal::decode(r.payload.as_slice()).expect("signals decode");
+        if let Some(earlier) = by_id.insert(s.signal_id.clone(), r.payload.clone()) {
+            assert_eq!(earlier, r.payload, "a republished signal {} is the same signal", s.signal_id);
+        }
+        if let Some(spb::signal::Body::Customer(c)) = s.body {
+            let e = newest.entry(c.customer_id).or_default();
+            *e = (*e).max(c.events);
+        }
+    }
+    newest
+}
+
+/// Every customer's newest signal counts exactly that customer's events in the CSV.
+async fn assert_signals_count_every_event(broker: &Broker, csv: &str) {
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let col = rows.headers().unwrap().iter().position(|h| h == "customer_id").unwrap();
+    for r in rows.records() {
+        *expected.entry(r.unwrap()[col].to_string()).or_default() += 1;
+    }
+    eventually(Duration::from_secs(60), "a signal for every customer's last feedback", || async {
+        (customer_signals(broker) == expected).then_some(())
+    })
+    .await;
+}
+
 async fn assert_matches_analyze(addr: SocketAddr, key: &str) {
     let offline = analyze(&[]);
     let served = get(addr, &format!("/v1/report?window=all&as_of={AS_OF}"), key).await.expect("report");
@@ -208,6 +252,35 @@ async fn duplicates_and_disorder_on_the_topic_give_exactly_the_offline_report() 
     assert_eq!(client.get_gap_report(request(None)).await.unwrap_err().code(), tonic::Code::Unauthenticated);
     let other = client.get_gap_report(request(Some(&p.other_key))).await.unwrap().into_inner();
     assert_eq!(other.overall.unwrap().events, 0, "another tenant sees nothing over gRPC either");
+
+    // The at-risk list page by page equals the list in one go; a forged token is refused.
+    let list = |limit: u32, page_token: String| {
+        let mut r = tonic::Request::new(apb::ListAtRiskCustomersRequest { limit, page_token, ..Default::default() });
+        r.metadata_mut().insert("authorization", format!("Bearer {}", p.key).parse().unwrap());
+        r
+    };
+    let whole = client.list_at_risk_customers(list(1000, String::new())).await.unwrap().into_inner();
+    assert!(whole.next_page_token.is_empty() && whole.customers.len() > 20);
+    let (mut paged, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = client.list_at_risk_customers(list(7, token)).await.unwrap().into_inner();
+        pages += 1;
+        paged.extend(page.customers.into_iter().map(|c| c.customer_id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let ids: Vec<String> = whole.customers.iter().map(|c| c.customer_id.clone()).collect();
+    assert_eq!(paged, ids);
+    assert_eq!(pages, ids.len().div_ceil(7));
+    let forged = client.list_at_risk_customers(list(7, "bm90LWEtdG9rZW4".into())).await.unwrap_err();
+    assert_eq!(forged.code(), tonic::Code::InvalidArgument, "{forged:?}");
+    // Risk history: one point per batch that changed the customer.
+    let mut r = tonic::Request::new(apb::GetCustomerRiskRequest { customer_id: "C000".into() });
+    r.metadata_mut().insert("authorization", format!("Bearer {}", p.key).parse().unwrap());
+    let c = client.get_customer_risk(r).await.unwrap().into_inner();
+    assert!(!c.history.is_empty(), "C000 has a risk history");
     analytics.kill().unwrap();
     let _ = analytics.wait();
     for (_, stop) in &p.ingest {
@@ -232,13 +305,7 @@ async fn analytics_killed_mid_stream_and_restarted_counts_everything_once() {
     .await;
     Command::new("kill").args(["-KILL", &analytics.id().to_string()]).status().unwrap();
     let _ = analytics.wait();
-    let store = cxgap_analytics::AnalyticsStore::connect(&p.db.url).await.unwrap();
-    let q = cxgap_domain::report::ReportQuery::new(
-        cxgap_domain::Day::parse(AS_OF).unwrap(),
-        cxgap_domain::report::Window::All,
-    );
-    let at_kill =
-        cxgap_domain::report::gap_report(&store.load(&p.tenant, None, false).await.unwrap(), &q).overall.events;
+    let at_kill = events_stored(&p).await;
     eprintln!("killed with {at_kill} of {rows} events applied");
     assert!(at_kill > 0 && (at_kill as usize) < rows, "the kill landed mid-stream ({at_kill} of {rows})");
 
@@ -260,6 +327,7 @@ async fn analytics_killed_mid_stream_and_restarted_counts_everything_once() {
     })
     .await;
     assert_matches_analyze(addr, &p.key).await;
+    assert_signals_count_every_event(&p.broker, &csv).await;
     analytics.kill().unwrap();
     let _ = analytics.wait();
     for (_, stop) in &p.ingest {
@@ -267,17 +335,10 @@ async fn analytics_killed_mid_stream_and_restarted_counts_everything_once() {
     }
 }
 
-/// Two instances in one consumer group; the one doing the work is SIGKILLed mid-stream and
-/// the other must take its partitions over and finish with the exact report.
-///
-/// Ignored: on tansu 0.6 the group's whole assignment goes to one member, and a crashed
-/// member's partitions are not reassigned to a member that was already in the group when
-/// its session expires (the survivor stalled at 249 of 392 events in one of two runs; it
-/// passes when the survivor happens to join after the kill, since a join does trigger a
-/// rebalance). Run with `cargo test -p cxgap --test pipeline -- --ignored` against a
-/// broker whose group coordinator expires sessions.
+/// Two instances share the partitions (database-coordinated assignment); the one doing
+/// the most work is SIGKILLed mid-stream, its lease lapses, and the other takes its
+/// partitions over from their stored offsets and finishes with the exact report.
 #[tokio::test]
-#[ignore = "tansu 0.6 does not rebalance a crashed member's partitions to an existing member"]
 async fn two_instances_one_killed_mid_stream_the_other_takes_over() {
     let p = Pipeline::start().await;
     let csv = std::fs::read_to_string(example()).unwrap();
@@ -286,17 +347,17 @@ async fn two_instances_one_killed_mid_stream_the_other_takes_over() {
     let addrs: Vec<SocketAddr> = ports.iter().map(|p| format!("127.0.0.1:{p}").parse().unwrap()).collect();
     let mut instances = [p.analytics(ports[0], 5), p.analytics(ports[1], 5)];
     p.import(0, csv.as_bytes()).await;
-    let busy = eventually(Duration::from_secs(60), "one instance to make progress", || async {
-        for (i, a) in addrs.iter().enumerate() {
-            if metric(*a, "cxgap_analytics_events_applied_total").await? >= 20.0 {
-                return Some(i);
-            }
-        }
-        None
+    let busy = eventually(Duration::from_secs(60), "both instances to make progress", || async {
+        let a = metric(addrs[0], "cxgap_analytics_events_applied_total").await?;
+        let b = metric(addrs[1], "cxgap_analytics_events_applied_total").await?;
+        (a >= 10.0 && b >= 10.0).then_some(if a >= b { 0 } else { 1 })
     })
     .await;
     Command::new("kill").args(["-KILL", &instances[busy].id().to_string()]).status().unwrap();
     let _ = instances[busy].wait();
+    let at_kill = events_stored(&p).await;
+    eprintln!("killed the busier instance with {at_kill} of {rows} events applied");
+    assert!(at_kill < rows as u64, "the kill landed mid-stream ({at_kill} of {rows})");
     let survivor = addrs[1 - busy];
     p.import(1, reversed_csv(&csv).as_bytes()).await;
     eventually(Duration::from_secs(120), "the survivor to count every event", || async {
@@ -305,6 +366,7 @@ async fn two_instances_one_killed_mid_stream_the_other_takes_over() {
     })
     .await;
     assert_matches_analyze(survivor, &p.key).await;
+    assert_signals_count_every_event(&p.broker, &csv).await;
     let other = &mut instances[1 - busy];
     other.kill().unwrap();
     let _ = other.wait();

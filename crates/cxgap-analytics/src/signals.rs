@@ -1,0 +1,330 @@
+//! Signals to alerting (`cxgap.signals.v1`). Customer signals are decided inside the batch
+//! that changed the customer and stored with it; aggregate signals are decided by a
+//! periodic evaluation of the tenants that batches touched. Both go through the outbox in
+//! the store, and [`relay`] publishes them.
+
+use crate::store::{AnalyticsStore, OutboxSignal};
+use cxgap_bus::{Publisher, Record, headers};
+use cxgap_domain::report::{CustomerRisk, PerceptionGap, Window, stage_perception_gaps};
+use cxgap_domain::risk::RiskModel;
+use cxgap_domain::signals::{AggregateFigures, SubjectKind, aggregate_figures, aggregate_signal_id};
+use cxgap_domain::stats::Estimate;
+use cxgap_domain::{Day, FeedbackEvent, Timestamp};
+use cxgap_proto::{common as cpb, convert, signals as pb};
+use cxgap_runtime::Shutdown;
+use prost::Message;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+pub const SIGNAL_SCHEMA: &str = "cxgap.signals.v1.Signal";
+pub const STAGE_GAP_WINDOW_DAYS: u32 = 90;
+/// Windows aggregate signals compare, each against the window before it.
+pub const AGGREGATE_WINDOWS: [u32; 2] = [7, 30];
+
+type StageGaps = [Option<f64>; 9];
+
+/// What batches and the background tasks share about signals.
+#[derive(Debug, Clone, Default)]
+pub struct SignalHub {
+    pub model: RiskModel,
+    /// Per tenant, the stage perception gaps the risk model uses, refreshed by the
+    /// aggregate evaluation (a batch sees only its own customers, not all cells).
+    stage_gaps: Arc<RwLock<HashMap<String, StageGaps>>>,
+    /// Tenants whose figures changed since the last aggregate evaluation.
+    dirty: Arc<Mutex<BTreeSet<String>>>,
+    /// Wakes the relay when the outbox has something new.
+    pub wake: Arc<Notify>,
+}
+
+impl SignalHub {
+    pub fn new(model: RiskModel) -> Self {
+        SignalHub { model, ..Default::default() }
+    }
+
+    pub fn stage_gaps(&self, tenant: &str) -> StageGaps {
+        self.stage_gaps.read().expect("stage gaps lock").get(tenant).copied().unwrap_or_default()
+    }
+
+    pub fn committed(&self, tenants: impl IntoIterator<Item = String>) {
+        self.dirty.lock().expect("dirty lock").extend(tenants);
+        self.wake.notify_one();
+    }
+
+    fn take_dirty(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.dirty.lock().expect("dirty lock"))
+    }
+}
+
+pub fn day_of_ms(ms: i64) -> Day {
+    Timestamp(ms).day()
+}
+
+fn estimate(e: &Estimate) -> cpb::Estimate {
+    cpb::Estimate { value: e.value, n: e.n, lower: e.lower, upper: e.upper }
+}
+
+fn date(d: Day) -> cpb::Date {
+    let (year, month, day) = d.ymd();
+    cpb::Date { year, month, day }
+}
+
+fn encode(id: &str, tenant: &str, now_ms: i64, body: pb::signal::Body) -> Vec<u8> {
+    pb::Signal {
+        signal_id: id.to_string(),
+        tenant_id: tenant.to_string(),
+        emitted_at: Some(convert::timestamp_to_pb(Timestamp(now_ms))),
+        body: Some(body),
+    }
+    .encode_to_vec()
+}
+
+fn note(e: &FeedbackEvent) -> pb::FeedbackNote {
+    let comment = e.comment.as_deref().unwrap_or_default();
+    pb::FeedbackNote {
+        event_id: e.event_id.clone(),
+        occurred_at: Some(convert::timestamp_to_pb(e.occurred_at)),
+        channel: convert::channel_to_pb(e.channel),
+        journey_stage: convert::stage_to_pb(e.journey_stage),
+        touchpoint: e.touchpoint.clone().unwrap_or_default(),
+        nps: e.nps.map(u32::from),
+        sentiment: e.comment.as_deref().map(cxgap_domain::sentiment::compound),
+        comment: comment.chars().take(500).collect(),
+        sla_breached: e.operational.sla_breached(),
+    }
+}
+
+/// The signal for a customer whose risk was just reassessed after `feedback`.
+pub fn customer_signal(
+    tenant: &str,
+    r: &CustomerRisk,
+    previous_risk: Option<f64>,
+    feedback: &[&FeedbackEvent],
+    as_of: Day,
+    now_ms: i64,
+) -> OutboxSignal {
+    let newest = feedback.iter().max_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
+    let id = cxgap_domain::signals::customer_signal_id(
+        tenant,
+        &r.customer_id,
+        r.events,
+        newest.map_or("", |e| e.event_id.as_str()),
+        as_of,
+    );
+    let mut notes: Vec<&FeedbackEvent> = feedback.to_vec();
+    notes.sort_by(|a, b| (a.occurred_at, &a.event_id).cmp(&(b.occurred_at, &b.event_id)));
+    let body = pb::signal::Body::Customer(pb::CustomerRiskChanged {
+        customer_id: r.customer_id.clone(),
+        risk: r.risk,
+        previous_risk,
+        health: r.health,
+        drivers: r
+            .drivers
+            .iter()
+            .map(|d| pb::Driver { feature: d.feature.to_string(), value: d.value, contribution: d.contribution })
+            .collect(),
+        segment: r.attributes.0.iter().cloned().collect(),
+        customer_value: r.customer_value,
+        last_seen: Some(convert::timestamp_to_pb(r.last_seen)),
+        events: r.events,
+        feedback: notes.into_iter().map(note).collect(),
+    });
+    OutboxSignal {
+        payload: encode(&id, tenant, now_ms, body),
+        tenant: tenant.to_string(),
+        kind: "customer",
+        subject: r.customer_id.clone(),
+        key: format!("{tenant}/{}", r.customer_id),
+        risk: Some(r.risk),
+        id,
+    }
+}
+
+fn perception(g: &PerceptionGap) -> pb::PerceptionFigure {
+    pb::PerceptionFigure {
+        instrument: g.instrument.name().to_string(),
+        journey_stage: g.journey_stage.map_or(0, convert::stage_to_pb),
+        internal: g.internal,
+        customer: g.customer.as_ref().map(estimate),
+        gap: g.gap.as_ref().map(estimate),
+    }
+}
+
+/// The signal for one subject's window figures; `None` when an accumulator no longer fits
+/// the row form (a sum of squares beyond 64 bits), which is logged.
+pub fn aggregate_signal(tenant: &str, f: &AggregateFigures, now_ms: i64) -> Option<OutboxSignal> {
+    let (Some(current), Some(previous)) = (f.current.to_row(), f.previous.to_row()) else {
+        warn!(subject = %f.subject, "figures too large for a signal; skipped");
+        return None;
+    };
+    let id = aggregate_signal_id(tenant, f);
+    let kind = match f.kind {
+        SubjectKind::Touchpoint => pb::SubjectKind::Touchpoint,
+        SubjectKind::JourneyStage => pb::SubjectKind::JourneyStage,
+        SubjectKind::Channel => pb::SubjectKind::Channel,
+        SubjectKind::Segment => pb::SubjectKind::Segment,
+    };
+    let body = pb::signal::Body::Aggregate(pb::AggregateChanged {
+        subject_kind: kind as i32,
+        subject: f.subject.clone(),
+        window_days: f.window_days,
+        as_of: Some(date(f.as_of)),
+        current: current.to_vec(),
+        previous: previous.to_vec(),
+        perception: f.perception.iter().map(perception).collect(),
+    });
+    let subject = format!("{}:{}:{}d", f.kind.as_str(), f.subject, f.window_days);
+    Some(OutboxSignal {
+        payload: encode(&id, tenant, now_ms, body),
+        tenant: tenant.to_string(),
+        kind: "aggregate",
+        key: format!("{tenant}/{}:{}", f.kind.as_str(), f.subject),
+        subject,
+        risk: None,
+        id,
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Recomputes the figures of the tenants batches touched: the stage perception gaps the
+/// risk model uses, and the aggregate signals (stored only when their content is new).
+/// Returns how many new signals were stored.
+pub async fn evaluate_dirty(store: &AnalyticsStore, hub: &SignalHub) -> Result<usize, crate::store::StoreError> {
+    let tenants: Vec<String> = hub.take_dirty().into_iter().collect();
+    let mut stored = 0;
+    for (i, tenant) in tenants.iter().enumerate() {
+        match evaluate_tenant(store, hub, tenant).await {
+            Ok(n) => stored += n,
+            Err(e) => {
+                // Not lost: this tenant and the ones not reached are evaluated next time.
+                hub.committed(tenants[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+    }
+    if stored > 0 {
+        hub.wake.notify_one();
+    }
+    Ok(stored)
+}
+
+async fn evaluate_tenant(
+    store: &AnalyticsStore,
+    hub: &SignalHub,
+    tenant: &str,
+) -> Result<usize, crate::store::StoreError> {
+    let Some(last) = store.last_day(tenant).await? else { return Ok(0) };
+    // Event time, as the offline report uses; never ahead of today.
+    let as_of = last.min(day_of_ms(now_ms()));
+    let reach = STAGE_GAP_WINDOW_DAYS.max(2 * AGGREGATE_WINDOWS.iter().max().copied().unwrap_or(30));
+    let state = store.load(tenant, Some(as_of.plus_days(1 - reach as i32)), false).await?;
+    let gaps = stage_perception_gaps(&state, Window::Days(STAGE_GAP_WINDOW_DAYS), as_of);
+    hub.stage_gaps.write().expect("stage gaps lock").insert(tenant.to_string(), gaps);
+    let now = now_ms();
+    let signals: Vec<OutboxSignal> = aggregate_figures(&state, as_of, &AGGREGATE_WINDOWS)
+        .iter()
+        .filter_map(|f| aggregate_signal(tenant, f, now))
+        .collect();
+    Ok(store.add_signals(&signals, now).await? as usize)
+}
+
+/// Runs [`evaluate_dirty`] every `interval` until shutdown.
+pub async fn evaluate_loop(store: AnalyticsStore, hub: SignalHub, interval: Duration, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match evaluate_dirty(&store, &hub).await {
+            Ok(n) if n > 0 => debug!(signals = n, "aggregate signals decided"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "aggregate evaluation failed; will retry"),
+        }
+    }
+}
+
+/// Publishes the outbox in order of creation; a row is marked published only after the
+/// broker acknowledged it, so a crash republishes (same id) rather than loses.
+pub async fn relay<P: Publisher>(
+    store: &AnalyticsStore,
+    publisher: &P,
+    topic: &str,
+    batch: usize,
+) -> Result<usize, String> {
+    let rows = store.unpublished(batch).await.map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let records: Vec<Record> = rows
+        .iter()
+        .map(|r| Record {
+            topic: topic.to_string(),
+            key: r.key.clone().into_bytes(),
+            payload: r.payload.clone(),
+            headers: vec![
+                (headers::ID.into(), r.id.clone().into_bytes()),
+                (headers::SCHEMA.into(), SIGNAL_SCHEMA.as_bytes().to_vec()),
+                (headers::SCHEMA_VERSION.into(), b"1".to_vec()),
+                (headers::TENANT.into(), r.tenant.clone().into_bytes()),
+            ],
+        })
+        .collect();
+    let results = publisher.publish(records).await;
+    let mut done = Vec::with_capacity(rows.len());
+    let mut failed = None;
+    for (row, r) in rows.iter().zip(results) {
+        match r {
+            Ok(_) => done.push(row.id.clone()),
+            Err(e) => {
+                failed.get_or_insert(e.to_string());
+            }
+        }
+    }
+    store.mark_published(&done).await.map_err(|e| e.to_string())?;
+    match failed {
+        Some(e) => Err(format!("publishing signals: {e}")),
+        None => Ok(done.len()),
+    }
+}
+
+/// Runs [`relay`] whenever woken (and at least every second) until shutdown, then once
+/// more so signals of the last batch leave before the process does.
+pub async fn relay_loop<P: Publisher>(
+    store: AnalyticsStore,
+    publisher: P,
+    topic: String,
+    hub: SignalHub,
+    shutdown: Shutdown,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match relay(&store, &publisher, &topic, 500).await {
+            Ok(n) if n > 0 => {
+                backoff = Duration::from_millis(100);
+                continue;
+            }
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                warn!(error = %e, "signal relay failed; will retry");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff).await;
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = hub.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    if let Err(e) = relay(&store, &publisher, &topic, 10_000).await {
+        warn!(error = %e, "signals left in the outbox at shutdown; they go out on the next start");
+    }
+}
