@@ -16,4 +16,3 @@ CREATE TABLE IF NOT EXISTS analytics_signals (
 );
 CREATE INDEX IF NOT EXISTS analytics_signals_unpublished ON analytics_signals (created_at) WHERE published = 0;
 CREATE INDEX IF NOT EXISTS analytics_signals_history ON analytics_signals (tenant_id, kind, subject, created_at);
-CREATE INDEX IF NOT EXISTS analytics_signals_age ON analytics_signals (created_at);

@@ -24,6 +24,10 @@ pub const STAGE_GAP_WINDOW_DAYS: u32 = 90;
 /// Windows aggregate signals compare, each against the window before it.
 pub const AGGREGATE_WINDOWS: [u32; 2] = [7, 30];
 
+/// Drivers a customer signal carries, largest contribution first: enough to explain an
+/// alert; the full list is one query away.
+pub const SIGNAL_DRIVERS: usize = 5;
+
 type StageGaps = [Option<f64>; 9];
 
 /// What batches and the background tasks share about signals.
@@ -123,6 +127,7 @@ pub fn customer_signal(
         drivers: r
             .drivers
             .iter()
+            .take(SIGNAL_DRIVERS)
             .map(|d| pb::Driver { feature: d.feature.to_string(), value: d.value, contribution: d.contribution })
             .collect(),
         segment: r.attributes.0.iter().cloned().collect(),
