@@ -21,8 +21,7 @@ use tracing::{debug, warn};
 
 pub const SIGNAL_SCHEMA: &str = "cxgap.signals.v1.Signal";
 pub const STAGE_GAP_WINDOW_DAYS: u32 = 90;
-/// Windows aggregate signals compare, each against the window before it.
-pub const AGGREGATE_WINDOWS: [u32; 2] = [7, 30];
+use cxgap_domain::signals::AGGREGATE_WINDOW_DAYS as AGGREGATE_WINDOWS;
 
 /// Drivers a customer signal carries, largest contribution first: enough to explain an
 /// alert; the full list is one query away.

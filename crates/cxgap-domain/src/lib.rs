@@ -8,6 +8,7 @@
 //! are read from it; [`rules`] evaluates the alert conditions.
 
 pub mod aggregate;
+pub mod alerts;
 pub mod calendar;
 pub mod customer;
 pub mod model;

@@ -115,12 +115,17 @@ impl Default for HotAlert {
 }
 
 impl HotAlert {
+    /// Whether one piece of feedback is hot: value, NPS answer and comment sentiment.
+    pub fn is_hot(&self, customer_value: Option<f64>, nps: Option<u8>, sentiment: Option<f64>) -> bool {
+        customer_value.unwrap_or(0.0) >= self.min_customer_value
+            && nps.is_some_and(|n| n <= self.max_nps)
+            && sentiment.is_some_and(|s| s <= self.max_sentiment)
+    }
+
     /// `sentiment` is the comment's compound score, if it has a comment.
     pub fn evaluate(&self, ev: &FeedbackEvent, sentiment: Option<f64>) -> Verdict {
         let value = ev.customer_value.unwrap_or(0.0);
-        let firing = value >= self.min_customer_value
-            && ev.nps.is_some_and(|n| n <= self.max_nps)
-            && sentiment.is_some_and(|s| s <= self.max_sentiment);
+        let firing = self.is_hot(ev.customer_value, ev.nps, sentiment);
         Verdict::new(
             firing,
             format!(

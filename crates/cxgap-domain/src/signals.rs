@@ -11,6 +11,9 @@ use crate::report::{PerceptionGap, Window, perception_gaps};
 use crate::state::{CellRef, GapState};
 use std::collections::BTreeMap;
 
+/// The windows aggregate signals report, each against the window before it.
+pub const AGGREGATE_WINDOW_DAYS: [u32; 2] = [7, 30];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SubjectKind {
     Touchpoint,

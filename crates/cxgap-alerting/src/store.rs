@@ -1,0 +1,781 @@
+//! Alerting state in PostgreSQL or (embedded mode) SQLite, through one code path. Every
+//! change of an alert is written together with its transition, its notification (in the
+//! ordered log) and the pending deliveries for its subscribers, in the caller's
+//! transaction: a notification exists exactly when the change that caused it committed.
+
+use crate::model::{AlertFacts, Rule, Silence, Subscription, Target};
+use cxgap_domain::alerts::{AlertState, AlertStatus, notification_id};
+use cxgap_domain::rules::Severity;
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, AnyPool, Row};
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("partition {partition} was fenced: its offset moved under this instance")]
+    Fenced { partition: i32 },
+    #[error("conflicting concurrent change: {0}")]
+    Conflict(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && matches!(db.code().as_deref(), Some("23505" | "1555" | "2067" | "40001" | "40P01" | "5" | "6"))
+    {
+        return StoreError::Conflict(db.message().to_string());
+    }
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn severity_str(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+pub fn parse_severity(s: &str) -> Option<Severity> {
+    match s {
+        "info" => Some(Severity::Info),
+        "warning" => Some(Severity::Warning),
+        "critical" => Some(Severity::Critical),
+        _ => None,
+    }
+}
+
+/// An alert as the API, notifications and webhooks show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub alert_id: String,
+    pub tenant_id: String,
+    pub rule_id: String,
+    pub kind: String,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub episode: u32,
+    pub subject: String,
+    pub summary: String,
+    pub labels: BTreeMap<String, String>,
+    pub customer_value: Option<f64>,
+    pub started_at: i64,
+    pub updated_at: i64,
+    pub last_notified_at: i64,
+    #[serde(skip)]
+    pub version: i64,
+}
+
+impl Alert {
+    pub fn status(&self) -> AlertStatus {
+        AlertStatus {
+            state: self.state,
+            episode: self.episode,
+            started_at: self.started_at,
+            last_notified_at: self.last_notified_at,
+        }
+    }
+
+    pub fn facts(&self) -> AlertFacts<'_> {
+        AlertFacts {
+            kind: &self.kind,
+            severity: self.severity,
+            labels: &self.labels,
+            customer_value: self.customer_value,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub state: AlertState,
+    pub at: i64,
+    pub by: String,
+    pub note: String,
+}
+
+/// One entry of the notification log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub seq: i64,
+    pub notification_id: String,
+    pub tenant_id: String,
+    pub alert_id: String,
+    pub state: AlertState,
+    pub at: i64,
+    /// The silence that muted it; empty when delivered.
+    pub silenced_by: String,
+    /// The JSON body webhooks receive: `{"type", "timestamp", "data": Alert}`.
+    pub payload: String,
+}
+
+/// A delivery due to be tried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueDelivery {
+    pub notification_id: String,
+    pub subscription_id: String,
+    pub tenant_id: String,
+    pub attempts: u32,
+    pub payload: String,
+    pub alert_id: String,
+    pub target: Target,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub notification_id: String,
+    pub subscription_id: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub failed_at: i64,
+}
+
+type NotificationRow = (i64, String, String, String, String, i64, String, String);
+type DueRow = (String, String, String, i64, String, String, String, String);
+
+const ALERT_COLUMNS: &str = "alert_id, tenant_id, rule_id, kind, severity, subject, state, episode, summary, labels, \
+     customer_value, started_at, updated_at, last_notified_at, version";
+
+fn alert_from_row(r: &sqlx::any::AnyRow) -> Result<Alert, StoreError> {
+    let s = |i: usize| r.try_get::<String, _>(i).map_err(|e| corrupt("alert", e));
+    let n = |i: usize| r.try_get::<i64, _>(i).map_err(|e| corrupt("alert", e));
+    Ok(Alert {
+        alert_id: s(0)?,
+        tenant_id: s(1)?,
+        rule_id: s(2)?,
+        kind: s(3)?,
+        severity: parse_severity(&s(4)?).ok_or_else(|| corrupt("alert", "severity"))?,
+        subject: s(5)?,
+        state: AlertState::parse(&s(6)?).ok_or_else(|| corrupt("alert", "state"))?,
+        episode: n(7)? as u32,
+        summary: s(8)?,
+        labels: serde_json::from_str(&s(9)?).map_err(|e| corrupt("alert labels", e))?,
+        customer_value: r.try_get::<Option<f64>, _>(10).map_err(|e| corrupt("alert", e))?,
+        started_at: n(11)?,
+        updated_at: n(12)?,
+        last_notified_at: n(13)?,
+        version: n(14)?,
+    })
+}
+
+#[derive(Clone)]
+pub struct AlertStore {
+    pub(crate) pool: AnyPool,
+}
+
+impl std::fmt::Debug for AlertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertStore").finish_non_exhaustive()
+    }
+}
+
+impl AlertStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+        let pool = cxgap_runtime::db::connect(url, &MIGRATIONS).await.map_err(|e| match e {
+            cxgap_runtime::db::DbError::Unavailable(m) => StoreError::Unavailable(m),
+            cxgap_runtime::db::DbError::Migration(m) => StoreError::Migration(m),
+        })?;
+        Ok(AlertStore { pool })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(classify)
+    }
+
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        self.pool.begin().await.map_err(classify)
+    }
+
+    // ----- rules -----
+
+    pub async fn rules(&self, tenant: &str) -> Result<Vec<Rule>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        rules(&mut conn, tenant).await
+    }
+
+    pub async fn put_rule(&self, tenant: &str, rule: &Rule, now: i64) -> Result<(), StoreError> {
+        rule.validate().map_err(StoreError::Invalid)?;
+        let mut tx = self.begin().await?;
+        ensure_tenant(&mut tx, tenant, now).await?;
+        sqlx::query(
+            "INSERT INTO alerting_rules (tenant_id, rule_id, rule, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, rule_id) DO UPDATE SET rule = excluded.rule, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(&rule.id)
+        .bind(serde_json::to_string(rule).map_err(|e| corrupt("rule", e))?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    pub async fn delete_rule(&self, tenant: &str, rule_id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM alerting_rules WHERE tenant_id = $1 AND rule_id = $2")
+            .bind(tenant)
+            .bind(rule_id)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ----- alerts -----
+
+    pub async fn alert(&self, tenant: &str, alert_id: &str) -> Result<Option<Alert>, StoreError> {
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND alert_id = $2");
+        let row = sqlx::query(&sql).bind(tenant).bind(alert_id).fetch_optional(&self.pool).await.map_err(classify)?;
+        row.as_ref().map(alert_from_row).transpose()
+    }
+
+    /// Alerts of a tenant, newest change first, after `before` (exclusive; for paging).
+    pub async fn alerts(
+        &self,
+        tenant: &str,
+        states: &[AlertState],
+        limit: usize,
+        before: Option<(i64, String)>,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 \
+             AND (updated_at < $2 OR (updated_at = $2 AND alert_id > $3)) \
+             ORDER BY updated_at DESC, alert_id LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(at)
+            .bind(id)
+            .bind((limit * 4 + 16) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let a = alert_from_row(r)?;
+            if states.is_empty() || states.contains(&a.state) {
+                out.push(a);
+            }
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn history(&self, alert_id: &str) -> Result<Vec<Transition>, StoreError> {
+        let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
+            "SELECT state, at, by_whom, note FROM alerting_transitions WHERE alert_id = $1 ORDER BY seq",
+        )
+        .bind(alert_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(|(s, at, by, note)| {
+                Ok(Transition { state: AlertState::parse(&s).ok_or_else(|| corrupt("transition", &s))?, at, by, note })
+            })
+            .collect()
+    }
+
+    /// A person acknowledges or resolves an alert; notifies subscribers like any change.
+    pub async fn act(
+        &self,
+        tenant: &str,
+        alert_id: &str,
+        to: AlertState,
+        by: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<Alert, StoreError> {
+        let mut tx = self.begin().await?;
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND alert_id = $2");
+        let row = sqlx::query(&sql).bind(tenant).bind(alert_id).fetch_optional(&mut *tx).await.map_err(classify)?;
+        let mut alert = match row.as_ref().map(alert_from_row).transpose()? {
+            Some(a) => a,
+            None => return Err(StoreError::NotFound(format!("alert {alert_id:?}"))),
+        };
+        let status = match to {
+            AlertState::Acknowledged => cxgap_domain::alerts::acknowledge(&alert.status(), now),
+            AlertState::Resolved => cxgap_domain::alerts::resolve(&alert.status(), now),
+            AlertState::Firing => return Err(StoreError::Invalid("an alert fires only by its rule".into())),
+        }
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        alert.state = status.state;
+        alert.last_notified_at = status.last_notified_at;
+        alert.updated_at = now;
+        save_alert(&mut tx, &mut alert, false).await?;
+        record_change(&mut tx, &alert, by, note, now).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(alert)
+    }
+
+    // ----- silences -----
+
+    pub async fn put_silence(&self, tenant: &str, s: &Silence) -> Result<(), StoreError> {
+        s.validate().map_err(StoreError::Invalid)?;
+        sqlx::query(
+            "INSERT INTO alerting_silences (tenant_id, silence_id, silence, ends_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, silence_id) DO UPDATE SET silence = excluded.silence, ends_at = excluded.ends_at",
+        )
+        .bind(tenant)
+        .bind(&s.id)
+        .bind(serde_json::to_string(s).map_err(|e| corrupt("silence", e))?)
+        .bind(s.ends_at)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(classify)
+    }
+
+    pub async fn silences(&self, tenant: &str, active_at: Option<i64>) -> Result<Vec<Silence>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        silences(&mut conn, tenant, active_at).await
+    }
+
+    // ----- subscriptions -----
+
+    pub async fn put_subscription(&self, tenant: &str, s: &Subscription, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO alerting_subscriptions (tenant_id, subscription_id, subscription, disabled_reason, created_at) \
+             VALUES ($1, $2, $3, '', $4) ON CONFLICT (tenant_id, subscription_id) DO UPDATE SET \
+             subscription = excluded.subscription, disabled_reason = ''",
+        )
+        .bind(tenant)
+        .bind(&s.id)
+        .bind(serde_json::to_string(s).map_err(|e| corrupt("subscription", e))?)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(classify)
+    }
+
+    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM alerting_subscriptions WHERE tenant_id = $1 AND subscription_id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Subscriptions with the reason each is disabled (empty when active).
+    pub async fn subscriptions(&self, tenant: &str) -> Result<Vec<(Subscription, String)>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        subscriptions(&mut conn, tenant).await
+    }
+
+    pub async fn subscription(&self, tenant: &str, id: &str) -> Result<Option<(Subscription, String)>, StoreError> {
+        Ok(self.subscriptions(tenant).await?.into_iter().find(|(s, _)| s.id == id))
+    }
+
+    pub async fn disable_subscription(&self, tenant: &str, id: &str, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE alerting_subscriptions SET disabled_reason = $1 WHERE tenant_id = $2 AND subscription_id = $3",
+        )
+        .bind(reason)
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(classify)
+    }
+
+    // ----- the notification log -----
+
+    /// Notifications after `after_seq`, oldest first.
+    pub async fn notifications_after(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let rows: Vec<NotificationRow> = sqlx::query_as(
+            "SELECT seq, notification_id, tenant_id, alert_id, state, at, silenced_by, payload \
+             FROM alerting_notifications WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(after_seq)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(|(seq, notification_id, tenant_id, alert_id, state, at, silenced_by, payload)| {
+                Ok(Notification {
+                    seq,
+                    notification_id,
+                    tenant_id,
+                    alert_id,
+                    state: AlertState::parse(&state).ok_or_else(|| corrupt("notification", &state))?,
+                    at,
+                    silenced_by,
+                    payload,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest position of the log (where a subscriber "from now" starts).
+    pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        let (seq,): (i64,) = sqlx::query_as("SELECT seq FROM alerting_cursor WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(seq)
+    }
+
+    // ----- deliveries -----
+
+    /// Deliveries due at `now`, oldest first.
+    pub async fn due(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>, StoreError> {
+        let rows: Vec<DueRow> = sqlx::query_as(
+            "SELECT d.notification_id, d.subscription_id, d.tenant_id, d.attempts, n.payload, n.alert_id, \
+             s.subscription, s.disabled_reason \
+             FROM alerting_deliveries d \
+             JOIN alerting_notifications n ON n.notification_id = d.notification_id \
+             JOIN alerting_subscriptions s ON s.tenant_id = d.tenant_id AND s.subscription_id = d.subscription_id \
+             WHERE d.status = 'pending' AND d.next_at <= $1 ORDER BY d.next_at, n.seq LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(|(notification_id, subscription_id, tenant_id, attempts, payload, alert_id, sub, disabled)| {
+                let sub: Subscription = serde_json::from_str(&sub).map_err(|e| corrupt("subscription", e))?;
+                Ok(DueDelivery {
+                    notification_id,
+                    subscription_id,
+                    tenant_id,
+                    attempts: attempts as u32,
+                    payload,
+                    alert_id,
+                    target: sub.target,
+                    disabled: !disabled.is_empty(),
+                })
+            })
+            .collect()
+    }
+
+    /// Records an attempt's outcome: delivered, retry at `next_at`, or dead.
+    pub async fn attempted(
+        &self,
+        d: &DueDelivery,
+        status: &str,
+        next_at: i64,
+        error: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE alerting_deliveries SET status = $1, attempts = attempts + 1, next_at = $2, last_error = $3, \
+             updated_at = $4 WHERE notification_id = $5 AND subscription_id = $6 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(next_at)
+        .bind(error)
+        .bind(now)
+        .bind(&d.notification_id)
+        .bind(&d.subscription_id)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(classify)
+    }
+
+    pub async fn dead_letters(&self, tenant: &str, subscription: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows: Vec<(String, String, i64, String, i64)> = sqlx::query_as(
+            "SELECT notification_id, subscription_id, attempts, last_error, updated_at FROM alerting_deliveries \
+             WHERE tenant_id = $1 AND status = 'dead' AND ($2 = '' OR subscription_id = $2) ORDER BY updated_at",
+        )
+        .bind(tenant)
+        .bind(subscription.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|(notification_id, subscription_id, attempts, last_error, failed_at)| DeadLetter {
+                notification_id,
+                subscription_id,
+                attempts: attempts as u32,
+                last_error,
+                failed_at,
+            })
+            .collect())
+    }
+
+    /// Puts dead deliveries of a notification back in the queue, due now.
+    pub async fn replay(&self, tenant: &str, notification_id: &str, now: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE alerting_deliveries SET status = 'pending', attempts = 0, next_at = $1, updated_at = $1 \
+             WHERE tenant_id = $2 AND notification_id = $3 AND status = 'dead'",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(notification_id)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(r.rows_affected())
+    }
+
+    /// Delivery counts by status (for tests and metrics).
+    pub async fn delivery_counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM alerting_deliveries GROUP BY status")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub async fn prune_seen(&self, before_ms: i64) -> Result<u64, StoreError> {
+        sqlx::query("DELETE FROM alerting_signals_seen WHERE seen_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(classify)
+    }
+}
+
+// ----- inside a transaction -----
+
+/// Installs the default rules the first time a tenant is seen.
+pub(crate) async fn ensure_tenant(conn: &mut AnyConnection, tenant: &str, now: i64) -> Result<bool, StoreError> {
+    let r = sqlx::query("INSERT INTO alerting_tenants (tenant_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(tenant)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    for rule in crate::model::default_rules() {
+        sqlx::query(
+            "INSERT INTO alerting_rules (tenant_id, rule_id, rule, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(&rule.id)
+        .bind(serde_json::to_string(&rule).map_err(|e| corrupt("rule", e))?)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(true)
+}
+
+pub(crate) async fn rules(conn: &mut AnyConnection, tenant: &str) -> Result<Vec<Rule>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT rule FROM alerting_rules WHERE tenant_id = $1 ORDER BY rule_id")
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify)?;
+    rows.into_iter().map(|(j,)| serde_json::from_str(&j).map_err(|e| corrupt("rule", e))).collect()
+}
+
+pub(crate) async fn silences(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    active_at: Option<i64>,
+) -> Result<Vec<Silence>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT silence FROM alerting_silences WHERE tenant_id = $1 AND ends_at > $2 ORDER BY silence_id",
+    )
+    .bind(tenant)
+    .bind(active_at.unwrap_or(i64::MIN))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify)?;
+    rows.into_iter().map(|(j,)| serde_json::from_str(&j).map_err(|e| corrupt("silence", e))).collect()
+}
+
+pub(crate) async fn subscriptions(
+    conn: &mut AnyConnection,
+    tenant: &str,
+) -> Result<Vec<(Subscription, String)>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT subscription, disabled_reason FROM alerting_subscriptions WHERE tenant_id = $1 ORDER BY subscription_id",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify)?;
+    rows.into_iter().map(|(j, d)| Ok((serde_json::from_str(&j).map_err(|e| corrupt("subscription", e))?, d))).collect()
+}
+
+/// The tenant's alerts about one subject.
+pub(crate) async fn alerts_about(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    subject_prefix: &str,
+) -> Result<Vec<Alert>, StoreError> {
+    let sql = format!(
+        "SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND (subject = $2 OR subject LIKE $3 ESCAPE '\\')"
+    );
+    let like = format!("{}:%", subject_prefix.replace('%', "\\%").replace('_', "\\_"));
+    let rows =
+        sqlx::query(&sql).bind(tenant).bind(subject_prefix).bind(like).fetch_all(&mut *conn).await.map_err(classify)?;
+    rows.iter().map(alert_from_row).collect()
+}
+
+/// Inserts or updates an alert, guarded by its version.
+pub(crate) async fn save_alert(conn: &mut AnyConnection, a: &mut Alert, new: bool) -> Result<(), StoreError> {
+    let labels = serde_json::to_string(&a.labels).map_err(|e| corrupt("labels", e))?;
+    if new {
+        sqlx::query(&format!(
+            "INSERT INTO alerting_alerts ({ALERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)"
+        ))
+        .bind(&a.alert_id)
+        .bind(&a.tenant_id)
+        .bind(&a.rule_id)
+        .bind(&a.kind)
+        .bind(severity_str(a.severity))
+        .bind(&a.subject)
+        .bind(a.state.as_str())
+        .bind(a.episode as i64)
+        .bind(&a.summary)
+        .bind(labels)
+        .bind(a.customer_value)
+        .bind(a.started_at)
+        .bind(a.updated_at)
+        .bind(a.last_notified_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        a.version = 1;
+        return Ok(());
+    }
+    let r = sqlx::query(
+        "UPDATE alerting_alerts SET severity = $1, state = $2, episode = $3, summary = $4, labels = $5, \
+         customer_value = $6, started_at = $7, updated_at = $8, last_notified_at = $9, version = version + 1 \
+         WHERE alert_id = $10 AND version = $11",
+    )
+    .bind(severity_str(a.severity))
+    .bind(a.state.as_str())
+    .bind(a.episode as i64)
+    .bind(&a.summary)
+    .bind(labels)
+    .bind(a.customer_value)
+    .bind(a.started_at)
+    .bind(a.updated_at)
+    .bind(a.last_notified_at)
+    .bind(&a.alert_id)
+    .bind(a.version)
+    .execute(&mut *conn)
+    .await
+    .map_err(classify)?;
+    if r.rows_affected() != 1 {
+        return Err(StoreError::Conflict(format!("alert {} changed concurrently", a.alert_id)));
+    }
+    a.version += 1;
+    Ok(())
+}
+
+/// The transition, the notification and the deliveries of an alert's change.
+pub(crate) async fn record_change(
+    conn: &mut AnyConnection,
+    a: &Alert,
+    by: &str,
+    note: &str,
+    now: i64,
+) -> Result<Notification, StoreError> {
+    sqlx::query(
+        "INSERT INTO alerting_transitions (alert_id, at, seq, state, by_whom, note) VALUES ($1, $2, \
+         (SELECT COALESCE(MAX(seq), 0) + 1 FROM alerting_transitions WHERE alert_id = $1), $3, $4, $5)",
+    )
+    .bind(&a.alert_id)
+    .bind(now)
+    .bind(a.state.as_str())
+    .bind(by)
+    .bind(note)
+    .execute(&mut *conn)
+    .await
+    .map_err(classify)?;
+    let (seq,): (i64,) = sqlx::query_as("UPDATE alerting_cursor SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(classify)?;
+    let silenced_by = silences(conn, &a.tenant_id, Some(now))
+        .await?
+        .into_iter()
+        .find(|s| s.mutes(&a.labels, now))
+        .map(|s| s.id)
+        .unwrap_or_default();
+    let id = notification_id(&a.alert_id, a.episode, a.state, now);
+    let payload = serde_json::json!({
+        "type": format!("alert.{}", a.state.as_str()),
+        "timestamp": crate::time_rfc3339(now),
+        "notification_id": id,
+        "data": a,
+    })
+    .to_string();
+    let n = Notification {
+        seq,
+        notification_id: id,
+        tenant_id: a.tenant_id.clone(),
+        alert_id: a.alert_id.clone(),
+        state: a.state,
+        at: now,
+        silenced_by,
+        payload,
+    };
+    sqlx::query(
+        "INSERT INTO alerting_notifications (seq, notification_id, tenant_id, alert_id, state, at, silenced_by, payload) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(n.seq)
+    .bind(&n.notification_id)
+    .bind(&n.tenant_id)
+    .bind(&n.alert_id)
+    .bind(n.state.as_str())
+    .bind(n.at)
+    .bind(&n.silenced_by)
+    .bind(&n.payload)
+    .execute(&mut *conn)
+    .await
+    .map_err(classify)?;
+    if n.silenced_by.is_empty() {
+        for (sub, disabled) in subscriptions(conn, &a.tenant_id).await? {
+            if !disabled.is_empty() || matches!(sub.target, Target::GrpcStream) || !sub.filter.accepts(&a.facts()) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO alerting_deliveries (notification_id, subscription_id, tenant_id, status, attempts, \
+                 next_at, last_error, updated_at) VALUES ($1, $2, $3, 'pending', 0, $4, '', $4)",
+            )
+            .bind(&n.notification_id)
+            .bind(&sub.id)
+            .bind(&a.tenant_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        }
+    }
+    Ok(n)
+}

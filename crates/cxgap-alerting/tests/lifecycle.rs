@@ -1,0 +1,305 @@
+//! The alerting store, processor and deliverer against each backend (PostgreSQL and
+//! SQLite) and a real HTTP receiver on loopback: a condition that stays true is one alert;
+//! hysteresis, auto-resolve, acknowledgement, silences; a receiver that fails, throttles,
+//! times out and finally answers receives every notification with a valid signature;
+//! 410 disables the endpoint; exhausted retries are dead-lettered and can be replayed.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cxgap_alerting::delivery::{Deliverer, DeliveryConfig, Outcome};
+use cxgap_alerting::model::{Filter, Matcher, Silence, Subscription, Target};
+use cxgap_alerting::processor::{Processor, ProcessorConfig};
+use cxgap_alerting::retry::Schedule;
+use cxgap_alerting::ssrf::Guard;
+use cxgap_alerting::store::AlertStore;
+use cxgap_alerting::webhook;
+use cxgap_bus::memory::MemoryBus;
+use cxgap_bus::{Consumed, Record};
+use cxgap_domain::alerts::AlertState;
+use cxgap_proto::signals as pb;
+use prost::Message;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the receiver does with its next requests; then 200 forever.
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    Fail,
+    Throttle,
+    Hang,
+    Gone,
+    Redirect,
+}
+
+#[derive(Default)]
+struct Receiver {
+    script: Mutex<VecDeque<Act>>,
+    got: Mutex<Vec<(String, String, String, String)>>,
+    attempts: Mutex<usize>,
+}
+
+async fn receive(State(r): State<Arc<Receiver>>, h: HeaderMap, body: String) -> Response {
+    *r.attempts.lock().unwrap() += 1;
+    let act = r.script.lock().unwrap().pop_front();
+    match act {
+        Some(Act::Fail) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Some(Act::Throttle) => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response(),
+        Some(Act::Hang) => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            StatusCode::OK.into_response()
+        }
+        Some(Act::Gone) => StatusCode::GONE.into_response(),
+        Some(Act::Redirect) => {
+            (StatusCode::TEMPORARY_REDIRECT, [("location", "http://169.254.169.254/")]).into_response()
+        }
+        None => {
+            let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            r.got.lock().unwrap().push((get("webhook-id"), get("webhook-timestamp"), get("webhook-signature"), body));
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
+
+async fn receiver(script: &[Act]) -> (SocketAddr, Arc<Receiver>) {
+    let r = Arc::new(Receiver { script: Mutex::new(script.iter().copied().collect()), ..Default::default() });
+    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, r)
+}
+
+fn customer_signal(id: &str, customer: &str, risk: f64, value: f64) -> pb::Signal {
+    pb::Signal {
+        signal_id: id.into(),
+        tenant_id: "acme".into(),
+        emitted_at: Some(prost_types::Timestamp { seconds: 1_800_000_000, nanos: 0 }),
+        body: Some(pb::signal::Body::Customer(pb::CustomerRiskChanged {
+            customer_id: customer.into(),
+            risk,
+            customer_value: Some(value),
+            segment: [("tier".to_string(), "gold".to_string())].into(),
+            ..Default::default()
+        })),
+    }
+}
+
+struct Stream {
+    next: i64,
+}
+
+impl Stream {
+    fn batch(&mut self, signals: &[pb::Signal]) -> Vec<Consumed> {
+        signals
+            .iter()
+            .map(|s| {
+                let c = Consumed {
+                    record: Record {
+                        topic: "signals".into(),
+                        key: vec![],
+                        payload: s.encode_to_vec(),
+                        headers: vec![],
+                    },
+                    partition: 0,
+                    offset: self.next,
+                };
+                self.next += 1;
+                c
+            })
+            .collect()
+    }
+}
+
+fn deliverer(store: &AlertStore, schedule: &str) -> Deliverer<MemoryBus> {
+    Deliverer {
+        store: store.clone(),
+        config: DeliveryConfig {
+            schedule: Schedule::parse(schedule).unwrap(),
+            timeout: Duration::from_millis(300),
+            guard: Guard::new("127.0.0.0/8").unwrap(),
+            concurrency: 4,
+        },
+        kafka: MemoryBus::new(),
+        wake: Default::default(),
+        metrics: Default::default(),
+    }
+}
+
+/// Runs the deliverer until nothing is due or pending within `limit`.
+async fn drain(d: &Deliverer<MemoryBus>, limit: Duration) {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let due = d.store.due(now, 100).await.unwrap();
+        for x in &due {
+            d.run_one(x).await.unwrap();
+        }
+        let counts = d.store.delivery_counts().await.unwrap();
+        if counts.get("pending").copied().unwrap_or(0) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn conformance(store: AlertStore) {
+    let p = Processor {
+        store: store.clone(),
+        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
+    };
+    let mut stream = Stream { next: 0 };
+    let secret = webhook::new_secret();
+    let (addr, rx) = receiver(&[Act::Fail, Act::Throttle, Act::Hang, Act::Redirect]).await;
+    // The first signal creates the tenant (and its default rules); subscribe before alerts.
+    p.process(0, &stream.batch(&[customer_signal("s0", "c0", 0.1, 1.0)])).await.unwrap();
+    let sub = Subscription {
+        id: "ops-hook".into(),
+        name: "ops".into(),
+        filter: Filter { kinds: vec!["risk_threshold".into()], ..Default::default() },
+        target: Target::Webhook { url: format!("http://{addr}/hook"), secrets: vec![secret.clone()] },
+    };
+    store.put_subscription("acme", &sub, 0).await.unwrap();
+
+    // Risk crosses 0.7, stays high (and the same signal arrives twice), dips to 0.65
+    // (above clear_at: still firing), then falls below 0.6: one firing, one resolution.
+    let risks = [0.8, 0.9, 0.75, 0.65, 0.5];
+    let mut signals: Vec<pb::Signal> =
+        risks.iter().enumerate().map(|(i, r)| customer_signal(&format!("s{}", i + 1), "c1", *r, 50_000.0)).collect();
+    signals.insert(2, signals[1].clone());
+    let stats = p.process(0, &stream.batch(&signals)).await.unwrap();
+    assert_eq!((stats.signals, stats.duplicates, stats.notifications), (5, 1, 2), "{stats:?}");
+    let alerts = store.alerts("acme", &[], 100, None).await.unwrap();
+    let risk = alerts.iter().find(|a| a.rule_id == "churn-risk-high").unwrap();
+    assert_eq!((risk.state, risk.episode, risk.subject.as_str()), (AlertState::Resolved, 1, "customer:c1"));
+    let history: Vec<AlertState> = store.history(&risk.alert_id).await.unwrap().iter().map(|t| t.state).collect();
+    assert_eq!(history, [AlertState::Firing, AlertState::Resolved]);
+    // A replayed batch (below the stored offset) changes nothing.
+    let again = p.process(0, &stream.batch(&[])).await.unwrap();
+    assert_eq!(again.records, 0);
+
+    // Acknowledge: only a firing alert; the same change twice is refused with the reason.
+    p.process(0, &stream.batch(&[customer_signal("s9", "c2", 0.95, 1e5)])).await.unwrap();
+    let c2 = store.alerts("acme", &[AlertState::Firing], 100, None).await.unwrap();
+    let c2 = c2.iter().find(|a| a.subject == "customer:c2" && a.rule_id == "churn-risk-high").unwrap();
+    let acked = store.act("acme", &c2.alert_id, AlertState::Acknowledged, "ana", "calling them", 1).await.unwrap();
+    assert_eq!(acked.state, AlertState::Acknowledged);
+    let e = store.act("acme", &c2.alert_id, AlertState::Acknowledged, "ana", "", 2).await.unwrap_err();
+    assert!(e.to_string().contains("cannot be acknowledged"), "{e}");
+    assert!(store.act("globex", &c2.alert_id, AlertState::Resolved, "eve", "", 3).await.is_err(), "tenant-scoped");
+
+    // Silences mute notifications (kept in the log, not delivered) while active.
+    store
+        .put_silence(
+            "acme",
+            &Silence {
+                id: "maint".into(),
+                matchers: vec![Matcher { label: "customer".into(), value: "c3".into(), regex: false, negate: false }],
+                starts_at: 0,
+                ends_at: i64::MAX,
+                created_by: "ops".into(),
+                comment: "known issue".into(),
+            },
+        )
+        .await
+        .unwrap();
+    p.process(0, &stream.batch(&[customer_signal("s10", "c3", 0.99, 1.0)])).await.unwrap();
+    let log = store.notifications_after("acme", 0, 1000).await.unwrap();
+    let muted: Vec<_> = log.iter().filter(|n| !n.silenced_by.is_empty()).collect();
+    assert!(!muted.is_empty() && muted.iter().all(|n| n.silenced_by == "maint"));
+    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq), "the log is ordered");
+
+    // Deliveries: c1 fired + resolved, c2 fired + acknowledged; c3 muted. The receiver
+    // fails, throttles (Retry-After: 1 s), hangs past the timeout and redirects first.
+    let d = deliverer(&store, "100ms,100ms,100ms,100ms,100ms");
+    drain(&d, Duration::from_secs(20)).await;
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!(counts.get("delivered"), Some(&4), "{counts:?}");
+    let got = rx.got.lock().unwrap().clone();
+    let ids: std::collections::BTreeSet<&str> = got.iter().map(|g| g.0.as_str()).collect();
+    assert_eq!(ids.len(), 4, "every notification arrived");
+    let key = webhook::decode_secret(&secret).unwrap();
+    for (id, ts, sig, body) in &got {
+        let now = ts.parse::<i64>().unwrap();
+        webhook::verify(&key, id, ts, sig, body.as_bytes(), now).expect("signature verifies");
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["notification_id"], id.as_str());
+        assert!(json["type"].as_str().unwrap().starts_with("alert."));
+    }
+    assert!(*rx.attempts.lock().unwrap() >= 8, "the failures were retried");
+
+    // 410 disables the endpoint; exhausted retries are dead letters that can be replayed.
+    let (gone_addr, _gone) = receiver(&[Act::Gone]).await;
+    let (flaky_addr, flaky) = receiver(&[Act::Fail, Act::Fail]).await;
+    for (id, addr) in [("gone", gone_addr), ("flaky", flaky_addr)] {
+        let s = Subscription {
+            id: id.into(),
+            name: id.into(),
+            filter: Filter::default(),
+            target: Target::Webhook { url: format!("http://{addr}/hook"), secrets: vec![secret.clone()] },
+        };
+        store.put_subscription("acme", &s, 0).await.unwrap();
+    }
+    p.process(0, &stream.batch(&[customer_signal("s11", "c4", 0.97, 1.0)])).await.unwrap();
+    let d2 = deliverer(&store, "50ms");
+    drain(&d2, Duration::from_secs(10)).await;
+    let subs: BTreeMap<String, String> =
+        store.subscriptions("acme").await.unwrap().into_iter().map(|(s, reason)| (s.id, reason)).collect();
+    assert!(subs["gone"].contains("410"), "{subs:?}");
+    let dead = store.dead_letters("acme", None).await.unwrap();
+    let flaky_dead: Vec<_> = dead.iter().filter(|x| x.subscription_id == "flaky").collect();
+    assert_eq!(flaky_dead.len(), 1, "{dead:?}");
+    assert_eq!(flaky_dead[0].attempts, 2);
+    assert!(flaky_dead[0].last_error.contains("HTTP 500"), "{:?}", flaky_dead[0]);
+    // Replay takes the notification to every subscription it died at: the flaky one
+    // (now answering) receives it; the disabled one dead-letters it again.
+    assert_eq!(store.replay("acme", &flaky_dead[0].notification_id, 0).await.unwrap(), 2);
+    drain(&d2, Duration::from_secs(10)).await;
+    assert_eq!(flaky.got.lock().unwrap().len(), 1, "the replayed dead letter arrived");
+    assert!(store.dead_letters("acme", Some("flaky")).await.unwrap().is_empty());
+    let gone_dead = store.dead_letters("acme", Some("gone")).await.unwrap();
+    assert_eq!(gone_dead.len(), 1);
+    assert!(gone_dead[0].last_error.contains("disabled"), "{gone_dead:?}");
+}
+
+#[tokio::test]
+async fn postgres_backend() {
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    conformance(AlertStore::connect(&db.url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(AlertStore::connect(&format!("sqlite:{}", dir.path().join("a.db").display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_internal_targets_are_refused() {
+    let (addr, _r) = receiver(&[Act::Redirect]).await;
+    let guard = Guard::new("127.0.0.0/8").unwrap();
+    let s = [webhook::new_secret()];
+    let o = cxgap_alerting::delivery::deliver_webhook(
+        &guard,
+        &format!("http://{addr}/hook"),
+        &s,
+        "n1",
+        "{}",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(matches!(&o, Outcome::Failed { error, .. } if error.contains("redirects are not followed")), "{o:?}");
+    let strict = Guard::default();
+    let o = cxgap_alerting::delivery::deliver_webhook(
+        &strict,
+        &format!("http://{addr}/hook"),
+        &s,
+        "n1",
+        "{}",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(matches!(&o, Outcome::Dead { error } if error.contains("loopback")), "{o:?}");
+}
