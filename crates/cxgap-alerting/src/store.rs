@@ -550,6 +550,15 @@ impl AlertStore {
         Ok(rows.into_iter().collect())
     }
 
+    /// Alerts by state, for the gauge.
+    pub async fn alert_counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM alerting_alerts GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(rows.into_iter().collect())
+    }
+
     pub async fn prune_seen(&self, before_ms: i64) -> Result<u64, StoreError> {
         sqlx::query("DELETE FROM alerting_signals_seen WHERE seen_at < $1")
             .bind(before_ms)

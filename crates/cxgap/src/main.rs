@@ -1,6 +1,6 @@
-//! The `cxgap` command: the batch analyser (`analyze`), the ingest service (`ingest`), the analytics
-//! service (`analytics`) and
-//! tenant/key administration (`tenants`, `keys`). More services and embedded mode join as they land.
+//! The `cxgap` command: the batch analyser (`analyze`), the three services (`ingest`,
+//! `analytics`, `alerting`) and tenant/key administration (`tenants`, `keys`). Embedded
+//! mode and the client commands join as they land.
 
 mod analyze;
 mod render;
@@ -23,8 +23,10 @@ enum Command {
     Analyze(analyze::Args),
     /// Run the ingest service (gRPC + HTTP → Kafka), configured by CXGAP_* variables and flags.
     Ingest(services::ServiceArgs),
-    /// Run the analytics service (Kafka → exactly-once gap state → HTTP query API).
+    /// Run the analytics service (Kafka → exactly-once gap state → query API, signals).
     Analytics(services::ServiceArgs),
+    /// Run the alerting service (signals → rules → alerts → webhooks, Kafka, gRPC stream).
+    Alerting(services::ServiceArgs),
     /// Create and list tenants in the services' database.
     Tenants(services::TenantsArgs),
     /// Create, list and revoke API keys.
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::Ingest(args) => services::ingest(args),
         Command::Analytics(args) => services::analytics(args),
+        Command::Alerting(args) => services::alerting(args),
         Command::Tenants(args) => services::tenants(args),
         Command::Keys(args) => services::keys(args),
     };

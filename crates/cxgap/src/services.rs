@@ -1,4 +1,5 @@
-//! `cxgap ingest` and the tenant/key administration commands.
+//! The service commands (`cxgap ingest`, `analytics`, `alerting`) and the tenant/key
+//! administration commands.
 
 use anyhow::{Context, Result};
 use cxgap_auth::TenantStore;
@@ -30,8 +31,8 @@ pub struct ServiceArgs {
 /// carry another service's variables, which are dropped; a name no service knows is kept,
 /// so the service refuses it as a probable typo.
 fn known_elsewhere(own: &[cxgap_runtime::settings::Setting], key: &str) -> bool {
-    let all: [&[cxgap_runtime::settings::Setting]; 2] =
-        [cxgap_ingest::config::SETTINGS, cxgap_analytics::config::SETTINGS];
+    let all: [&[cxgap_runtime::settings::Setting]; 3] =
+        [cxgap_ingest::config::SETTINGS, cxgap_analytics::config::SETTINGS, cxgap_alerting::config::SETTINGS];
     !own.iter().any(|(k, _, _)| *k == key) && all.iter().any(|s| s.iter().any(|(k, _, _)| *k == key))
 }
 
@@ -90,6 +91,15 @@ pub fn analytics(args: ServiceArgs) -> Result<ExitCode> {
         loaded,
         |c| (c.log_format, c.log_filter.clone()),
         |config, stop| async move { cxgap_analytics::App::build(config).await?.run(stop).await },
+    )
+}
+
+pub fn alerting(args: ServiceArgs) -> Result<ExitCode> {
+    let loaded = cxgap_alerting::AlertingConfig::load(&args.settings(cxgap_alerting::config::SETTINGS)?);
+    serve(
+        loaded,
+        |c| (c.log_format, c.log_filter.clone()),
+        |config, stop| async move { cxgap_alerting::App::build(config).await?.run(stop).await },
     )
 }
 

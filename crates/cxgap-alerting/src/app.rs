@@ -1,0 +1,289 @@
+//! Building and running the alerting service: the signal consumer, the delivery worker,
+//! the gRPC API (with health and reflection) and `/healthz`, `/readyz`, `/metrics`. On
+//! shutdown the batch in hand is committed, in-flight deliveries finish, then the servers
+//! drain; pending deliveries stay in the outbox for the next start.
+
+use crate::config::AlertingConfig;
+use crate::delivery::{Deliverer, DeliveryConfig};
+use crate::grpc::GrpcAlerting;
+use crate::metrics::{Metrics, StateLabel};
+use crate::processor::{Processor, ProcessorConfig};
+use crate::store::{AlertStore, StoreError};
+use anyhow::Context;
+use cxgap_auth::{Authenticator, TenantStore};
+use cxgap_bus::kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
+use cxgap_bus::{Consumed, Publisher, Subscriber, TopicSpec};
+use cxgap_proto::alerting::alerting_service_server::AlertingServiceServer;
+use cxgap_runtime::{Check, OpsState, Shutdown};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+/// How long signal ids are remembered for dedup.
+const SEEN_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+pub struct App<S, P> {
+    config: AlertingConfig,
+    subscriber: S,
+    publisher: P,
+    store: AlertStore,
+    auth: Arc<Authenticator>,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl<S, P> std::fmt::Debug for App<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("grpc", &self.grpc.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl App<KafkaSubscriber, KafkaPublisher> {
+    pub async fn build(config: AlertingConfig) -> anyhow::Result<Self> {
+        let mut kafka = KafkaConfig::new(&config.kafka_brokers);
+        kafka.session_timeout = config.session_timeout;
+        let publisher = KafkaPublisher::new(kafka.clone()).context("creating the producer")?;
+        let topics: Vec<TopicSpec> = [&config.signals_topic, &config.alerts_topic]
+            .into_iter()
+            .map(|t| TopicSpec {
+                name: t.clone(),
+                partitions: config.topic_partitions,
+                replication: config.topic_replication,
+            })
+            .collect();
+        publisher.ensure_topics(&topics).await.context("creating topics")?;
+        let subscriber = KafkaSubscriber::new(&kafka, &config.group, &[&config.signals_topic])
+            .context("joining the consumer group")?;
+        let store = AlertStore::connect(&config.database_url).await.context("connecting to the alerting database")?;
+        let tenants = TenantStore::connect(&config.database_url, &config.api_key_pepper)
+            .await
+            .context("connecting to the tenant database")?;
+        Self::build_with(config, subscriber, publisher, store, tenants).await
+    }
+}
+
+impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
+    pub async fn build_with(
+        config: AlertingConfig,
+        subscriber: S,
+        publisher: P,
+        store: AlertStore,
+        tenants: TenantStore,
+    ) -> anyhow::Result<Self> {
+        let auth = Arc::new(Authenticator::new(tenants, config.auth_cache));
+        let grpc =
+            TcpListener::bind(config.grpc_addr).await.with_context(|| format!("binding gRPC {}", config.grpc_addr))?;
+        let http =
+            TcpListener::bind(config.http_addr).await.with_context(|| format!("binding HTTP {}", config.http_addr))?;
+        Ok(App { config, subscriber, publisher, store, auth, grpc, http })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("bound")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound")
+    }
+
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let App { config, subscriber, publisher, store, auth, grpc, http } = self;
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let ops = OpsState {
+            checks: vec![
+                Check::new("database", {
+                    let s = store.clone();
+                    move || {
+                        let s = s.clone();
+                        async move { s.ping().await.map_err(|e| e.to_string()) }
+                    }
+                }),
+                Check::new("broker", {
+                    let b = publisher.clone();
+                    move || {
+                        let b = b.clone();
+                        async move { b.check().await.map_err(|e| e.to_string()) }
+                    }
+                }),
+            ],
+            registry: Arc::new(registry),
+            draining: shutdown.clone(),
+        };
+        let log_changed = Arc::new(Notify::new());
+        let wake_deliveries = Arc::new(Notify::new());
+        let api = GrpcAlerting {
+            store: store.clone(),
+            auth,
+            log_changed: log_changed.clone(),
+            deliveries: wake_deliveries.clone(),
+        };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AlertingServiceServer<GrpcAlerting>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cxgap_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building gRPC reflection")?;
+        let stop_servers = Shutdown::new();
+        info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, group = %config.group, topic = %config.signals_topic, "alerting serving");
+        let http_server = tokio::spawn({
+            let stop = stop_servers.clone();
+            axum::serve(http, cxgap_runtime::ops::router(ops))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .into_future()
+        });
+        let grpc_server = tokio::spawn({
+            let stop = stop_servers.clone();
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(AlertingServiceServer::new(api))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move { stop.cancelled().await })
+        });
+        let deliverer = Arc::new(Deliverer {
+            store: store.clone(),
+            config: DeliveryConfig {
+                schedule: config.retry_schedule.clone(),
+                timeout: config.webhook_timeout,
+                guard: config.webhook_guard.clone(),
+                concurrency: config.delivery_concurrency,
+            },
+            kafka: publisher.clone(),
+            wake: wake_deliveries.clone(),
+            metrics: metrics.clone(),
+        });
+        let stop_delivery = Shutdown::new();
+        let delivery = tokio::spawn(deliverer.run(stop_delivery.clone()));
+        let housekeeping = tokio::spawn(housekeeping(store.clone(), metrics.clone(), shutdown.clone()));
+        let processor = Processor {
+            store: store.clone(),
+            config: ProcessorConfig {
+                group: config.group.clone(),
+                topic: config.signals_topic.clone(),
+                repeat_ms: config.repeat_interval.as_millis() as i64,
+            },
+        };
+        let consumed = consume(subscriber, &processor, &config, &metrics, &shutdown, || {
+            log_changed.notify_waiters();
+            wake_deliveries.notify_one();
+        })
+        .await;
+        shutdown.cancel();
+        health.set_not_serving::<AlertingServiceServer<GrpcAlerting>>().await;
+        stop_delivery.cancel();
+        let _ = tokio::time::timeout(config.shutdown_grace, delivery).await;
+        stop_servers.cancel();
+        let _ = tokio::time::timeout(config.shutdown_grace, http_server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), grpc_server).await;
+        housekeeping.abort();
+        info!("alerting stopped");
+        consumed
+    }
+}
+
+/// The consume loop: batches by size or time, one transaction per partition batch; the
+/// database holds the offsets, Kafka gets them afterwards as a hint.
+async fn consume<S: Subscriber>(
+    mut sub: S,
+    processor: &Processor,
+    config: &AlertingConfig,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+    committed: impl Fn(),
+) -> anyhow::Result<()> {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = sub.next() => r,
+        };
+        let first = match first {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "consume failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + config.batch_max_wait;
+        while batch.len() < config.batch_max_events {
+            tokio::select! {
+                r = sub.next() => match r {
+                    Ok(c) => batch.push(c),
+                    Err(e) => { warn!(error = %e, "consume failed mid-batch"); break; }
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let mut by_partition: BTreeMap<i32, Vec<Consumed>> = BTreeMap::new();
+        for c in batch {
+            by_partition.entry(c.partition).or_default().push(c);
+        }
+        for (partition, mut records) in by_partition {
+            records.sort_by_key(|r| r.offset);
+            let last = records.last().map(|r| r.offset).unwrap_or_default();
+            let mut attempt = 0u32;
+            loop {
+                match processor.process(partition, &records).await {
+                    Ok(stats) => {
+                        metrics.batch(&stats);
+                        committed();
+                        if let Err(e) = sub.commit(&processor.config.topic, partition, last) {
+                            warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
+                        }
+                        break;
+                    }
+                    Err(StoreError::Fenced { .. }) => {
+                        info!(partition, "partition moved to another instance; dropping the batch in hand");
+                        break;
+                    }
+                    Err(e) => {
+                        attempt += 1;
+                        warn!(error = %e, partition, attempt, "batch failed; retrying the same records");
+                        if shutdown.is_cancelled() && attempt >= 3 {
+                            anyhow::bail!("stopping with an unprocessed batch on partition {partition}: {e}");
+                        }
+                        tokio::time::sleep(Duration::from_millis((100 * 2u64.pow(attempt.min(6))).min(5_000))).await;
+                    }
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Alerts-by-state gauges every 15 s; forgetting signal ids past the dedup window hourly.
+async fn housekeeping(store: AlertStore, metrics: Metrics, shutdown: Shutdown) {
+    let mut tick = 0u64;
+    loop {
+        if let Ok(counts) = store.alert_counts().await {
+            for state in ["firing", "acknowledged", "resolved"] {
+                let n = counts.get(state).copied().unwrap_or(0);
+                metrics.alerts.get_or_create(&StateLabel { state: state.into() }).set(n);
+            }
+        }
+        if tick.is_multiple_of(240) {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            if let Err(e) = store.prune_seen(now - SEEN_WINDOW.as_millis() as i64).await {
+                warn!(error = %e, "pruning seen signal ids failed");
+            }
+        }
+        tick += 1;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
+    }
+}
