@@ -39,11 +39,15 @@ struct Receiver {
     script: Mutex<VecDeque<Act>>,
     got: Mutex<Vec<(String, String, String, String)>>,
     attempts: Mutex<usize>,
+    /// Every request: its webhook-id, when, and what the receiver did.
+    log: Mutex<Vec<(String, std::time::Instant, Option<Act>)>>,
 }
 
 async fn receive(State(r): State<Arc<Receiver>>, h: HeaderMap, body: String) -> Response {
     *r.attempts.lock().unwrap() += 1;
     let act = r.script.lock().unwrap().pop_front();
+    let id = h.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    r.log.lock().unwrap().push((id, std::time::Instant::now(), act));
     match act {
         Some(Act::Fail) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Some(Act::Throttle) => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response(),
@@ -229,6 +233,12 @@ async fn conformance(store: AlertStore) {
         assert!(json["type"].as_str().unwrap().starts_with("alert."));
     }
     assert!(*rx.attempts.lock().unwrap() >= 8, "the failures were retried");
+    // The throttled delivery waited for its Retry-After (1 s), not the 100 ms schedule.
+    let log = rx.log.lock().unwrap().clone();
+    let throttled = log.iter().find(|(_, _, a)| matches!(a, Some(Act::Throttle))).unwrap();
+    let retried = log.iter().filter(|(id, _, _)| *id == throttled.0).nth(1).unwrap();
+    let waited = retried.1 - throttled.1;
+    assert!(waited >= Duration::from_millis(950), "retried after {waited:?}");
 
     // 410 disables the endpoint; exhausted retries are dead letters that can be replayed.
     let (gone_addr, _gone) = receiver(&[Act::Gone]).await;
