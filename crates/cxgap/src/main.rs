@@ -4,6 +4,7 @@
 
 mod analyze;
 mod render;
+mod rules;
 mod services;
 mod table;
 
@@ -27,6 +28,8 @@ enum Command {
     Analytics(services::ServiceArgs),
     /// Run the alerting service (signals → rules → alerts → webhooks, Kafka, gRPC stream).
     Alerting(services::ServiceArgs),
+    /// A tenant's alert rules: list, apply a YAML file, delete, print the defaults.
+    Rules(rules::RulesArgs),
     /// Create and list tenants in the services' database.
     Tenants(services::TenantsArgs),
     /// Create, list and revoke API keys.
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => services::ingest(args),
         Command::Analytics(args) => services::analytics(args),
         Command::Alerting(args) => services::alerting(args),
+        Command::Rules(args) => rules::run(args),
         Command::Tenants(args) => services::tenants(args),
         Command::Keys(args) => services::keys(args),
     };

@@ -31,8 +31,12 @@ pub struct ServiceArgs {
 /// carry another service's variables, which are dropped; a name no service knows is kept,
 /// so the service refuses it as a probable typo.
 fn known_elsewhere(own: &[cxgap_runtime::settings::Setting], key: &str) -> bool {
-    let all: [&[cxgap_runtime::settings::Setting]; 3] =
-        [cxgap_ingest::config::SETTINGS, cxgap_analytics::config::SETTINGS, cxgap_alerting::config::SETTINGS];
+    let all: [&[cxgap_runtime::settings::Setting]; 4] = [
+        cxgap_ingest::config::SETTINGS,
+        cxgap_analytics::config::SETTINGS,
+        cxgap_alerting::config::SETTINGS,
+        crate::rules::CLIENT_SETTINGS,
+    ];
     !own.iter().any(|(k, _, _)| *k == key) && all.iter().any(|s| s.iter().any(|(k, _, _)| *k == key))
 }
 

@@ -324,6 +324,33 @@ async fn every_notification_reaches_every_subscriber_across_a_sigkill() {
         .alerts;
     assert!(firing_now.iter().any(|a| a.subject == "customer:c20"), "a silenced alert still exists");
     assert_ne!(next[0].0, "", "the stream got c21");
+
+    // Rules from a declarative file through the CLI; a bad file names the rule and field.
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cxgap"))
+            .args(args)
+            .env("CXGAP_ALERTING_URL", format!("http://127.0.0.1:{grpc}"))
+            .env("CXGAP_API_KEY", &key)
+            .output()
+            .unwrap()
+    };
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/rules.yaml");
+    let out = cli(&["rules", "apply", example, "--prune"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = cli(&["rules", "list", "--format", "yaml"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains("helpline-sla-surge") && listed.contains("fire_at: 0.75"), "{listed}");
+    assert!(!listed.contains("perception-gap"), "--prune deleted the rules the file does not name");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "rules:\n- id: x y\n  name: n\n  severity: warning\n  kind: risk_threshold\n  fire_at: 0.5\n  clear_at: 0.9\n",
+    )
+    .unwrap();
+    let out = cli(&["rules", "apply", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("rule 1 (\"x y\")") && err.contains("clear_at"), "{err}");
     service.kill().unwrap();
     let _ = service.wait();
 }

@@ -1,0 +1,182 @@
+//! `cxgap rules`: a tenant's alert rules through the alerting service's gRPC API — list,
+//! apply a declarative YAML file (create or update each rule; `--prune` deletes the rest),
+//! delete one, or print the defaults as a starting file.
+
+use anyhow::{Context, Result, bail};
+use cxgap_alerting::grpc::{rule_from_pb, rule_to_pb};
+use cxgap_alerting::model::{Rule, default_rules};
+use cxgap_proto::alerting as pb;
+use cxgap_proto::alerting::alerting_service_client::AlertingServiceClient;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tonic::transport::Channel;
+
+/// Environment variables of the client commands (kept apart from the services' settings).
+pub const CLIENT_SETTINGS: &[cxgap_runtime::settings::Setting] = &[
+    ("CXGAP_ALERTING_URL", Some("http://127.0.0.1:50053"), "where client commands reach the alerting service"),
+    ("CXGAP_API_KEY", None, "the API key client commands authenticate with"),
+];
+
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The alerting service's gRPC address (CXGAP_ALERTING_URL).
+    #[arg(long, env = "CXGAP_ALERTING_URL", default_value = "http://127.0.0.1:50053")]
+    alerting_url: String,
+    /// API key of the tenant (CXGAP_API_KEY).
+    #[arg(long, env = "CXGAP_API_KEY", hide_env_values = true)]
+    api_key: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RulesArgs {
+    #[command(subcommand)]
+    command: RulesCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RulesCommand {
+    /// List the tenant's rules.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// table or yaml (the file format `apply` reads).
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Create or update every rule of a YAML file (`rules: [...]`).
+    Apply {
+        #[command(flatten)]
+        client: ClientArgs,
+        file: PathBuf,
+        /// Also delete the tenant's rules the file does not name.
+        #[arg(long)]
+        prune: bool,
+        /// Check the file and show what would change, without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete one rule.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        rule_id: String,
+    },
+    /// Print the rules a new tenant starts with, as a YAML file to edit.
+    Defaults,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RulesFile {
+    rules: Vec<Rule>,
+}
+
+/// Reads and checks a rules file; every problem names the rule and what is wrong.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<Rule>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: RulesFile = serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, r) in file.rules.iter().enumerate() {
+        if let Err(e) = r.validate() {
+            problems.push(format!("rule {} ({:?}): {e}", i + 1, r.id));
+        }
+        if !seen.insert(r.id.as_str()) {
+            problems.push(format!("rule {} ({:?}): the id is used twice", i + 1, r.id));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}:\n  {}", path.display(), problems.join("\n  "));
+    }
+    Ok(file.rules)
+}
+
+async fn connect(c: &ClientArgs) -> Result<(AlertingServiceClient<Channel>, String)> {
+    let client = AlertingServiceClient::connect(c.alerting_url.clone())
+        .await
+        .with_context(|| format!("connecting to the alerting service at {}", c.alerting_url))?;
+    Ok((client, format!("Bearer {}", c.api_key)))
+}
+
+fn authed<T>(auth: &str, msg: T) -> Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", auth.parse().context("the API key is not a valid header value")?);
+    Ok(r)
+}
+
+fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+}
+
+pub fn run(args: RulesArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match args.command {
+            RulesCommand::Defaults => {
+                print!("{}", serde_yaml::to_string(&RulesFile { rules: default_rules() })?);
+            }
+            RulesCommand::List { client, format } => {
+                let (mut api, auth) = connect(&client).await?;
+                let list = api.list_rules(authed(&auth, pb::ListRulesRequest {})?).await.map_err(status)?.into_inner();
+                let rules: Vec<Rule> = list.rules.iter().map(rule_from_pb).collect::<Result<_, _>>().map_err(status)?;
+                match format.as_str() {
+                    "yaml" => print!("{}", serde_yaml::to_string(&RulesFile { rules })?),
+                    "table" => {
+                        println!("{:<24} {:<18} {:<9} {:<8} name", "id", "kind", "severity", "enabled");
+                        for r in rules {
+                            println!(
+                                "{:<24} {:<18} {:<9} {:<8} {}",
+                                r.id,
+                                r.params.kind(),
+                                format!("{:?}", r.severity).to_lowercase(),
+                                r.enabled,
+                                r.name
+                            );
+                        }
+                    }
+                    other => bail!("--format {other:?} is not table or yaml"),
+                }
+            }
+            RulesCommand::Apply { client, file, prune, dry_run } => {
+                let wanted = read_file(&file)?;
+                let (mut api, auth) = connect(&client).await?;
+                let current =
+                    api.list_rules(authed(&auth, pb::ListRulesRequest {})?).await.map_err(status)?.into_inner();
+                let existing: Vec<String> = current.rules.iter().map(|r| r.rule_id.clone()).collect();
+                for r in &wanted {
+                    let exists = existing.contains(&r.id);
+                    let verb = if exists { "update" } else { "create" };
+                    println!("{verb} {}", r.id);
+                    if dry_run {
+                        continue;
+                    }
+                    let rule = Some(rule_to_pb(r));
+                    if exists {
+                        api.update_rule(authed(&auth, pb::UpdateRuleRequest { rule })?).await.map_err(status)?;
+                    } else {
+                        api.create_rule(authed(&auth, pb::CreateRuleRequest { rule })?).await.map_err(status)?;
+                    }
+                }
+                if prune {
+                    for id in existing.iter().filter(|id| !wanted.iter().any(|r| &r.id == *id)) {
+                        println!("delete {id}");
+                        if !dry_run {
+                            api.delete_rule(authed(&auth, pb::DeleteRuleRequest { rule_id: id.clone() })?)
+                                .await
+                                .map_err(status)?;
+                        }
+                    }
+                }
+            }
+            RulesCommand::Delete { client, rule_id } => {
+                let (mut api, auth) = connect(&client).await?;
+                api.delete_rule(authed(&auth, pb::DeleteRuleRequest { rule_id: rule_id.clone() })?)
+                    .await
+                    .map_err(status)?;
+                println!("deleted {rule_id}");
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
