@@ -235,36 +235,80 @@ impl<P: Publisher> Deliverer<P> {
         }
     }
 
-    /// Tries one delivery and records the outcome.
+    /// A grouped webhook delivery: seal (or reuse) its batch and send the whole batch as
+    /// one request, `{"type": "alert.group", "notification_id": <batch id>, "data":
+    /// {"group", "notifications": [...]}}`. `None` if another pass already sent it.
+    async fn attempt_batch(&self, d: &DueDelivery) -> Result<Option<(String, Outcome)>, StoreError> {
+        let Some(batch) = self.store.seal_batch(d, now_ms()).await? else { return Ok(None) };
+        let members = self.store.batch(&d.tenant_id, &d.subscription_id, &batch).await?;
+        if members.is_empty() {
+            return Ok(None);
+        }
+        let outcome = match &d.target {
+            _ if d.disabled => Outcome::Dead { error: "subscription disabled".into() },
+            Target::Webhook { url, secrets } => {
+                let notifications: Vec<serde_json::Value> =
+                    members.iter().filter_map(|(_, p)| serde_json::from_str(p).ok()).collect();
+                let body = serde_json::json!({
+                    "type": "alert.group",
+                    "timestamp": crate::time_rfc3339(now_ms()),
+                    "notification_id": batch,
+                    "data": { "group": d.group_key, "notifications": notifications },
+                })
+                .to_string();
+                deliver_webhook(&self.config.guard, url, secrets, &batch, &body, self.config.timeout).await
+            }
+            _ => Outcome::Dead { error: "grouping applies to webhooks only".into() },
+        };
+        Ok(Some((batch, outcome)))
+    }
+
+    /// Tries one delivery (or, when grouped, its batch) and records the outcome.
     pub async fn run_one(&self, d: &DueDelivery) -> Result<Outcome, StoreError> {
         let started = Instant::now();
-        let outcome = self.attempt(d).await;
+        let (batch, outcome) = if d.group_key.is_empty() {
+            (None, self.attempt(d).await)
+        } else {
+            match self.attempt_batch(d).await? {
+                Some((b, o)) => (Some(b), o),
+                None => return Ok(Outcome::Delivered),
+            }
+        };
         let now = now_ms();
         let attempt = d.attempts + 1;
+        let record = |status: &'static str, next_at: i64, error: String| {
+            let batch = batch.clone();
+            async move {
+                match &batch {
+                    Some(b) => self.store.attempted_batch(d, b, status, next_at, &error, now).await,
+                    None => self.store.attempted(d, status, next_at, &error, now).await,
+                }
+            }
+        };
         match &outcome {
             Outcome::Delivered => {
-                self.store.attempted(d, "delivered", now, "", now).await?;
+                record("delivered", now, String::new()).await?;
                 debug!(notification = %d.notification_id, subscription = %d.subscription_id, attempt, "delivered");
             }
             Outcome::Gone => {
                 let reason = "the endpoint answered 410 Gone";
                 self.store.disable_subscription(&d.tenant_id, &d.subscription_id, reason).await?;
-                self.store.attempted(d, "dead", now, reason, now).await?;
+                record("dead", now, reason.to_string()).await?;
                 info!(subscription = %d.subscription_id, "webhook endpoint is gone; subscription disabled");
             }
             Outcome::Dead { error } => {
-                self.store.attempted(d, "dead", now, error, now).await?;
+                record("dead", now, error.clone()).await?;
                 warn!(notification = %d.notification_id, subscription = %d.subscription_id, %error, "dead-lettered");
             }
             Outcome::Failed { error, retry_after } => {
                 match self.config.schedule.next_delay(attempt, jitter_unit(), *retry_after) {
                     Some(delay) => {
-                        self.store.attempted(d, "pending", now + delay.as_millis() as i64, error, now).await?;
+                        record("pending", now + delay.as_millis() as i64, error.clone()).await?;
                         debug!(notification = %d.notification_id, attempt, ?delay, %error, "delivery failed; will retry");
                     }
                     None => {
                         let error = format!("gave up after {attempt} attempts: {error}");
-                        self.store.attempted(d, "dead", now, &error, now).await?;
+                        record("dead", now, error.clone()).await?;
                         warn!(notification = %d.notification_id, subscription = %d.subscription_id, %error, "dead-lettered");
                     }
                 }

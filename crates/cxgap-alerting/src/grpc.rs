@@ -290,6 +290,17 @@ fn subscription_to_pb(s: &Subscription, disabled: &str) -> pb::Subscription {
         }),
         disabled: !disabled.is_empty(),
         disabled_reason: disabled.to_string(),
+        grouping: s.grouping.as_ref().map(|g| pb::Grouping {
+            group_by: g.by.clone(),
+            group_wait: Some(prost_types::Duration {
+                seconds: g.wait_ms / 1000,
+                nanos: (g.wait_ms % 1000) as i32 * 1_000_000,
+            }),
+            group_interval: Some(prost_types::Duration {
+                seconds: g.interval_ms / 1000,
+                nanos: (g.interval_ms % 1000) as i32 * 1_000_000,
+            }),
+        }),
     }
 }
 
@@ -536,11 +547,32 @@ impl AlertingService for GrpcAlerting {
             Some(T::GrpcStream(_)) => Target::GrpcStream,
             None => return Err(Status::invalid_argument("subscription: a target is required")),
         };
+        let duration =
+            |d: Option<&prost_types::Duration>| d.map_or(0, |d| d.seconds * 1000 + d.nanos as i64 / 1_000_000);
+        let grouping = match s.grouping {
+            Some(g) if !matches!(target, Target::Webhook { .. }) => {
+                return Err(Status::invalid_argument(format!(
+                    "grouping applies to webhook subscriptions only (group_by {:?})",
+                    g.group_by
+                )));
+            }
+            Some(g) => {
+                let g = crate::model::Grouping {
+                    by: g.group_by,
+                    wait_ms: duration(g.group_wait.as_ref()),
+                    interval_ms: duration(g.group_interval.as_ref()),
+                };
+                g.validate().map_err(Status::invalid_argument)?;
+                Some(g)
+            }
+            None => None,
+        };
         let sub = Subscription {
             id: if s.subscription_id.is_empty() { new_id("sub") } else { s.subscription_id },
             name: s.name,
             filter: filter_from_pb(s.filter.as_ref())?,
             target,
+            grouping,
         };
         self.store.put_subscription(&tenant, &sub, now_ms()).await.map_err(store_status)?;
         Ok(Response::new(subscription_to_pb(&sub, "")))

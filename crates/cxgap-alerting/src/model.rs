@@ -277,6 +277,32 @@ pub enum Target {
     GrpcStream,
 }
 
+/// How a webhook subscription batches notifications (Alertmanager's group_by,
+/// group_wait and group_interval).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grouping {
+    pub by: Vec<String>,
+    pub wait_ms: i64,
+    pub interval_ms: i64,
+}
+
+impl Grouping {
+    /// The group an alert belongs to: its values of the `by` labels.
+    pub fn key(&self, labels: &BTreeMap<String, String>) -> String {
+        let parts: Vec<String> =
+            self.by.iter().map(|l| format!("{l}={}", labels.get(l).map_or("", String::as_str))).collect();
+        // Never empty, so a grouped delivery is told apart from an ungrouped one.
+        format!("[{}]", parts.join(","))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.wait_ms < 0 || self.interval_ms < 0 || self.wait_ms > 3_600_000 || self.interval_ms > 86_400_000 {
+            return Err("grouping: group_wait must be 0–1 h and group_interval 0–24 h".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
     pub id: String,
@@ -284,6 +310,8 @@ pub struct Subscription {
     #[serde(default)]
     pub filter: Filter,
     pub target: Target,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grouping: Option<Grouping>,
 }
 
 /// What a subscription filter sees of an alert.

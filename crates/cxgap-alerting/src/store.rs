@@ -133,6 +133,8 @@ pub struct DueDelivery {
     pub alert_id: String,
     pub target: Target,
     pub disabled: bool,
+    /// Non-empty for a grouped webhook delivery.
+    pub group_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,7 +147,7 @@ pub struct DeadLetter {
 }
 
 type NotificationRow = (i64, String, String, String, String, i64, String, String);
-type DueRow = (String, String, String, i64, String, String, String, String);
+type DueRow = (String, String, String, i64, String, String, String, String, String);
 
 const ALERT_COLUMNS: &str = "alert_id, tenant_id, rule_id, kind, severity, subject, state, episode, summary, labels, \
      customer_value, started_at, updated_at, last_notified_at, version";
@@ -450,7 +452,7 @@ impl AlertStore {
     pub async fn due(&self, now: i64, limit: usize) -> Result<Vec<DueDelivery>, StoreError> {
         let rows: Vec<DueRow> = sqlx::query_as(
             "SELECT d.notification_id, d.subscription_id, d.tenant_id, d.attempts, n.payload, n.alert_id, \
-             s.subscription, s.disabled_reason \
+             s.subscription, s.disabled_reason, d.group_key \
              FROM alerting_deliveries d \
              JOIN alerting_notifications n ON n.notification_id = d.notification_id \
              JOIN alerting_subscriptions s ON s.tenant_id = d.tenant_id AND s.subscription_id = d.subscription_id \
@@ -462,19 +464,32 @@ impl AlertStore {
         .await
         .map_err(classify)?;
         rows.into_iter()
-            .map(|(notification_id, subscription_id, tenant_id, attempts, payload, alert_id, sub, disabled)| {
-                let sub: Subscription = serde_json::from_str(&sub).map_err(|e| corrupt("subscription", e))?;
-                Ok(DueDelivery {
+            .map(
+                |(
                     notification_id,
                     subscription_id,
                     tenant_id,
-                    attempts: attempts as u32,
+                    attempts,
                     payload,
                     alert_id,
-                    target: sub.target,
-                    disabled: !disabled.is_empty(),
-                })
-            })
+                    sub,
+                    disabled,
+                    group_key,
+                )| {
+                    let sub: Subscription = serde_json::from_str(&sub).map_err(|e| corrupt("subscription", e))?;
+                    Ok(DueDelivery {
+                        notification_id,
+                        subscription_id,
+                        tenant_id,
+                        attempts: attempts as u32,
+                        payload,
+                        alert_id,
+                        target: sub.target,
+                        disabled: !disabled.is_empty(),
+                        group_key,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -538,6 +553,126 @@ impl AlertStore {
         .await
         .map_err(classify)?;
         Ok(r.rows_affected())
+    }
+
+    /// The batch a grouped delivery leaves in: the batch it was sealed into, or a new one
+    /// sealing every unsealed delivery of its group that is due. `None` when the delivery
+    /// is no longer pending (another pass sent it).
+    pub async fn seal_batch(&self, d: &DueDelivery, now: i64) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT status, batch_id FROM alerting_deliveries WHERE notification_id = $1 AND subscription_id = $2",
+        )
+        .bind(&d.notification_id)
+        .bind(&d.subscription_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let batch = match row {
+            Some((status, _)) if status != "pending" => None,
+            None => None,
+            Some((_, batch)) if !batch.is_empty() => Some(batch),
+            Some(_) => {
+                let ids: Vec<(String,)> = sqlx::query_as(
+                    "SELECT d.notification_id FROM alerting_deliveries d \
+                     JOIN alerting_notifications n ON n.notification_id = d.notification_id \
+                     WHERE d.tenant_id = $1 AND d.subscription_id = $2 AND d.group_key = $3 AND d.status = 'pending' \
+                     AND d.batch_id = '' AND d.next_at <= $4 ORDER BY n.seq",
+                )
+                .bind(&d.tenant_id)
+                .bind(&d.subscription_id)
+                .bind(&d.group_key)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+                let mut ids: Vec<String> = ids.into_iter().map(|r| r.0).collect();
+                if !ids.contains(&d.notification_id) {
+                    ids.push(d.notification_id.clone());
+                }
+                let joined = ids.join("\n");
+                let batch = format!("grp_{:016x}", cxgap_domain::customer::stable_hash(joined.as_bytes()));
+                for chunk in ids.chunks(500) {
+                    let sql = format!(
+                        "UPDATE alerting_deliveries SET batch_id = $1 WHERE subscription_id = $2 AND tenant_id = $3 \
+                         AND batch_id = '' AND notification_id IN ({})",
+                        (0..chunk.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ")
+                    );
+                    let mut q =
+                        sqlx::query(&sql).persistent(false).bind(&batch).bind(&d.subscription_id).bind(&d.tenant_id);
+                    for id in chunk {
+                        q = q.bind(id);
+                    }
+                    q.execute(&mut *tx).await.map_err(classify)?;
+                }
+                Some(batch)
+            }
+        };
+        tx.commit().await.map_err(classify)?;
+        Ok(batch)
+    }
+
+    /// The pending deliveries of a batch with their notification payloads, in log order.
+    pub async fn batch(
+        &self,
+        tenant: &str,
+        subscription: &str,
+        batch: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as(
+            "SELECT d.notification_id, n.payload FROM alerting_deliveries d \
+             JOIN alerting_notifications n ON n.notification_id = d.notification_id \
+             WHERE d.tenant_id = $1 AND d.subscription_id = $2 AND d.batch_id = $3 AND d.status = 'pending' \
+             ORDER BY n.seq",
+        )
+        .bind(tenant)
+        .bind(subscription)
+        .bind(batch)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    /// Records an attempt's outcome for every delivery of a batch; a delivered batch
+    /// starts its group's interval.
+    pub async fn attempted_batch(
+        &self,
+        d: &DueDelivery,
+        batch: &str,
+        status: &str,
+        next_at: i64,
+        error: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE alerting_deliveries SET status = $1, attempts = attempts + 1, next_at = $2, last_error = $3, \
+             updated_at = $4 WHERE tenant_id = $5 AND subscription_id = $6 AND batch_id = $7 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(next_at)
+        .bind(error)
+        .bind(now)
+        .bind(&d.tenant_id)
+        .bind(&d.subscription_id)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if status == "delivered" {
+            sqlx::query(
+                "INSERT INTO alerting_groups (tenant_id, subscription_id, group_key, last_sent_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id, subscription_id, group_key) DO UPDATE SET last_sent_at = excluded.last_sent_at",
+            )
+            .bind(&d.tenant_id)
+            .bind(&d.subscription_id)
+            .bind(&d.group_key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
     }
 
     /// Delivery counts by status (for tests and metrics).
@@ -773,18 +908,66 @@ pub(crate) async fn record_change(
             if !disabled.is_empty() || matches!(sub.target, Target::GrpcStream) || !sub.filter.accepts(&a.facts()) {
                 continue;
             }
+            let (group_key, next_at) = match (&sub.grouping, &sub.target) {
+                (Some(g), Target::Webhook { .. }) => {
+                    let key = g.key(&a.labels);
+                    (key.clone(), group_due(conn, &a.tenant_id, &sub.id, &key, g, now).await?)
+                }
+                _ => (String::new(), now),
+            };
             sqlx::query(
                 "INSERT INTO alerting_deliveries (notification_id, subscription_id, tenant_id, status, attempts, \
-                 next_at, last_error, updated_at) VALUES ($1, $2, $3, 'pending', 0, $4, '', $4)",
+                 next_at, last_error, updated_at, group_key) VALUES ($1, $2, $3, 'pending', 0, $4, '', $5, $6)",
             )
             .bind(&n.notification_id)
             .bind(&sub.id)
             .bind(&a.tenant_id)
+            .bind(next_at)
             .bind(now)
+            .bind(group_key)
             .execute(&mut *conn)
             .await
             .map_err(classify)?;
         }
     }
     Ok(n)
+}
+
+/// When a new notification of a group may leave: with the group's open batch if one is
+/// waiting; otherwise after the group wait, and not before the group interval since the
+/// group's last request.
+async fn group_due(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    subscription: &str,
+    key: &str,
+    g: &crate::model::Grouping,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let (open,): (Option<i64>,) = sqlx::query_as(
+        "SELECT MIN(next_at) FROM alerting_deliveries WHERE tenant_id = $1 AND subscription_id = $2 \
+         AND group_key = $3 AND status = 'pending' AND batch_id = '' AND attempts = 0",
+    )
+    .bind(tenant)
+    .bind(subscription)
+    .bind(key)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(classify)?;
+    if let Some(at) = open {
+        return Ok(at);
+    }
+    let last: Option<(i64,)> = sqlx::query_as(
+        "SELECT last_sent_at FROM alerting_groups WHERE tenant_id = $1 AND subscription_id = $2 AND group_key = $3",
+    )
+    .bind(tenant)
+    .bind(subscription)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(classify)?;
+    Ok(match last {
+        Some((sent,)) => (now + g.wait_ms).max(sent + g.interval_ms),
+        None => now + g.wait_ms,
+    })
 }

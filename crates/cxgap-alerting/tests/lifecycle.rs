@@ -164,6 +164,7 @@ async fn conformance(store: AlertStore) {
         name: "ops".into(),
         filter: Filter { kinds: vec!["risk_threshold".into()], ..Default::default() },
         target: Target::Webhook { url: format!("http://{addr}/hook"), secrets: vec![secret.clone()] },
+        grouping: None,
     };
     store.put_subscription("acme", &sub, 0).await.unwrap();
 
@@ -249,6 +250,7 @@ async fn conformance(store: AlertStore) {
             name: id.into(),
             filter: Filter::default(),
             target: Target::Webhook { url: format!("http://{addr}/hook"), secrets: vec![secret.clone()] },
+            grouping: None,
         };
         store.put_subscription("acme", &s, 0).await.unwrap();
     }
@@ -312,4 +314,54 @@ async fn redirects_are_not_followed_and_internal_targets_are_refused() {
     )
     .await;
     assert!(matches!(&o, Outcome::Dead { error } if error.contains("loopback")), "{o:?}");
+}
+
+#[tokio::test]
+async fn grouping_sends_a_groups_notifications_together_and_spaces_the_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("g.db").display())).await.unwrap();
+    let p = Processor {
+        store: store.clone(),
+        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
+    };
+    let mut stream = Stream { next: 0 };
+    p.process(0, &stream.batch(&[customer_signal("s0", "c0", 0.1, 1.0)])).await.unwrap();
+    // The first attempt of the first batch fails: its retry must be the same batch.
+    let (addr, rx) = receiver(&[Act::Fail]).await;
+    let secret = webhook::new_secret();
+    let sub = Subscription {
+        id: "grouped".into(),
+        name: "grouped".into(),
+        filter: Filter { kinds: vec!["risk_threshold".into()], ..Default::default() },
+        target: Target::Webhook { url: format!("http://{addr}/hook"), secrets: vec![secret.clone()] },
+        grouping: Some(cxgap_alerting::model::Grouping { by: vec!["rule".into()], wait_ms: 300, interval_ms: 1500 }),
+    };
+    store.put_subscription("acme", &sub, 0).await.unwrap();
+    let three: Vec<pb::Signal> =
+        (1..=3).map(|i| customer_signal(&format!("a{i}"), &format!("c{i}"), 0.9, 1.0)).collect();
+    p.process(0, &stream.batch(&three)).await.unwrap();
+    let d = deliverer(&store, "100ms,100ms");
+    drain(&d, Duration::from_secs(10)).await;
+    let two: Vec<pb::Signal> = (4..=5).map(|i| customer_signal(&format!("a{i}"), &format!("c{i}"), 0.9, 1.0)).collect();
+    p.process(0, &stream.batch(&two)).await.unwrap();
+    drain(&d, Duration::from_secs(10)).await;
+
+    let log = rx.log.lock().unwrap().clone();
+    let got = rx.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "two requests: one per batch");
+    assert_eq!(log.len(), 3, "plus the failed first attempt");
+    assert_eq!(log[0].0, log[1].0, "the retry sends the same batch id");
+    let key = webhook::decode_secret(&secret).unwrap();
+    let mut sizes = Vec::new();
+    for (id, ts, sig, body) in &got {
+        webhook::verify(&key, id, ts, sig, body.as_bytes(), ts.parse().unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["type"], "alert.group");
+        assert_eq!(v["data"]["group"], "[rule=churn-risk-high]");
+        sizes.push(v["data"]["notifications"].as_array().unwrap().len());
+    }
+    assert_eq!(sizes, [3, 2]);
+    let gap = log[2].1 - log[1].1;
+    assert!(gap >= Duration::from_millis(1400), "the second batch waited the group interval: {gap:?}");
+    assert_eq!(store.delivery_counts().await.unwrap().get("delivered"), Some(&5));
 }
