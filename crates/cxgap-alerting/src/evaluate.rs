@@ -69,6 +69,10 @@ pub fn evaluate(rules: &[Rule], signal: &pb::Signal, ctx: &dyn Context) -> Vec<E
             let mut labels: BTreeMap<String, String> =
                 c.segment.iter().map(|(k, v)| (format!("segment.{k}"), v.clone())).collect();
             labels.insert("customer".into(), c.customer_id.clone());
+            // Where the latest feedback happened: lets a touchpoint-wide alert inhibit it.
+            if let Some(n) = c.feedback.iter().rev().find(|n| !n.touchpoint.is_empty()) {
+                labels.insert("touchpoint".into(), n.touchpoint.clone());
+            }
             let at = signal.emitted_at.as_ref().map_or(0, |t| t.seconds * 1000 + t.nanos as i64 / 1_000_000);
             for rule in enabled {
                 let verdict = match &rule.params {

@@ -864,12 +864,15 @@ pub(crate) async fn record_change(
         .fetch_one(&mut *conn)
         .await
         .map_err(classify)?;
-    let silenced_by = silences(conn, &a.tenant_id, Some(now))
+    let mut silenced_by = silences(conn, &a.tenant_id, Some(now))
         .await?
         .into_iter()
         .find(|s| s.mutes(&a.labels, now))
         .map(|s| s.id)
         .unwrap_or_default();
+    if silenced_by.is_empty() {
+        silenced_by = inhibitor(conn, a).await?.map(|id| format!("inhibited:{id}")).unwrap_or_default();
+    }
     let id = notification_id(&a.alert_id, a.episode, a.state, now);
     let payload = serde_json::json!({
         "type": format!("alert.{}", a.state.as_str()),
@@ -970,4 +973,26 @@ async fn group_due(
         Some((sent,)) => (now + g.wait_ms).max(sent + g.interval_ms),
         None => now + g.wait_ms,
     })
+}
+
+/// Inhibition: a customer's alert about feedback at a touchpoint is muted while that
+/// touchpoint has an open alert of at least the same severity — the touchpoint-wide alert
+/// already explains it, and one page beats fifty.
+async fn inhibitor(conn: &mut AnyConnection, a: &Alert) -> Result<Option<String>, StoreError> {
+    let Some(touchpoint) = a.labels.get("touchpoint").filter(|_| a.subject.starts_with("customer:")) else {
+        return Ok(None);
+    };
+    if a.state == AlertState::Resolved {
+        return Ok(None); // a resolution is always told
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT alert_id, severity FROM alerting_alerts WHERE tenant_id = $1 AND subject = $2 \
+         AND state IN ('firing', 'acknowledged') ORDER BY alert_id",
+    )
+    .bind(&a.tenant_id)
+    .bind(format!("touchpoint:{touchpoint}"))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify)?;
+    Ok(rows.into_iter().find(|(_, sev)| parse_severity(sev).is_some_and(|s| s >= a.severity)).map(|(id, _)| id))
 }

@@ -365,3 +365,49 @@ async fn grouping_sends_a_groups_notifications_together_and_spaces_the_batches()
     assert!(gap >= Duration::from_millis(1400), "the second batch waited the group interval: {gap:?}");
     assert_eq!(store.delivery_counts().await.unwrap().get("delivered"), Some(&5));
 }
+
+#[tokio::test]
+async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
+    use cxgap_domain::aggregate::CellAgg;
+    let dir = tempfile::tempdir().unwrap();
+    let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("i.db").display())).await.unwrap();
+    let p = Processor {
+        store: store.clone(),
+        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
+    };
+    let mut stream = Stream { next: 0 };
+    // The helpline's NPS collapsed, window over window (70 responses each).
+    let (mut cur, mut prev) = (CellAgg::default(), CellAgg::default());
+    (cur.nps.detractors, cur.nps.promoters, cur.events) = (60, 10, 70);
+    (prev.nps.detractors, prev.nps.promoters, prev.events) = (10, 60, 70);
+    let helpline = pb::Signal {
+        signal_id: "agg1".into(),
+        tenant_id: "acme".into(),
+        emitted_at: None,
+        body: Some(pb::signal::Body::Aggregate(pb::AggregateChanged {
+            subject_kind: pb::SubjectKind::Touchpoint as i32,
+            subject: "helpline".into(),
+            window_days: 30,
+            current: cur.to_row().unwrap().to_vec(),
+            previous: prev.to_row().unwrap().to_vec(),
+            ..Default::default()
+        })),
+    };
+    let at = |id: &str, customer: &str, touchpoint: &str| {
+        let mut s = customer_signal(id, customer, 0.9, 1.0);
+        if let Some(pb::signal::Body::Customer(c)) = &mut s.body {
+            c.feedback.push(pb::FeedbackNote {
+                event_id: id.into(),
+                touchpoint: touchpoint.into(),
+                ..Default::default()
+            });
+        }
+        s
+    };
+    p.process(0, &stream.batch(&[helpline, at("s1", "c1", "helpline"), at("s2", "c2", "checkout")])).await.unwrap();
+    let log = store.notifications_after("acme", 0, 100).await.unwrap();
+    let about = |c: &str| log.iter().find(|n| n.payload.contains(&format!("\"customer:{c}\""))).unwrap().clone();
+    assert!(log.iter().any(|n| n.payload.contains("\"touchpoint:helpline\"") && n.silenced_by.is_empty()));
+    assert!(about("c1").silenced_by.starts_with("inhibited:"), "{:?}", about("c1"));
+    assert_eq!(about("c2").silenced_by, "", "another touchpoint's customer is told");
+}
