@@ -24,22 +24,42 @@ use tonic::transport::Channel;
 
 const PEPPER: &str = "alerting-test-pepper-01234";
 
+/// What the receiver does with its next requests once up; then 200.
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    Throttle,
+    Hang,
+    Gone,
+}
+
 #[derive(Default)]
 struct Receiver {
     up: AtomicBool,
+    script: Mutex<std::collections::VecDeque<Act>>,
     refused: Mutex<usize>,
     /// webhook-id → (timestamp, signature, body), every delivery kept.
     got: Mutex<Vec<(String, String, String, String)>>,
 }
 
-async fn receive(State(r): State<Arc<Receiver>>, h: HeaderMap, body: String) -> StatusCode {
+async fn receive(State(r): State<Arc<Receiver>>, h: HeaderMap, body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
     if !r.up.load(Ordering::SeqCst) {
         *r.refused.lock().unwrap() += 1;
-        return StatusCode::SERVICE_UNAVAILABLE;
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let act = r.script.lock().unwrap().pop_front();
+    match act {
+        Some(Act::Throttle) => return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response(),
+        Some(Act::Hang) => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return StatusCode::OK.into_response();
+        }
+        Some(Act::Gone) => return StatusCode::GONE.into_response(),
+        None => {}
     }
     let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     r.got.lock().unwrap().push((get("webhook-id"), get("webhook-timestamp"), get("webhook-signature"), body));
-    StatusCode::OK
+    StatusCode::OK.into_response()
 }
 
 fn alerting(broker: &Broker, db: &TestDb, grpc: u16, http: u16) -> Child {
@@ -214,6 +234,8 @@ async fn every_notification_reaches_every_subscriber_across_a_sigkill() {
     // The webhook's fifteen wait in the outbox (Kafka deliveries may be done or not).
     assert!(pending.get("pending").copied().unwrap_or(0) >= EXPECTED as i64, "{pending:?}");
     assert!(rx.got.lock().unwrap().is_empty(), "nothing reached the webhook before the kill");
+    // Up again, it still throttles once (Retry-After: 1) and hangs once past the timeout.
+    rx.script.lock().unwrap().extend([Act::Throttle, Act::Hang]);
     rx.up.store(true, Ordering::SeqCst);
     let mut service = alerting(&broker, &db, grpc, http);
     let mut api = client(grpc).await;
@@ -296,6 +318,25 @@ async fn every_notification_reaches_every_subscriber_across_a_sigkill() {
     let ack = read_stream(&mut stream, 1).await;
     assert_eq!(ack[0].2, apb::AlertState::Acknowledged as i32);
 
+    // An endpoint that answers 410 Gone gets its subscription disabled, with the reason.
+    let gone = Arc::new(Receiver { up: AtomicBool::new(true), ..Default::default() });
+    gone.script.lock().unwrap().push_back(Act::Gone);
+    let gone_app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(gone.clone());
+    let gone_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone_url = format!("http://{}/hook", gone_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(gone_listener, gone_app).await });
+    api.create_subscription(authed(
+        &key,
+        apb::CreateSubscriptionRequest {
+            subscription: Some(sub(
+                "gone",
+                T::Webhook(apb::WebhookTarget { url: gone_url, secrets: vec![secret.clone()] }),
+            )),
+        },
+    ))
+    .await
+    .unwrap();
+
     // A silence mutes c20; c21, published after it, is delivered — c20 never is.
     let silence = apb::Silence {
         matchers: vec![apb::Matcher { label: "customer".into(), value: "c20".into(), ..Default::default() }],
@@ -324,6 +365,21 @@ async fn every_notification_reaches_every_subscriber_across_a_sigkill() {
         .alerts;
     assert!(firing_now.iter().any(|a| a.subject == "customer:c20"), "a silenced alert still exists");
     assert_ne!(next[0].0, "", "the stream got c21");
+    let subs = eventually(Duration::from_secs(30), "the 410 endpoint's subscription disabled", || async {
+        let list =
+            api.clone().list_subscriptions(authed(&key, apb::ListSubscriptionsRequest {})).await.ok()?.into_inner();
+        let g = list.subscriptions.into_iter().find(|s| s.subscription_id == "gone")?;
+        g.disabled.then_some(g)
+    })
+    .await;
+    assert!(subs.disabled_reason.contains("410"), "{subs:?}");
+    let dead = api
+        .list_dead_letters(authed(&key, apb::ListDeadLettersRequest { subscription_id: "gone".into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(dead.len(), 1, "the c21 notification is a dead letter for the gone endpoint");
 
     // Rules from a declarative file through the CLI; a bad file names the rule and field.
     let cli = |args: &[&str]| {
