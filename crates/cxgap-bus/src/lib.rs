@@ -5,6 +5,7 @@
 
 pub mod kafka;
 pub mod memory;
+pub mod sql;
 
 use std::future::Future;
 use std::time::Duration;

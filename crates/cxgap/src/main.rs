@@ -1,8 +1,9 @@
 //! The `cxgap` command: the batch analyser (`analyze`), the three services (`ingest`,
-//! `analytics`, `alerting`) and tenant/key administration (`tenants`, `keys`). Embedded
-//! mode and the client commands join as they land.
+//! `analytics`, `alerting`), all three in one process (`run`, embedded mode), and
+//! tenant/key and rule administration (`tenants`, `keys`, `rules`).
 
 mod analyze;
+mod embedded;
 mod render;
 mod rules;
 mod services;
@@ -20,6 +21,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run everything in one process (embedded mode): ingest, analytics and alerting over a
+    /// durable in-process bus and SQLite files in a data directory. No setup needed.
+    Run(embedded::RunArgs),
     /// Print the gap report of a feedback export (CSV or JSON lines), no services needed.
     Analyze(analyze::Args),
     /// Run the ingest service (gRPC + HTTP → Kafka), configured by CXGAP_* variables and flags.
@@ -39,6 +43,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => embedded::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Ingest(args) => services::ingest(args),
         Command::Analytics(args) => services::analytics(args),
