@@ -70,11 +70,66 @@ fn settings(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     cxgap_runtime::telemetry::init(cxgap_runtime::telemetry::LogFormat::Plain, &args.log);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(serve(args))?;
+    rt.block_on(async {
+        let stop = cxgap_runtime::shutdown::on_signal();
+        let running = start(&args, stop, true).await?;
+        running.wait().await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(args: RunArgs) -> Result<()> {
+/// The three services running in this process.
+#[derive(Debug)]
+pub struct Running {
+    pub key: String,
+    pub ingest_grpc: std::net::SocketAddr,
+    pub analytics_http: std::net::SocketAddr,
+    pub analytics_grpc: std::net::SocketAddr,
+    pub alerting_grpc: std::net::SocketAddr,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<Result<()>>)>,
+}
+
+impl Running {
+    /// Until the services stop (on the shutdown they were started with).
+    pub async fn wait(self) -> Result<()> {
+        for (name, t) in self.tasks {
+            t.await.with_context(|| format!("{name} panicked"))?.with_context(|| name)?;
+        }
+        Ok(())
+    }
+}
+
+impl RunArgs {
+    /// Every listener on a free loopback port.
+    pub fn any_port(&mut self) {
+        for a in [
+            &mut self.ingest_http,
+            &mut self.ingest_grpc,
+            &mut self.analytics_http,
+            &mut self.analytics_grpc,
+            &mut self.alerting_http,
+            &mut self.alerting_grpc,
+        ] {
+            *a = "127.0.0.1:0".into();
+        }
+    }
+
+    pub fn new(data_dir: PathBuf) -> Self {
+        RunArgs {
+            data_dir,
+            ingest_http: "127.0.0.1:8080".into(),
+            ingest_grpc: "127.0.0.1:50051".into(),
+            analytics_http: "127.0.0.1:8081".into(),
+            analytics_grpc: "127.0.0.1:50052".into(),
+            alerting_http: "127.0.0.1:8082".into(),
+            alerting_grpc: "127.0.0.1:50053".into(),
+            log: "warn".into(),
+        }
+    }
+}
+
+/// Starts ingest, analytics and alerting on the data directory; `announce` prints where.
+pub async fn start(args: &RunArgs, stop: cxgap_runtime::Shutdown, announce: bool) -> Result<Running> {
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -107,9 +162,12 @@ async fn serve(args: RunArgs) -> Result<()> {
             ("CXGAP_LOG_FORMAT", "plain".to_string()),
         ]
     };
+    let mut ingest_settings = common("tenants.db", &args.ingest_http, &args.ingest_grpc);
+    // One machine, usually one tenant: room for imports of a whole export at once.
+    ingest_settings.push(("CXGAP_RATE_LIMIT_PER_SECOND", "20000".into()));
+    ingest_settings.push(("CXGAP_RATE_LIMIT_BURST", "50000".into()));
     let ingest_cfg =
-        cxgap_ingest::IngestConfig::load(&settings(&common("tenants.db", &args.ingest_http, &args.ingest_grpc)))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        cxgap_ingest::IngestConfig::load(&settings(&ingest_settings)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut analytics_settings = common("analytics.db", &args.analytics_http, &args.analytics_grpc);
     // One instance: its lease is renewed fast and a restart takes over at once.
     analytics_settings.push(("CXGAP_KAFKA_SESSION_TIMEOUT_MS", "3000".into()));
@@ -133,25 +191,28 @@ async fn serve(args: RunArgs) -> Result<()> {
     let alerting =
         cxgap_alerting::App::build_with(alerting_cfg, alerting_sub, bus.clone(), alerting_store, tenants).await?;
 
-    println!("cxgap is running (embedded mode, data in {})", dir.display());
-    println!("  send feedback:  http://{}/v1/feedback  (CSV: /v1/feedback/import)", ingest.http_addr());
-    println!("  gap reports:    http://{}/v1/report?window=30d&by=channel", analytics.http_addr());
-    println!("  alerts (gRPC):  {}", alerting.grpc_addr());
-    if created {
-        println!("  API key (created now, also in {}): {key}", dir.join("api-key").display());
-    } else {
-        println!("  API key: in {}", dir.join("api-key").display());
+    if announce {
+        println!("cxgap is running (embedded mode, data in {})", dir.display());
+        println!("  send feedback:  http://{}/v1/feedback  (CSV: /v1/feedback/import)", ingest.http_addr());
+        println!("  gap reports:    http://{}/v1/report?window=30d&by=channel", analytics.http_addr());
+        println!("  alerts (gRPC):  {}", alerting.grpc_addr());
+        if created {
+            println!("  API key (created now, also in {}): {key}", dir.join("api-key").display());
+        } else {
+            println!("  API key: in {}", dir.join("api-key").display());
+        }
+        println!(
+            "  e.g. curl -H \"authorization: Bearer $(cat {})\" --data-binary @examples/feedback.csv http://{}/v1/feedback/import",
+            dir.join("api-key").display(),
+            ingest.http_addr()
+        );
     }
-    println!(
-        "  e.g. curl -H \"authorization: Bearer $(cat {})\" --data-binary @examples/feedback.csv http://{}/v1/feedback/import",
-        dir.join("api-key").display(),
-        ingest.http_addr()
-    );
-
-    let stop = cxgap_runtime::shutdown::on_signal();
-    let (a, b, c) = tokio::join!(ingest.run(stop.clone()), analytics.run(stop.clone()), alerting.run(stop.clone()));
-    a.context("ingest")?;
-    b.context("analytics")?;
-    c.context("alerting")?;
-    Ok(())
+    let (ingest_grpc, analytics_http, analytics_grpc, alerting_grpc) =
+        (ingest.grpc_addr(), analytics.http_addr(), analytics.grpc_addr(), alerting.grpc_addr());
+    let tasks = vec![
+        ("ingest", tokio::spawn(ingest.run(stop.clone()))),
+        ("analytics", tokio::spawn(analytics.run(stop.clone()))),
+        ("alerting", tokio::spawn(alerting.run(stop))),
+    ];
+    Ok(Running { key, ingest_grpc, analytics_http, analytics_grpc, alerting_grpc, tasks })
 }

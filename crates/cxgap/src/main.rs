@@ -3,6 +3,7 @@
 //! tenant/key and rule administration (`tenants`, `keys`, `rules`).
 
 mod analyze;
+mod demo;
 mod embedded;
 mod render;
 mod rules;
@@ -24,6 +25,8 @@ enum Command {
     /// Run everything in one process (embedded mode): ingest, analytics and alerting over a
     /// durable in-process bus and SQLite files in a data directory. No setup needed.
     Run(embedded::RunArgs),
+    /// Embedded mode fed by a realistic, seeded multi-channel stream: live gaps and alerts.
+    Demo(demo::DemoArgs),
     /// Print the gap report of a feedback export (CSV or JSON lines), no services needed.
     Analyze(analyze::Args),
     /// Run the ingest service (gRPC + HTTP → Kafka), configured by CXGAP_* variables and flags.
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => embedded::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Ingest(args) => services::ingest(args),
         Command::Analytics(args) => services::analytics(args),
