@@ -118,6 +118,12 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
         };
         let log_changed = Arc::new(Notify::new());
         let wake_deliveries = Arc::new(Notify::new());
+        let http_api = crate::http::router(crate::http::HttpState {
+            store: store.clone(),
+            auth: auth.clone(),
+            log_changed: log_changed.clone(),
+            deliveries: wake_deliveries.clone(),
+        });
         let api = GrpcAlerting {
             store: store.clone(),
             auth,
@@ -135,7 +141,7 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
         info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, group = %config.group, topic = %config.signals_topic, "alerting serving");
         let http_server = tokio::spawn({
             let stop = stop_servers.clone();
-            axum::serve(http, cxgap_runtime::ops::router(ops))
+            axum::serve(http, http_api.merge(cxgap_runtime::ops::router(ops)))
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .into_future()
         });

@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod evaluate;
 pub mod grpc;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod processor;

@@ -129,8 +129,13 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             registry: Arc::new(registry),
             draining: shutdown.clone(),
         };
-        let router = http::router(QueryState { store: store.clone(), auth: auth.clone(), model: RiskModel::default() })
-            .merge(cxgap_runtime::ops::router(ops));
+        let router = http::router(QueryState {
+            store: store.clone(),
+            auth: auth.clone(),
+            model: RiskModel::default(),
+            alerting_url: config.dashboard_alerting_url.clone(),
+        })
+        .merge(cxgap_runtime::ops::router(ops));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AnalyticsServiceServer<GrpcQuery>>().await;
         let reflection = tonic_reflection::server::Builder::configure()

@@ -34,6 +34,11 @@ pub const SETTINGS: &[Setting] = &[
     ("CXGAP_DEDUP_WINDOW_HOURS", Some("24"), "how long processed event ids are remembered"),
     ("CXGAP_AUTH_CACHE_SECONDS", Some("30"), "how long an API key verdict is cached"),
     ("CXGAP_SHUTDOWN_GRACE_SECONDS", Some("20"), "time to finish the batch in hand on SIGTERM"),
+    (
+        "CXGAP_DASHBOARD_ALERTING_URL",
+        Some(""),
+        "where the dashboard's browser reaches alerting's HTTP API, e.g. https://alerting.example; empty: no alerts panel",
+    ),
     ("CXGAP_LOG_FORMAT", Some("json"), "json or plain"),
     ("CXGAP_LOG", Some("info"), "log filter"),
 ];
@@ -69,6 +74,7 @@ pub struct AnalyticsConfig {
     pub dedup_window: Duration,
     pub auth_cache: Duration,
     pub shutdown_grace: Duration,
+    pub dashboard_alerting_url: String,
     pub log_format: cxgap_runtime::telemetry::LogFormat,
     pub log_filter: String,
 }
@@ -104,6 +110,7 @@ impl AnalyticsConfig {
         let dedup = r.parse::<u64>("CXGAP_DEDUP_WINDOW_HOURS", "a positive number of hours", |x| *x > 0);
         let auth_cache = r.parse::<u64>("CXGAP_AUTH_CACHE_SECONDS", "a number of seconds", |_| true);
         let grace = r.parse::<u64>("CXGAP_SHUTDOWN_GRACE_SECONDS", "a number of seconds", |_| true);
+        let dashboard_alerting_url = r.raw("CXGAP_DASHBOARD_ALERTING_URL");
         let log_format = r.log_format("CXGAP_LOG_FORMAT");
         let log_filter = r.raw("CXGAP_LOG");
         let config = (|| {
@@ -128,6 +135,7 @@ impl AnalyticsConfig {
                 dedup_window: Duration::from_secs(dedup? * 3600),
                 auth_cache: Duration::from_secs(auth_cache?),
                 shutdown_grace: Duration::from_secs(grace?),
+                dashboard_alerting_url: dashboard_alerting_url?.trim_end_matches('/').to_string(),
                 log_format: log_format?,
                 log_filter: log_filter?,
             })

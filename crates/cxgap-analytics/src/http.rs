@@ -21,6 +21,20 @@ pub struct QueryState {
     pub store: AnalyticsStore,
     pub auth: Arc<Authenticator>,
     pub model: RiskModel,
+    /// Where the dashboard's browser reaches the alerting HTTP API (empty: no alerts panel).
+    pub alerting_url: String,
+}
+
+/// The dashboard: one self-contained page (no build step, no external resources) that
+/// reads this API and the alerting service's, with the caller's API key.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(DASHBOARD)
+}
+
+async fn dashboard_config(State(s): State<QueryState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "alerting_url": s.alerting_url }))
 }
 
 #[derive(Debug)]
@@ -222,5 +236,8 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/perception", get(perception))
         .route("/v1/at-risk", get(at_risk))
         .route("/v1/customers/{id}/risk", get(customer_risk))
+        .route("/", get(|| async { axum::response::Redirect::to("/dashboard") }))
+        .route("/dashboard", get(dashboard))
+        .route("/dashboard/config.json", get(dashboard_config))
         .with_state(state)
 }

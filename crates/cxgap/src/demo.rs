@@ -316,6 +316,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let running = embedded::start(&run_args, stop.clone(), false).await?;
     let key = running.key.clone();
     println!("cxgap demo (seed {}, {} customers, speed {})", args.seed, args.customers, args.speed);
+    println!("  dashboard:   http://{}/dashboard#key={key}", running.analytics_http);
     println!("  gap reports: http://{}/v1/report?window=30d&by=channel,stage", running.analytics_http);
     println!("  API key:     {key}  (also in {}/api-key)", args.data_dir.display());
     println!("  Ctrl-C stops it.\n");
@@ -390,7 +391,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
         if summary_at.elapsed() >= Duration::from_secs(10) {
             summary_at = std::time::Instant::now();
             if let Some(client) = analytics.as_mut() {
-                print_summary(client, &key, n).await;
+                let _ = print_summary(client, &key, n).await;
             }
         }
         tokio::select! {
@@ -412,7 +413,13 @@ async fn demo(args: DemoArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(6)).await;
     }
     if let Some(client) = analytics.as_mut() {
-        print_summary(client, &key, n).await;
+        // The last word: retried, since a query may wait behind a large batch on SQLite.
+        for _ in 0..20 {
+            if print_summary(client, &key, n).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
     stop.cancel();
     printer.abort();
@@ -436,12 +443,19 @@ async fn print_summary(
     client: &mut cxgap_proto::analytics::analytics_service_client::AnalyticsServiceClient<tonic::transport::Channel>,
     key: &str,
     sent: u64,
-) {
+) -> bool {
     use cxgap_proto::analytics as anpb;
     let req = anpb::GetGapReportRequest { window: cpb::Window::Window30d as i32, ..Default::default() };
-    let Ok(r) = client.get_gap_report(authed(key, req)).await else { return };
-    let Some(o) = r.into_inner().overall else { return };
+    let r = match client.get_gap_report(authed(key, req)).await {
+        Ok(r) => r,
+        Err(e) => {
+            println!("-- {sent} events sent; summary not available right now: {}", e.message());
+            return false;
+        }
+    };
+    let Some(o) = r.into_inner().overall else { return false };
     let nps =
         o.nps.and_then(|n| n.wald).map_or("-".into(), |w| format!("{:.1} [{:.1}, {:.1}]", w.value, w.lower, w.upper));
     println!("-- {sent} events sent; last 30 days: {} events, NPS {nps}", o.events);
+    true
 }

@@ -168,12 +168,6 @@ pub async fn start(args: &RunArgs, stop: cxgap_runtime::Shutdown, announce: bool
     ingest_settings.push(("CXGAP_RATE_LIMIT_BURST", "50000".into()));
     let ingest_cfg =
         cxgap_ingest::IngestConfig::load(&settings(&ingest_settings)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut analytics_settings = common("analytics.db", &args.analytics_http, &args.analytics_grpc);
-    // One instance: its lease is renewed fast and a restart takes over at once.
-    analytics_settings.push(("CXGAP_KAFKA_SESSION_TIMEOUT_MS", "3000".into()));
-    analytics_settings.push(("CXGAP_BATCH_MAX_WAIT_MS", "50".into()));
-    let analytics_cfg =
-        cxgap_analytics::AnalyticsConfig::load(&settings(&analytics_settings)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut alerting_settings = common("alerting.db", &args.alerting_http, &args.alerting_grpc);
     // Local webhook receivers are the norm on one machine.
     alerting_settings.push(("CXGAP_WEBHOOK_ALLOW", "127.0.0.0/8,::1/128".into()));
@@ -181,18 +175,28 @@ pub async fn start(args: &RunArgs, stop: cxgap_runtime::Shutdown, announce: bool
         cxgap_alerting::AlertingConfig::load(&settings(&alerting_settings)).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let ingest = cxgap_ingest::App::build_with(ingest_cfg, Arc::new(bus.clone()), tenants.clone()).await?;
+    let alerting_store = cxgap_alerting::store::AlertStore::connect(&alerting_cfg.database_url).await?;
+    let alerting_sub = bus.subscribe(&alerting_cfg.group, &[&alerting_cfg.signals_topic]);
+    let alerting =
+        cxgap_alerting::App::build_with(alerting_cfg, alerting_sub, bus.clone(), alerting_store, tenants.clone())
+            .await?;
+
+    let mut analytics_settings = common("analytics.db", &args.analytics_http, &args.analytics_grpc);
+    // One instance: its lease is renewed fast and a restart takes over at once.
+    analytics_settings.push(("CXGAP_KAFKA_SESSION_TIMEOUT_MS", "3000".into()));
+    analytics_settings.push(("CXGAP_BATCH_MAX_WAIT_MS", "50".into()));
+    // The dashboard's alerts panel talks to alerting's HTTP API directly.
+    analytics_settings.push(("CXGAP_DASHBOARD_ALERTING_URL", format!("http://{}", alerting.http_addr())));
+    let analytics_cfg =
+        cxgap_analytics::AnalyticsConfig::load(&settings(&analytics_settings)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let analytics_store = cxgap_analytics::AnalyticsStore::connect(&analytics_cfg.database_url).await?;
     let analytics_sub = bus.subscribe(&analytics_cfg.consumer_group, &[&analytics_cfg.feedback_topic]);
     let analytics =
         cxgap_analytics::App::build_with(analytics_cfg, analytics_sub, bus.clone(), analytics_store, tenants.clone())
             .await?;
-    let alerting_store = cxgap_alerting::store::AlertStore::connect(&alerting_cfg.database_url).await?;
-    let alerting_sub = bus.subscribe(&alerting_cfg.group, &[&alerting_cfg.signals_topic]);
-    let alerting =
-        cxgap_alerting::App::build_with(alerting_cfg, alerting_sub, bus.clone(), alerting_store, tenants).await?;
-
     if announce {
         println!("cxgap is running (embedded mode, data in {})", dir.display());
+        println!("  dashboard:      http://{}/dashboard#key={key}", analytics.http_addr());
         println!("  send feedback:  http://{}/v1/feedback  (CSV: /v1/feedback/import)", ingest.http_addr());
         println!("  gap reports:    http://{}/v1/report?window=30d&by=channel", analytics.http_addr());
         println!("  alerts (gRPC):  {}", alerting.grpc_addr());
