@@ -13,8 +13,18 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound and released; fine for tests on one machine).
+/// Never the same port twice in one test process: the kernel may hand a just-released
+/// port out again, and a test asking for six ports must get six.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn random_suffix() -> String {
