@@ -42,7 +42,7 @@ fn estimate(e: &cxgap_proto::common::Estimate) -> Estimate {
     Estimate { value: e.value, n: e.n, lower: e.lower, upper: e.upper }
 }
 
-fn subject_kind(k: i32) -> Option<&'static str> {
+pub(crate) fn subject_kind(k: i32) -> Option<&'static str> {
     match pb::SubjectKind::try_from(k).ok()? {
         pb::SubjectKind::Touchpoint => Some("touchpoint"),
         pb::SubjectKind::JourneyStage => Some("journey_stage"),

@@ -168,13 +168,7 @@ async fn apply_signal(
     let (subject, customer) = match &signal.body {
         Some(pb::signal::Body::Customer(c)) => (format!("customer:{}", c.customer_id), Some(c)),
         Some(pb::signal::Body::Aggregate(a)) => {
-            let kind = match pb::SubjectKind::try_from(a.subject_kind) {
-                Ok(pb::SubjectKind::Touchpoint) => "touchpoint",
-                Ok(pb::SubjectKind::JourneyStage) => "journey_stage",
-                Ok(pb::SubjectKind::Channel) => "channel",
-                Ok(pb::SubjectKind::Segment) => "segment",
-                _ => return Ok(0),
-            };
+            let Some(kind) = crate::evaluate::subject_kind(a.subject_kind) else { return Ok(0) };
             (format!("{kind}:{}", a.subject), None)
         }
         None => return Ok(0),

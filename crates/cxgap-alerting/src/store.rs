@@ -29,12 +29,10 @@ pub enum StoreError {
 }
 
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e
-        && matches!(db.code().as_deref(), Some("23505" | "1555" | "2067" | "40001" | "40P01" | "5" | "6"))
-    {
-        return StoreError::Conflict(db.message().to_string());
+    match cxgap_runtime::db::retryable(&e) {
+        Some(m) => StoreError::Conflict(m),
+        None => StoreError::Unavailable(e.to_string()),
     }
-    StoreError::Unavailable(e.to_string())
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {

@@ -32,16 +32,10 @@ pub enum StoreError {
 
 /// The one place database errors are classified (SQLSTATE / SQLite extended codes).
 fn classify(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if matches!(db.code().as_deref(), Some("23505" | "1555" | "2067")) {
-            return StoreError::Conflict(db.message().to_string());
-        }
-        // Serialization failures and deadlocks: retryable like a conflict.
-        if matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "6")) {
-            return StoreError::Conflict(db.message().to_string());
-        }
+    match cxgap_runtime::db::retryable(&e) {
+        Some(m) => StoreError::Conflict(m),
+        None => StoreError::Unavailable(e.to_string()),
     }
-    StoreError::Unavailable(e.to_string())
 }
 
 /// What one tenant's part of a batch writes.

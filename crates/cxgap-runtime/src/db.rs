@@ -39,3 +39,17 @@ pub async fn connect(url: &str, migrations: &Migrator) -> Result<AnyPool, DbErro
     migrator.run(&pool).await.map_err(|e| DbError::Migration(e.to_string()))?;
     Ok(pool)
 }
+
+/// The message of an error that retrying the transaction resolves: a unique-key race, a
+/// serialization failure or deadlock (PostgreSQL), a busy or locked file (SQLite).
+/// Every store classifies through this one list of codes.
+pub fn retryable(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("23505" | "1555" | "2067" | "40001" | "40P01" | "5" | "6")) =>
+        {
+            Some(db.message().to_string())
+        }
+        _ => None,
+    }
+}
