@@ -145,7 +145,7 @@ pub type Item<T> = Result<Result<T, RecordError>, ImportError>;
 pub fn records<S: Schema, R: Read>(input: R, format: Format, now: Timestamp) -> Result<Records<S, R>, ImportError> {
     let inner = match format {
         Format::Csv => {
-            let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+            let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(Newlines::new(input));
             let header: Vec<String> = csv
                 .byte_headers()
                 .map_err(|e| ImportError::Header(e.to_string()))?
@@ -170,8 +170,49 @@ pub fn assessments<R: Read>(input: R, format: Format, now: Timestamp) -> Result<
 
 #[derive(Debug)]
 enum Inner<R: Read> {
-    Csv { csv: csv::Reader<R>, header: Vec<String>, record: csv::ByteRecord },
+    Csv { csv: csv::Reader<Newlines<R>>, header: Vec<String>, record: csv::ByteRecord },
     Json { lines: BufReader<R>, line: u64, buf: String },
+}
+
+/// Remembers where the newlines of the input are, to give each CSV record its true line:
+/// after a CRLF the csv reader reports a record as starting at the `\n` that ended the
+/// previous one, one line too early, so Excel exports would name the wrong line.
+#[derive(Debug)]
+pub struct Newlines<R> {
+    inner: R,
+    read: u64,
+    passed: u64,
+    ahead: std::collections::VecDeque<u64>,
+}
+
+impl<R> Newlines<R> {
+    fn new(inner: R) -> Self {
+        Newlines { inner, read: 0, passed: 0, ahead: std::collections::VecDeque::new() }
+    }
+
+    /// 1-based line of a record whose reported start is byte `at`. Records come in order,
+    /// so newlines before `at` are only counted, not kept.
+    fn line_of(&mut self, at: u64) -> u64 {
+        while self.ahead.front().is_some_and(|&n| n < at) {
+            self.ahead.pop_front();
+            self.passed += 1;
+        }
+        let starts_after_newline = self.ahead.front() == Some(&at);
+        self.passed + 1 + u64::from(starts_after_newline)
+    }
+}
+
+impl<R: Read> Read for Newlines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                self.ahead.push_back(self.read + i as u64);
+            }
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 #[derive(Debug)]
@@ -191,7 +232,7 @@ impl<S: Schema, R: Read> Iterator for Records<S, R> {
                 match csv.read_byte_record(record) {
                     Ok(false) => None,
                     Ok(true) => {
-                        let line = record.position().map_or(line, |p| p.line());
+                        let line = record.position().map_or(line, |p| csv.get_mut().line_of(p.byte()));
                         Some(Ok(decode_csv::<S>(header, record, line, self.now)))
                     }
                     Err(e) => Some(Err(match e.kind() {

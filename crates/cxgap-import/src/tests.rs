@@ -72,6 +72,31 @@ e5,c1,web,USAGE,,03/01/2026,9,,,,,,,,,,,\n"
 }
 
 #[test]
+fn crlf_files_name_the_same_lines() {
+    // Excel writes CRLF; a quoted comment may still hold a bare LF or a CRLF.
+    let lf = format!(
+        "{HEADER}\
+e1,c1,chat,SUPPORT,helpline,2026-03-01,5,,,,,,,,,,,\n\
+e2,c1,chat,SUPPORT,,2026-03-01,11,,,,,\"multi\nline\",,,,,,\n\
+e3,c1,chat,SUPPORT,,2026-03-01,5,,,,,\"two\nmore\nlines\",,,,,,\n\
+e4,c1,fax,SUPPORT,,2026-03-01,5,,,,,,,,,,,\n\
+e5,c1,chat,SUPPORT,,2026-03-01,12,,,,,,,,,,,\n"
+    );
+    let lines = |csv: &str| -> Vec<(u64, bool)> {
+        feedback_all(csv.as_bytes(), Format::Csv)
+            .iter()
+            .map(|r| match r {
+                Ok(_) => (0, true),
+                Err(e) => (e.line, false),
+            })
+            .collect()
+    };
+    let want = vec![(0, true), (3, false), (0, true), (8, false), (9, false)];
+    assert_eq!(lines(&lf), want, "LF");
+    assert_eq!(lines(&lf.replace('\n', "\r\n")), want, "CRLF");
+}
+
+#[test]
 fn invalid_utf8_is_named_by_column() {
     let mut csv = HEADER.as_bytes().to_vec();
     csv.extend_from_slice(b"e1,c1,chat,SUPPORT,,2026-03-01,5,,,,,bad \xff\xfe text,,,,,,\n");

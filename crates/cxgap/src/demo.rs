@@ -255,30 +255,17 @@ fn assessments(seed: u64, now_s: i64) -> Vec<cpb::InternalAssessment> {
     ]
 }
 
-/// Sends a batch as a well-behaved client: backs off while the tenant's rate limit says
-/// so (RESOURCE_EXHAUSTED) or the service is briefly unavailable, and gives up otherwise.
+/// Sends a generated batch; the generator makes valid events only, so a rejection is a bug.
 async fn send(
     ingest: &mut IngestServiceClient<tonic::transport::Channel>,
     key: &str,
     events: Vec<cpb::FeedbackEvent>,
 ) -> Result<()> {
-    for attempt in 0..50 {
-        let req = authed(key, ipb::SubmitFeedbackBatchRequest { events: events.clone(), atomic: false });
-        match ingest.submit_feedback_batch(req).await {
-            Ok(r) => {
-                let rejected = r.into_inner().rejected;
-                if let Some(first) = rejected.first() {
-                    anyhow::bail!("the generator produced {} invalid events, e.g. {first:?}", rejected.len());
-                }
-                return Ok(());
-            }
-            Err(s) if matches!(s.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable) => {
-                tokio::time::sleep(Duration::from_millis(100 * (1 + attempt.min(10)))).await;
-            }
-            Err(s) => return Err(anyhow::anyhow!("ingest refused the batch: {s}")),
-        }
+    let r = crate::feed::submit_batch(ingest, key, events).await?;
+    if let Some(first) = r.rejected.first() {
+        anyhow::bail!("the generator produced {} invalid events, e.g. {first:?}", r.rejected.len());
     }
-    anyhow::bail!("ingest stayed busy; giving up")
+    Ok(())
 }
 
 fn now_s() -> i64 {

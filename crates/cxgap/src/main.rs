@@ -1,10 +1,16 @@
 //! The `cxgap` command: the batch analyser (`analyze`), the three services (`ingest`,
 //! `analytics`, `alerting`), all three in one process (`run`, embedded mode), and
-//! tenant/key and rule administration (`tenants`, `keys`, `rules`).
+//! tenant/key and rule administration (`tenants`, `keys`, `rules`), and the client
+//! commands that speak gRPC to a running cxgap (`send`, `import`, `report`, `risk`,
+//! `at-risk`, `alerts`, `subscribe`).
 
+mod alerts;
 mod analyze;
+mod client;
 mod demo;
 mod embedded;
+mod feed;
+mod query;
 mod render;
 mod rules;
 mod services;
@@ -35,6 +41,20 @@ enum Command {
     Analytics(services::ServiceArgs),
     /// Run the alerting service (signals → rules → alerts → webhooks, Kafka, gRPC stream).
     Alerting(services::ServiceArgs),
+    /// Send feedback events (JSON) to a running cxgap.
+    Send(feed::SendArgs),
+    /// Import a feedback export (CSV or JSON lines) into a running cxgap.
+    Import(feed::ImportArgs),
+    /// The gap report of a running cxgap.
+    Report(query::ReportArgs),
+    /// One customer's churn risk, drivers and history.
+    Risk(query::RiskArgs),
+    /// Customers ordered by churn risk × value.
+    AtRisk(query::AtRiskArgs),
+    /// List, acknowledge, resolve and watch alerts.
+    Alerts(alerts::AlertsArgs),
+    /// Subscribe to alerts: webhook, Kafka topic or gRPC stream; list and delete.
+    Subscribe(alerts::SubscribeArgs),
     /// A tenant's alert rules: list, apply a YAML file, delete, print the defaults.
     Rules(rules::RulesArgs),
     /// Create and list tenants in the services' database.
@@ -52,6 +72,13 @@ fn main() -> ExitCode {
         Command::Ingest(args) => services::ingest(args),
         Command::Analytics(args) => services::analytics(args),
         Command::Alerting(args) => services::alerting(args),
+        Command::Send(args) => feed::send(args),
+        Command::Import(args) => feed::import(args),
+        Command::Report(args) => query::report(args),
+        Command::Risk(args) => query::risk(args),
+        Command::AtRisk(args) => query::at_risk(args),
+        Command::Alerts(args) => alerts::alerts(args),
+        Command::Subscribe(args) => alerts::subscribe(args),
         Command::Rules(args) => rules::run(args),
         Command::Tenants(args) => services::tenants(args),
         Command::Keys(args) => services::keys(args),

@@ -2,6 +2,7 @@
 //! apply a declarative YAML file (create or update each rule; `--prune` deletes the rest),
 //! delete one, or print the defaults as a starting file.
 
+use crate::client::{Conn, authed, status};
 use anyhow::{Context, Result, bail};
 use cxgap_alerting::grpc::{rule_from_pb, rule_to_pb};
 use cxgap_alerting::model::{Rule, default_rules};
@@ -11,22 +12,6 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tonic::transport::Channel;
-
-/// Environment variables of the client commands (kept apart from the services' settings).
-pub const CLIENT_SETTINGS: &[cxgap_runtime::settings::Setting] = &[
-    ("CXGAP_ALERTING_URL", Some("http://127.0.0.1:50053"), "where client commands reach the alerting service"),
-    ("CXGAP_API_KEY", None, "the API key client commands authenticate with"),
-];
-
-#[derive(Debug, clap::Args)]
-pub struct ClientArgs {
-    /// The alerting service's gRPC address (CXGAP_ALERTING_URL).
-    #[arg(long, env = "CXGAP_ALERTING_URL", default_value = "http://127.0.0.1:50053")]
-    alerting_url: String,
-    /// API key of the tenant (CXGAP_API_KEY).
-    #[arg(long, env = "CXGAP_API_KEY", hide_env_values = true)]
-    api_key: String,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct RulesArgs {
@@ -39,7 +24,7 @@ enum RulesCommand {
     /// List the tenant's rules.
     List {
         #[command(flatten)]
-        client: ClientArgs,
+        client: Conn,
         /// table or yaml (the file format `apply` reads).
         #[arg(long, default_value = "table")]
         format: String,
@@ -47,7 +32,7 @@ enum RulesCommand {
     /// Create or update every rule of a YAML file (`rules: [...]`).
     Apply {
         #[command(flatten)]
-        client: ClientArgs,
+        client: Conn,
         file: PathBuf,
         /// Also delete the tenant's rules the file does not name.
         #[arg(long)]
@@ -59,7 +44,7 @@ enum RulesCommand {
     /// Delete one rule.
     Delete {
         #[command(flatten)]
-        client: ClientArgs,
+        client: Conn,
         rule_id: String,
     },
     /// Print the rules a new tenant starts with, as a YAML file to edit.
@@ -91,21 +76,9 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<Rule>> {
     Ok(file.rules)
 }
 
-async fn connect(c: &ClientArgs) -> Result<(AlertingServiceClient<Channel>, String)> {
-    let client = AlertingServiceClient::connect(c.alerting_url.clone())
-        .await
-        .with_context(|| format!("connecting to the alerting service at {}", c.alerting_url))?;
-    Ok((client, format!("Bearer {}", c.api_key)))
-}
-
-fn authed<T>(auth: &str, msg: T) -> Result<tonic::Request<T>> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("authorization", auth.parse().context("the API key is not a valid header value")?);
-    Ok(r)
-}
-
-fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+async fn connect(c: &Conn) -> Result<(AlertingServiceClient<Channel>, String)> {
+    let key = c.key()?;
+    Ok((AlertingServiceClient::new(Conn::channel(&c.alerting_url, "alerting").await?), key))
 }
 
 pub fn run(args: RulesArgs) -> Result<ExitCode> {

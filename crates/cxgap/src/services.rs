@@ -35,7 +35,7 @@ fn known_elsewhere(own: &[cxgap_runtime::settings::Setting], key: &str) -> bool 
         cxgap_ingest::config::SETTINGS,
         cxgap_analytics::config::SETTINGS,
         cxgap_alerting::config::SETTINGS,
-        crate::rules::CLIENT_SETTINGS,
+        crate::client::CLIENT_SETTINGS,
     ];
     !own.iter().any(|(k, _, _)| *k == key) && all.iter().any(|s| s.iter().any(|(k, _, _)| *k == key))
 }
