@@ -1,5 +1,5 @@
 //! A small HTTP JSON face of the alert lifecycle, for the dashboard and scripts:
-//! `GET /v1/alerts?state=firing,acknowledged&limit=N`, `POST /v1/alerts/{id}/ack`,
+//! `GET /v1/alerts?state=firing,acknowledged&limit=N`, `GET /v1/alerts/{id}`, `POST /v1/alerts/{id}/ack`,
 //! `POST /v1/alerts/{id}/resolve` (body `{"by", "note"}`), tenant-scoped by API key.
 //! Browsers on another origin (the dashboard is served by analytics) may call it: the
 //! key travels in the `authorization` header, never in a cookie, so CORS is open.
@@ -77,6 +77,19 @@ async fn list(State(s): State<HttpState>, h: HeaderMap, Query(q): Query<HashMap<
     }
 }
 
+/// One alert, whatever its state or age: a link from a notification must find it.
+async fn one(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    let tenant = match tenant(&s, &h).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match s.store.alert(&tenant, &id).await {
+        Ok(Some(a)) => Json(a).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "NOT_FOUND", format!("alert {id:?}")),
+        Err(e) => store_error(e),
+    }
+}
+
 #[derive(Debug, Default, serde::Deserialize)]
 struct Act {
     #[serde(default)]
@@ -138,6 +151,7 @@ async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Resp
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/v1/alerts", get(list))
+        .route("/v1/alerts/{id}", get(one))
         .route("/v1/alerts/{id}/ack", post(ack))
         .route("/v1/alerts/{id}/resolve", post(resolve))
         .layer(axum::middleware::from_fn(cors))
