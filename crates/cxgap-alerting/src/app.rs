@@ -58,8 +58,12 @@ impl App<KafkaSubscriber, KafkaPublisher> {
             })
             .collect();
         publisher.ensure_topics(&topics).await.context("creating topics")?;
-        let subscriber = KafkaSubscriber::new(&kafka, &config.group, &[&config.signals_topic])
-            .context("joining the consumer group")?;
+        let subscriber = if config.database_assignment {
+            KafkaSubscriber::unassigned(&kafka, &config.group).context("creating the consumer")?
+        } else {
+            KafkaSubscriber::new(&kafka, &config.group, &[&config.signals_topic])
+                .context("joining the consumer group")?
+        };
         let store = AlertStore::connect(&config.database_url).await.context("connecting to the alerting database")?;
         let tenants = TenantStore::connect(&config.database_url, &config.api_key_pepper)
             .await
@@ -176,11 +180,37 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
                 repeat_ms: config.repeat_interval.as_millis() as i64,
             },
         };
-        let consumed = consume(subscriber, &processor, &config, &metrics, &shutdown, || {
+        let stop_lease = Shutdown::new();
+        let (assignments, lease) = if config.database_assignment {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            let lease = cxgap_bus::membership::Lease {
+                group: config.group.clone(),
+                topic: config.signals_topic.clone(),
+                member: cxgap_bus::membership::member_id(),
+                session: config.session_timeout,
+            };
+            info!(member = %lease.member, "signal partitions assigned through database leases");
+            let task = tokio::spawn(cxgap_bus::membership::run(
+                store.clone(),
+                publisher.clone(),
+                lease,
+                tx,
+                stop_lease.clone(),
+            ));
+            (Some(rx), Some(task))
+        } else {
+            (None, None)
+        };
+        let consumed = consume(subscriber, &processor, &config, &metrics, &shutdown, assignments, || {
             log_changed.notify_waiters();
             wake_deliveries.notify_one();
         })
         .await;
+        // Give the lease up only after the batch in hand is committed.
+        stop_lease.cancel();
+        if let Some(task) = lease {
+            let _ = tokio::time::timeout(config.shutdown_grace, task).await;
+        }
         shutdown.cancel();
         health.set_not_serving::<AlertingServiceServer<GrpcAlerting>>().await;
         stop_delivery.cancel();
@@ -202,11 +232,51 @@ async fn consume<S: Subscriber>(
     config: &AlertingConfig,
     metrics: &Metrics,
     shutdown: &Shutdown,
+    mut assignments: Option<tokio::sync::watch::Receiver<Option<Vec<i32>>>>,
     committed: impl Fn(),
 ) -> anyhow::Result<()> {
+    let mut rewinds = cxgap_bus::Rewinds::default();
+    let group_commits = assignments.is_none();
+    let topic = processor.config.topic.clone();
     loop {
+        let changed = async {
+            match assignments.as_mut() {
+                Some(rx) => rx.changed().await.map_err(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
+            r = changed => {
+                if r.is_err() {
+                    assignments = None; // the lease task stopped: keep what we have
+                    continue;
+                }
+                let mine = assignments.as_ref().and_then(|rx| rx.borrow().clone()).unwrap_or_default();
+                let mut from = Vec::with_capacity(mine.len());
+                let mut failed = None;
+                for &p in &mine {
+                    match processor.store.next_offset(&processor.config.group, &topic, p).await {
+                        Ok(o) => from.push((p, o.unwrap_or(0))),
+                        Err(e) => failed = Some(e.to_string()),
+                    }
+                }
+                let assigned = match failed {
+                    Some(e) => Err(e),
+                    None => sub.assign(&topic, &from).map_err(|e| e.to_string()),
+                };
+                match assigned {
+                    Ok(()) => info!(?from, "reading signal partitions from their stored offsets"),
+                    Err(e) => {
+                        warn!(error = %e, "could not take the new assignment; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if let Some(rx) = assignments.as_mut() {
+                            rx.mark_changed();
+                        }
+                    }
+                }
+                continue;
+            }
             r = sub.next() => r,
         };
         let first = match first {
@@ -237,15 +307,42 @@ async fn consume<S: Subscriber>(
             records.sort_by_key(|r| r.offset);
             let last = records.last().map(|r| r.offset).unwrap_or_default();
             let mut attempt = 0u32;
+            let mut accept_gap = false;
             loop {
-                match processor.process(partition, &records).await {
+                let done = if accept_gap {
+                    processor.process_accepting_gap(partition, &records).await
+                } else {
+                    processor.process(partition, &records).await
+                };
+                match done {
                     Ok(stats) => {
+                        if stats.replayed < stats.records {
+                            rewinds.resolved(partition);
+                        }
                         metrics.batch(&stats);
                         committed();
-                        if let Err(e) = sub.commit(&processor.config.topic, partition, last) {
+                        if group_commits && let Err(e) = sub.commit(&processor.config.topic, partition, last) {
                             warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
                         }
                         break;
+                    }
+                    Err(StoreError::Gap { expected, first, replayed, .. }) => {
+                        match rewinds.on_gap(partition, expected, replayed) {
+                            cxgap_bus::GapAction::Accept => accept_gap = true,
+                            cxgap_bus::GapAction::Rewind(to) => {
+                                warn!(
+                                    partition,
+                                    expected,
+                                    first,
+                                    rewind_to = to,
+                                    "records skipped by the broker; re-reading"
+                                );
+                                if let Err(e) = sub.seek(&processor.config.topic, partition, to) {
+                                    warn!(error = %e, partition, "seek failed; the batch is dropped and read again");
+                                }
+                                break;
+                            }
+                        }
                     }
                     Err(StoreError::Fenced { .. }) => {
                         info!(partition, "partition moved to another instance; dropping the batch in hand");

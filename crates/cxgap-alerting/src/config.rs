@@ -23,6 +23,11 @@ pub const SETTINGS: &[Setting] = &[
         Some("45000"),
         "session (group or lease): how soon a crashed instance's partitions move",
     ),
+    (
+        "CXGAP_PARTITION_ASSIGNMENT",
+        Some("database"),
+        "database (leases in PostgreSQL share the signal partitions) or kafka (the group protocol)",
+    ),
     ("CXGAP_BATCH_MAX_EVENTS", Some("500"), "records per storage transaction"),
     ("CXGAP_BATCH_MAX_WAIT_MS", Some("20"), "how long a batch waits to fill"),
     ("CXGAP_REPEAT_INTERVAL_MINUTES", Some("240"), "how often a firing, unacknowledged alert is notified again"),
@@ -57,6 +62,8 @@ pub struct AlertingConfig {
     pub topic_partitions: i32,
     pub topic_replication: i32,
     pub session_timeout: Duration,
+    /// Partitions shared through database leases (true) or the Kafka group protocol.
+    pub database_assignment: bool,
     pub batch_max_events: usize,
     pub batch_max_wait: Duration,
     pub repeat_interval: Duration,
@@ -89,6 +96,8 @@ impl AlertingConfig {
         let session = r.parse::<u64>("CXGAP_KAFKA_SESSION_TIMEOUT_MS", "milliseconds between 1000 and 300000", |x| {
             (1000..=300_000).contains(x)
         });
+        let assignment =
+            r.parse::<String>("CXGAP_PARTITION_ASSIGNMENT", "database or kafka", |x| x == "database" || x == "kafka");
         let batch = r.parse::<usize>("CXGAP_BATCH_MAX_EVENTS", "a positive integer", |x| *x > 0);
         let wait = r.parse::<u64>("CXGAP_BATCH_MAX_WAIT_MS", "a number of milliseconds", |_| true);
         let repeat = r.parse::<u64>("CXGAP_REPEAT_INTERVAL_MINUTES", "a positive number of minutes", |x| *x > 0);
@@ -127,6 +136,7 @@ impl AlertingConfig {
                 topic_partitions: partitions?,
                 topic_replication: replication?,
                 session_timeout: Duration::from_millis(session?),
+                database_assignment: assignment? == "database",
                 batch_max_events: batch?,
                 batch_max_wait: Duration::from_millis(wait?),
                 repeat_interval: Duration::from_secs(repeat? * 60),

@@ -65,6 +65,21 @@ pub struct Processor {
 impl Processor {
     #[tracing::instrument(skip_all, fields(partition, records = records.len()), err)]
     pub async fn process(&self, partition: i32, records: &[Consumed]) -> Result<BatchStats, StoreError> {
+        self.process_with(partition, records, false).await
+    }
+
+    /// [`Processor::process`], but a gap before the first record is accepted as being in the
+    /// log itself (the consumer rewound and found nothing before it).
+    pub async fn process_accepting_gap(&self, partition: i32, records: &[Consumed]) -> Result<BatchStats, StoreError> {
+        self.process_with(partition, records, true).await
+    }
+
+    async fn process_with(
+        &self,
+        partition: i32,
+        records: &[Consumed],
+        accept_gap: bool,
+    ) -> Result<BatchStats, StoreError> {
         let c = &self.config;
         let now = now_ms();
         let mut stats = BatchStats { records: records.len(), ..Default::default() };
@@ -82,6 +97,19 @@ impl Processor {
         let fresh: Vec<&Consumed> = records.iter().filter(|r| r.offset >= expected.unwrap_or(0)).collect();
         stats.replayed = records.len() - fresh.len();
         let Some(last) = fresh.iter().map(|r| r.offset).max() else { return Ok(stats) };
+        // Applying these would move the offset past signals never evaluated.
+        let first = fresh.iter().map(|r| r.offset).min().unwrap_or(last);
+        if let Some(expected) = expected
+            && first > expected
+        {
+            if !accept_gap {
+                return Err(StoreError::Gap { partition, expected, first, replayed: stats.replayed > 0 });
+            }
+            warn!(
+                partition,
+                expected, first, "offsets missing from the log itself (compaction or retention); continuing"
+            );
+        }
         let mut rules: HashMap<String, Vec<Rule>> = HashMap::new();
         for r in fresh {
             let signal = match pb::Signal::decode(r.record.payload.as_slice()) {

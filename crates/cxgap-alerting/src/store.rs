@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 pub enum StoreError {
     #[error("partition {partition} was fenced: its offset moved under this instance")]
     Fenced { partition: i32 },
+    /// The records start beyond the stored offset: something in between was not read.
+    #[error("partition {partition}: records start at offset {first}, the next to apply is {expected}")]
+    Gap { partition: i32, expected: i64, first: i64, replayed: bool },
     #[error("conflicting concurrent change: {0}")]
     Conflict(String),
     #[error("database unavailable: {0}")]
@@ -993,4 +996,62 @@ async fn inhibitor(conn: &mut AnyConnection, a: &Alert) -> Result<Option<String>
     .await
     .map_err(classify)?;
     Ok(rows.into_iter().find(|(_, sev)| parse_severity(sev).is_some_and(|s| s >= a.severity)).map(|(id, _)| id))
+}
+
+impl AlertStore {
+    /// The next offset to apply of a partition, if any batch of it was committed.
+    pub async fn next_offset(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT next_offset FROM alerting_offsets WHERE consumer_group = $1 AND topic = $2 AND partition_id = $3",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(partition as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(row.map(|r| r.0))
+    }
+}
+
+impl cxgap_bus::membership::LeaseStore for AlertStore {
+    async fn heartbeat(&self, group: &str, member: &str, now_ms: i64) -> Result<(), String> {
+        sqlx::query(
+            "INSERT INTO alerting_members (consumer_group, member_id, heartbeat_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer_group, member_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(group)
+        .bind(member)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    async fn live_members(&self, group: &str, since_ms: i64) -> Result<Vec<String>, String> {
+        sqlx::query("DELETE FROM alerting_members WHERE consumer_group = $1 AND heartbeat_at < $2")
+            .bind(group)
+            .bind(since_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT member_id FROM alerting_members WHERE consumer_group = $1 ORDER BY member_id")
+                .bind(group)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn leave(&self, group: &str, member: &str) -> Result<(), String> {
+        sqlx::query("DELETE FROM alerting_members WHERE consumer_group = $1 AND member_id = $2")
+            .bind(group)
+            .bind(member)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }

@@ -50,6 +50,7 @@ pub async fn run<S: Subscriber, P: Publisher>(
 ) -> anyhow::Result<()> {
     let topic = processor.config.topic.clone();
     let group_commits = assignments.is_none();
+    let mut rewinds = cxgap_bus::Rewinds::default();
     loop {
         let changed = async {
             match assignments.as_mut() {
@@ -105,14 +106,41 @@ pub async fn run<S: Subscriber, P: Publisher>(
             let last = records.last().map(|r| r.offset).unwrap_or_default();
             let started = Instant::now();
             let mut attempt = 0u32;
+            let mut accept_gap = false;
             loop {
-                match processor.process(partition, &records).await {
+                let done = if accept_gap {
+                    processor.process_accepting_gap(partition, &records).await
+                } else {
+                    processor.process(partition, &records).await
+                };
+                match done {
                     Ok(stats) => {
+                        if stats.replayed < stats.records {
+                            rewinds.resolved(partition);
+                        }
                         metrics.batch(&stats, started.elapsed());
                         if group_commits && let Err(e) = sub.commit(&topic, partition, last) {
                             warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
                         }
                         break;
+                    }
+                    Err(ProcessError::Gap { expected, first, replayed, .. }) => {
+                        match rewinds.on_gap(partition, expected, replayed) {
+                            cxgap_bus::GapAction::Accept => accept_gap = true,
+                            cxgap_bus::GapAction::Rewind(to) => {
+                                warn!(
+                                    partition,
+                                    expected,
+                                    first,
+                                    rewind_to = to,
+                                    "records skipped by the broker; re-reading"
+                                );
+                                if let Err(e) = sub.seek(&topic, partition, to) {
+                                    warn!(error = %e, partition, "seek failed; the batch is dropped and read again");
+                                }
+                                break;
+                            }
+                        }
                     }
                     Err(ProcessError::Store(StoreError::Fenced { .. })) => {
                         // Another instance owns this partition now; its records are its own.

@@ -10,7 +10,6 @@ pub mod config;
 pub mod consumer;
 pub mod grpc;
 pub mod http;
-pub mod membership;
 pub mod metrics;
 pub mod processor;
 pub mod queries;

@@ -41,6 +41,9 @@ pub enum ProcessError {
     Store(#[from] StoreError),
     #[error("dead-letter topic unavailable: {0}")]
     DeadLetter(String),
+    /// The records start beyond the stored offset: something in between was not read.
+    #[error("partition {partition}: records start at offset {first}, the next to apply is {expected}")]
+    Gap { partition: i32, expected: i64, first: i64, replayed: bool },
 }
 
 enum Decoded {
@@ -101,6 +104,25 @@ impl<P: Publisher> Processor<P> {
     /// Processes records of one partition, in offset order, as one transaction.
     #[tracing::instrument(skip_all, fields(partition, records = records.len()), err)]
     pub async fn process(&self, partition: i32, records: &[Consumed]) -> Result<BatchStats, ProcessError> {
+        self.process_with(partition, records, false).await
+    }
+
+    /// [`Processor::process`], but a gap before the first record is accepted as being in the
+    /// log itself (the consumer rewound and found nothing before it).
+    pub async fn process_accepting_gap(
+        &self,
+        partition: i32,
+        records: &[Consumed],
+    ) -> Result<BatchStats, ProcessError> {
+        self.process_with(partition, records, true).await
+    }
+
+    async fn process_with(
+        &self,
+        partition: i32,
+        records: &[Consumed],
+        accept_gap: bool,
+    ) -> Result<BatchStats, ProcessError> {
         let c = &self.config;
         let expected = self.store.next_offset(&c.group, &c.topic, partition).await?;
         let from = expected.unwrap_or(0);
@@ -110,6 +132,14 @@ impl<P: Publisher> Processor<P> {
         let Some(last) = fresh.iter().map(|r| r.offset).max() else {
             return Ok(stats);
         };
+        // Applying these would move the offset past records never applied.
+        let first = fresh.iter().map(|r| r.offset).min().unwrap_or(from);
+        if expected.is_some() && first > from && !accept_gap {
+            return Err(ProcessError::Gap { partition, expected: from, first, replayed: stats.replayed > 0 });
+        }
+        if first > from {
+            warn!(partition, from, first, "offsets missing from the log itself (compaction or retention); continuing");
+        }
         let mut by_tenant: BTreeMap<String, (Vec<FeedbackEvent>, Vec<InternalAssessment>)> = BTreeMap::new();
         let mut dead = Vec::new();
         for r in &fresh {

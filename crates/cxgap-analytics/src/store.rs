@@ -552,3 +552,15 @@ impl AnalyticsStore {
         Ok(state)
     }
 }
+
+impl cxgap_bus::membership::LeaseStore for AnalyticsStore {
+    async fn heartbeat(&self, group: &str, member: &str, now_ms: i64) -> Result<(), String> {
+        AnalyticsStore::heartbeat(self, group, member, now_ms).await.map_err(|e| e.to_string())
+    }
+    async fn live_members(&self, group: &str, since_ms: i64) -> Result<Vec<String>, String> {
+        AnalyticsStore::live_members(self, group, since_ms).await.map_err(|e| e.to_string())
+    }
+    async fn leave(&self, group: &str, member: &str) -> Result<(), String> {
+        AnalyticsStore::leave(self, group, member).await.map_err(|e| e.to_string())
+    }
+}

@@ -356,6 +356,10 @@ impl Subscriber for KafkaSubscriber {
         }
         self.consumer.assign(&tpl).map_err(|e| classify(&e))
     }
+
+    fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError> {
+        self.consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(10)).map_err(|e| classify(&e))
+    }
 }
 
 #[cfg(test)]

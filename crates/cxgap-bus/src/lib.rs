@@ -4,6 +4,7 @@
 //! durable on the broker (`acks=all`), so "accepted" always means "on the topic".
 
 pub mod kafka;
+pub mod membership;
 pub mod memory;
 pub mod sql;
 
@@ -99,4 +100,77 @@ pub trait Subscriber: Send + 'static {
     /// Reads exactly these partitions of `topic` from these offsets from now on, instead of
     /// what the broker's group protocol assigns (for assignment coordinated elsewhere).
     fn assign(&mut self, topic: &str, partitions: &[(i32, i64)]) -> Result<(), BusError>;
+
+    /// Reads `partition` of `topic` from `offset` on; records already fetched for it are
+    /// dropped. The partition must be assigned (by the group or by `assign`).
+    fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError>;
+}
+
+/// Where to re-read a partition from when the broker delivered records beyond the offset
+/// the database says is next (a gap). A broker may return fetches from the first record
+/// batch at or after the requested offset instead of the batch containing it (tansu 0.6
+/// does), so resuming mid-batch would silently skip records: rewind by a growing window
+/// and let the processor skip what it has already applied. A gap that persists although
+/// records before it were read, or after rewinding to the start, is genuinely in the log
+/// (compaction, retention, transaction markers) and is accepted.
+#[derive(Debug, Default)]
+pub struct Rewinds {
+    /// partition → (the stored offset the gap is at, the window last used).
+    open: std::collections::HashMap<i32, (i64, i64)>,
+}
+
+/// What to do about a gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapAction {
+    /// Seek the partition to this offset and drop the batch in hand.
+    Rewind(i64),
+    /// The gap is in the log itself: process the batch as it is.
+    Accept,
+}
+
+impl Rewinds {
+    const FIRST_WINDOW: i64 = 256;
+
+    /// A batch of `partition` starts beyond `expected`; `replayed` says whether it also
+    /// held records before `expected` (read contiguously up to the gap).
+    pub fn on_gap(&mut self, partition: i32, expected: i64, replayed: bool) -> GapAction {
+        if replayed {
+            self.open.remove(&partition);
+            return GapAction::Accept;
+        }
+        let window = match self.open.get(&partition) {
+            Some((at, w)) if *at == expected => {
+                if *w >= expected {
+                    self.open.remove(&partition);
+                    return GapAction::Accept;
+                }
+                w.saturating_mul(4)
+            }
+            _ => Self::FIRST_WINDOW,
+        };
+        self.open.insert(partition, (expected, window));
+        GapAction::Rewind((expected - window).max(0))
+    }
+
+    /// The partition continued where the database said: any rewind is over.
+    pub fn resolved(&mut self, partition: i32) {
+        self.open.remove(&partition);
+    }
+}
+
+#[cfg(test)]
+mod rewind_tests {
+    use super::*;
+
+    #[test]
+    fn rewinds_grow_until_the_start_then_accept() {
+        let mut r = Rewinds::default();
+        assert_eq!(r.on_gap(0, 1000, false), GapAction::Rewind(744));
+        assert_eq!(r.on_gap(0, 1000, false), GapAction::Rewind(0), "window 1024 reaches the start");
+        assert_eq!(r.on_gap(0, 1000, false), GapAction::Accept, "nothing before it: the log starts later");
+        assert_eq!(r.on_gap(1, 50, false), GapAction::Rewind(0));
+        r.resolved(1);
+        assert_eq!(r.on_gap(1, 70, false), GapAction::Rewind(0), "a new gap starts over");
+        assert_eq!(r.on_gap(2, 5000, true), GapAction::Accept, "records before the gap were read: it is real");
+    }
 }

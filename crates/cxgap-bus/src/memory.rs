@@ -181,6 +181,12 @@ impl Subscriber for MemorySubscriber {
         self.bus.inner.appended.notify_waiters();
         Ok(())
     }
+
+    fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError> {
+        self.positions.insert((topic.to_string(), partition), offset);
+        self.bus.inner.appended.notify_waiters();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -294,6 +294,12 @@ impl Subscriber for SqlSubscriber {
         self.assigned = Some(set);
         Ok(())
     }
+
+    fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError> {
+        self.buffer.retain(|c| !(c.partition == partition && c.record.topic == topic));
+        self.positions.insert((topic.to_string(), partition), offset);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

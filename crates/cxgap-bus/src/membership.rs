@@ -6,12 +6,21 @@
 //! the per-partition offset fence in the store makes the late writer back off, so no
 //! record is applied twice.
 
-use crate::store::AnalyticsStore;
-use cxgap_bus::Publisher;
-use cxgap_runtime::Shutdown;
+use crate::Publisher;
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+/// Where the leases live: a table in the service's own database.
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Renews (or takes) `member`'s lease at `now_ms`.
+    fn heartbeat(&self, group: &str, member: &str, now_ms: i64) -> impl Future<Output = Result<(), String>> + Send;
+    /// Members whose lease was renewed at or after `since_ms`; lapsed leases are removed.
+    fn live_members(&self, group: &str, since_ms: i64) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+    fn leave(&self, group: &str, member: &str) -> impl Future<Output = Result<(), String>> + Send;
+}
 
 /// The partitions member `me` owns when `live` (any order) share `partitions`.
 pub fn share(partitions: &[i32], live: &[String], me: &str) -> Vec<i32> {
@@ -44,12 +53,12 @@ pub struct Lease {
 
 /// Renews the lease every quarter session and publishes this member's partitions on
 /// `mine` whenever they change; gives the lease up on shutdown so others take over at once.
-pub async fn run<P: Publisher>(
-    store: AnalyticsStore,
+pub async fn run<L: LeaseStore, P: Publisher>(
+    store: L,
     bus: P,
     lease: Lease,
     mine: watch::Sender<Option<Vec<i32>>>,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let tick = (lease.session / 4).max(Duration::from_millis(100));
     loop {
@@ -76,11 +85,10 @@ pub async fn run<P: Publisher>(
     }
 }
 
-async fn renew<P: Publisher>(store: &AnalyticsStore, bus: &P, lease: &Lease) -> Result<Vec<i32>, String> {
+async fn renew<L: LeaseStore, P: Publisher>(store: &L, bus: &P, lease: &Lease) -> Result<Vec<i32>, String> {
     let now = now_ms();
-    store.heartbeat(&lease.group, &lease.member, now).await.map_err(|e| e.to_string())?;
-    let live =
-        store.live_members(&lease.group, now - lease.session.as_millis() as i64).await.map_err(|e| e.to_string())?;
+    store.heartbeat(&lease.group, &lease.member, now).await?;
+    let live = store.live_members(&lease.group, now - lease.session.as_millis() as i64).await?;
     let partitions: Vec<i32> =
         bus.end_offsets(&lease.topic).await.map_err(|e| e.to_string())?.into_iter().map(|(p, _)| p).collect();
     if partitions.is_empty() {
