@@ -4,9 +4,11 @@
 
 pub mod broker;
 pub mod http;
+pub mod pgserver;
 pub mod postgres;
 
 pub use broker::Broker;
+pub use pgserver::PgServer;
 pub use postgres::TestDb;
 
 use std::future::Future;

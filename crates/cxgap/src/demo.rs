@@ -317,18 +317,29 @@ async fn demo(args: DemoArgs) -> Result<()> {
         ..Default::default()
     };
     alerting.create_subscription(authed(&key, apb::CreateSubscriptionRequest { subscription: Some(sub) })).await?;
-    let mut alerts = alerting
-        .subscribe(authed(&key, apb::SubscribeRequest { subscription_id: "demo-terminal".into(), cursor: "0".into() }))
-        .await?
-        .into_inner();
+    // The terminal follows the alert stream; a dropped stream (a busy SQLite file under the
+    // demo's load) resumes from the last cursor, so no alert goes unprinted.
+    let mut alerts_api = alerting.clone();
+    let stream_key = key.clone();
     let printer = tokio::spawn(async move {
-        while let Ok(Some(n)) = alerts.message().await {
-            let Some(a) = n.alert else { continue };
-            let state =
-                apb::AlertState::try_from(n.state).map_or("?", |s| s.as_str_name()).trim_start_matches("ALERT_STATE_");
-            let sev =
-                apb::Severity::try_from(a.severity).map_or("?", |s| s.as_str_name()).trim_start_matches("SEVERITY_");
-            println!("[alert {state:<12}] {sev:<8} {:<28} {}", a.subject, a.summary);
+        let mut cursor = "0".to_string();
+        loop {
+            let req = apb::SubscribeRequest { subscription_id: "demo-terminal".into(), cursor: cursor.clone() };
+            if let Ok(resp) = alerts_api.subscribe(authed(&stream_key, req)).await {
+                let mut alerts = resp.into_inner();
+                while let Ok(Some(n)) = alerts.message().await {
+                    cursor = n.cursor.clone();
+                    let Some(a) = n.alert else { continue };
+                    let state = apb::AlertState::try_from(n.state)
+                        .map_or("?", |s| s.as_str_name())
+                        .trim_start_matches("ALERT_STATE_");
+                    let sev = apb::Severity::try_from(a.severity)
+                        .map_or("?", |s| s.as_str_name())
+                        .trim_start_matches("SEVERITY_");
+                    println!("[alert {state:<12}] {sev:<8} {:<28} {}", a.subject, a.summary);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
 
