@@ -57,6 +57,10 @@ enum Command {
     Subscribe(alerts::SubscribeArgs),
     /// A tenant's alert rules: list, apply a YAML file, delete, print the defaults.
     Rules(rules::RulesArgs),
+    /// Every environment variable the binary reads (table, markdown or json).
+    Settings(services::SettingsArgs),
+    /// Bring the services' database schema up to date and exit (a deployment's migration Job).
+    Migrate(services::MigrateArgs),
     /// Create and list tenants in the services' database.
     Tenants(services::TenantsArgs),
     /// Create, list and revoke API keys.
@@ -80,6 +84,8 @@ fn main() -> ExitCode {
         Command::Alerts(args) => alerts::alerts(args),
         Command::Subscribe(args) => alerts::subscribe(args),
         Command::Rules(args) => rules::run(args),
+        Command::Migrate(args) => services::migrate(args),
+        Command::Settings(args) => services::settings(args),
         Command::Tenants(args) => services::tenants(args),
         Command::Keys(args) => services::keys(args),
     };

@@ -22,6 +22,10 @@ pub struct ServiceArgs {
     /// HTTP listen address (CXGAP_HTTP_ADDR).
     #[arg(long)]
     http_addr: Option<String>,
+    /// Check the settings (names and values) and exit: 0 when the service would start
+    /// with them, 2 naming every problem. Connects to nothing.
+    #[arg(long)]
+    check_config: bool,
     /// Any other setting, e.g. --set CXGAP_MAX_BATCH_EVENTS=500 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -66,9 +70,74 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
+#[derive(Debug, clap::Args)]
+pub struct SettingsArgs {
+    /// table, markdown or json.
+    #[arg(long, default_value = "table", value_parser = ["table", "markdown", "json"])]
+    format: String,
+}
+
+/// Every environment variable the binary reads, per consumer, with default and meaning:
+/// the one list deployment manifests and documentation are checked against.
+pub fn settings(args: SettingsArgs) -> Result<ExitCode> {
+    let groups: [(&str, &[cxgap_runtime::settings::Setting]); 4] = [
+        ("ingest", cxgap_ingest::config::SETTINGS),
+        ("analytics", cxgap_analytics::config::SETTINGS),
+        ("alerting", cxgap_alerting::config::SETTINGS),
+        ("client", crate::client::CLIENT_SETTINGS),
+    ];
+    match args.format.as_str() {
+        "json" => {
+            let v: serde_json::Map<String, serde_json::Value> = groups
+                .iter()
+                .map(|(g, list)| {
+                    let items = list
+                        .iter()
+                        .map(|(k, d, m)| serde_json::json!({"name": k, "default": d, "meaning": m}))
+                        .collect();
+                    (g.to_string(), serde_json::Value::Array(items))
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        "markdown" => {
+            println!("| variable | ingest | analytics | alerting | client | default | meaning |");
+            println!("|---|---|---|---|---|---|---|");
+            let mut names: Vec<&str> = groups.iter().flat_map(|(_, l)| l.iter().map(|s| s.0)).collect();
+            names.sort();
+            names.dedup();
+            for n in names {
+                let (mut default, mut meaning) = ("", "");
+                let marks: Vec<&str> = groups
+                    .iter()
+                    .map(|(_, l)| match l.iter().find(|s| s.0 == n) {
+                        Some((_, d, m)) => {
+                            default = d.unwrap_or("required");
+                            meaning = m;
+                            "✓"
+                        }
+                        None => "",
+                    })
+                    .collect();
+                println!("| `{n}` | {} | `{default}` | {meaning} |", marks.join(" | "));
+            }
+        }
+        _ => {
+            for (g, list) in groups {
+                println!("{g}:");
+                for (k, d, m) in list {
+                    println!("  {k:<34} {:<26} {m}", d.unwrap_or("(required)"));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The one way a service command starts: invalid settings exit 2 naming every problem;
 /// otherwise logging starts and the service runs until SIGTERM or SIGINT.
 fn serve<C, Fut>(
+    check_only: bool,
     loaded: Result<C, cxgap_runtime::settings::ConfigError>,
     log: impl FnOnce(&C) -> (cxgap_runtime::telemetry::LogFormat, String),
     run: impl FnOnce(C, cxgap_runtime::Shutdown) -> Fut,
@@ -83,6 +152,10 @@ where
             return Ok(ExitCode::from(2));
         }
     };
+    if check_only {
+        println!("configuration ok");
+        return Ok(ExitCode::SUCCESS);
+    }
     let (format, filter) = log(&config);
     cxgap_runtime::telemetry::init(format, &filter);
     runtime()?.block_on(async { run(config, cxgap_runtime::shutdown::on_signal()).await })?;
@@ -92,6 +165,7 @@ where
 pub fn analytics(args: ServiceArgs) -> Result<ExitCode> {
     let loaded = cxgap_analytics::AnalyticsConfig::load(&args.settings(cxgap_analytics::config::SETTINGS)?);
     serve(
+        args.check_config,
         loaded,
         |c| (c.log_format, c.log_filter.clone()),
         |config, stop| async move { cxgap_analytics::App::build(config).await?.run(stop).await },
@@ -101,6 +175,7 @@ pub fn analytics(args: ServiceArgs) -> Result<ExitCode> {
 pub fn alerting(args: ServiceArgs) -> Result<ExitCode> {
     let loaded = cxgap_alerting::AlertingConfig::load(&args.settings(cxgap_alerting::config::SETTINGS)?);
     serve(
+        args.check_config,
         loaded,
         |c| (c.log_format, c.log_filter.clone()),
         |config, stop| async move { cxgap_alerting::App::build(config).await?.run(stop).await },
@@ -110,6 +185,7 @@ pub fn alerting(args: ServiceArgs) -> Result<ExitCode> {
 pub fn ingest(args: ServiceArgs) -> Result<ExitCode> {
     let loaded = IngestConfig::load(&args.settings(cxgap_ingest::config::SETTINGS)?);
     serve(
+        args.check_config,
         loaded,
         |c| (c.log_format, c.log_filter.clone()),
         |config, stop| async move { cxgap_ingest::App::build(config).await?.run(stop).await },
@@ -225,6 +301,30 @@ pub fn keys(args: KeysArgs) -> Result<ExitCode> {
                 println!("revoked {key_id}");
             }
         }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// postgres://… or sqlite:path (default: CXGAP_DATABASE_URL).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+/// Brings the database schema of all three services up to date and exits: a deployment's
+/// migration Job runs this before new pods start. The services migrate on start too (each
+/// its own tables, under PostgreSQL's advisory lock), so running it twice is harmless.
+pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
+    cxgap_runtime::telemetry::init(cxgap_runtime::telemetry::LogFormat::Json, "warn");
+    runtime()?.block_on(async {
+        let url = setting(&args.database_url, "CXGAP_DATABASE_URL")?;
+        // The tenant store needs a pepper to hash keys, not to migrate.
+        TenantStore::connect(&url, "migration-only-not-a-pepper").await.context("migrating the tenant tables")?;
+        cxgap_analytics::AnalyticsStore::connect(&url).await.context("migrating the analytics tables")?;
+        cxgap_alerting::store::AlertStore::connect(&url).await.context("migrating the alerting tables")?;
+        println!("schema up to date (auth, analytics, alerting)");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
