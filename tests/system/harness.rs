@@ -277,42 +277,68 @@ impl System {
     /// has consumed every record of the signals topic (its stored offsets reach the end
     /// of each partition, read from the broker until quiet).
     pub async fn settled(&self) {
-        eventually(Duration::from_secs(240), "analytics and alerting to catch up", || async {
-            let pool = sqlx::PgPool::connect(&self.db_url).await.ok()?;
-            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM analytics_signals WHERE published = 0")
-                .fetch_one(&pool)
-                .await
-                .ok()?;
-            let offsets: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT partition_id, next_offset FROM alerting_offsets WHERE topic = 'cxgap.signals.v1'",
-            )
-            .fetch_all(&pool)
-            .await
-            .ok()?;
-            let seen: Vec<String> =
-                sqlx::query_scalar("SELECT signal_id FROM alerting_signals_seen").fetch_all(&pool).await.ok()?;
-            pool.close().await;
-            if pending > 0 {
-                return None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        loop {
+            let state = self.catch_up_state().await;
+            if state.is_empty() {
+                return;
             }
-            let records = self.broker.fetch_all("cxgap.signals.v1").ok()?;
-            // Every signal was evaluated, not just every offset passed.
-            let seen: BTreeSet<String> = seen.into_iter().collect();
-            let evaluated = records.iter().all(|r| {
-                r.header(cxgap_bus::headers::ID).is_some_and(|id| seen.contains(String::from_utf8_lossy(id).as_ref()))
-            });
-            if !evaluated {
-                return None;
-            }
-            let mut end = std::collections::BTreeMap::new();
-            for r in &records {
-                let e = end.entry(i64::from(r.partition)).or_insert(0);
-                *e = (*e).max(r.offset + 1);
-            }
-            let caught_up = end.iter().all(|(p, e)| offsets.iter().any(|(op, next)| op == p && next >= e));
-            caught_up.then_some(())
-        })
-        .await;
+            assert!(std::time::Instant::now() < deadline, "analytics and alerting did not catch up: {state}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// What is still outstanding, or empty when caught up.
+    async fn catch_up_state(&self) -> String {
+        let pool = match sqlx::PgPool::connect(&self.db_url).await {
+            Ok(p) => p,
+            Err(e) => return format!("database: {e}"),
+        };
+        let pending: Result<i64, _> =
+            sqlx::query_scalar("SELECT count(*) FROM analytics_signals WHERE published = 0").fetch_one(&pool).await;
+        let offsets: Result<Vec<(i64, i64)>, _> =
+            sqlx::query_as("SELECT partition_id, next_offset FROM alerting_offsets WHERE topic = 'cxgap.signals.v1'")
+                .fetch_all(&pool)
+                .await;
+        let seen: Result<Vec<String>, _> =
+            sqlx::query_scalar("SELECT signal_id FROM alerting_signals_seen").fetch_all(&pool).await;
+        pool.close().await;
+        let (Ok(pending), Ok(offsets), Ok(seen)) = (pending, offsets, seen) else {
+            return "database query failed".into();
+        };
+        if pending > 0 {
+            return format!("{pending} signals not yet published by analytics");
+        }
+        let records = match self.broker.fetch_all("cxgap.signals.v1") {
+            Ok(r) => r,
+            Err(e) => return format!("reading the signals topic: {e}"),
+        };
+        let mut end = std::collections::BTreeMap::new();
+        for r in &records {
+            let e = end.entry(i64::from(r.partition)).or_insert(0);
+            *e = (*e).max(r.offset + 1);
+        }
+        let behind: Vec<_> = end
+            .iter()
+            .filter(|(p, e)| !offsets.iter().any(|(op, next)| op == *p && next >= *e))
+            .map(|(p, e)| (*p, *e, offsets.iter().find(|(op, _)| op == p).map(|x| x.1)))
+            .collect();
+        if !behind.is_empty() {
+            return format!("alerting behind on (partition, end, stored) {behind:?}");
+        }
+        // Every signal was evaluated, not just every offset passed.
+        let seen: BTreeSet<String> = seen.into_iter().collect();
+        let missed: Vec<(i32, i64)> = records
+            .iter()
+            .filter(|r| {
+                !r.header(cxgap_bus::headers::ID).is_some_and(|id| seen.contains(String::from_utf8_lossy(id).as_ref()))
+            })
+            .map(|r| (r.partition, r.offset))
+            .collect();
+        if !missed.is_empty() {
+            return format!("{} signals on the topic never evaluated, at {missed:?}", missed.len());
+        }
+        String::new()
     }
 
     /// Every notification the alerting service decided, from its ordered log (read from
