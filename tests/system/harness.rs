@@ -39,28 +39,51 @@ pub struct Service {
     pub grpc: u16,
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// Every run of this instance appends its log here, for the failure message.
+    log: std::path::PathBuf,
 }
 
 impl Service {
-    fn new(kind: &'static str, env: Vec<(String, String)>) -> Service {
-        Service { kind, http: free_port(), grpc: free_port(), env, child: None }
+    fn new(kind: &'static str, env: Vec<(String, String)>, logs: &std::path::Path) -> Service {
+        let (http, grpc) = (free_port(), free_port());
+        let log = logs.join(format!("{kind}-{http}.log"));
+        Service { kind, http, grpc, env, child: None, log }
     }
 
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.kind);
-        let log = std::env::var("TESTKIT_LOG").ok();
+        // Info from cxgap's own crates is a few lines per second: cheap to keep and what a
+        // failed scenario needs to be diagnosed after the fact.
+        let level = std::env::var("TESTKIT_LOG").unwrap_or_else(|_| "warn,cxgap=info".into());
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        use std::io::Write;
+        let _ = writeln!(file, "==== cxgap {} starting", self.kind);
         let child = Command::new(binary())
             .arg(self.kind)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("CXGAP_HTTP_ADDR", format!("127.0.0.1:{}", self.http))
             .env("CXGAP_GRPC_ADDR", format!("127.0.0.1:{}", self.grpc))
             .env("CXGAP_LOG_FORMAT", "plain")
-            .env("CXGAP_LOG", log.clone().unwrap_or_else(|| "warn".into()))
+            .env("CXGAP_LOG", level)
             .stdout(Stdio::null())
-            .stderr(if log.is_some() { Stdio::inherit() } else { Stdio::null() })
+            .stderr(Stdio::from(file))
             .spawn()
             .unwrap_or_else(|e| panic!("starting cxgap {}: {e}", self.kind));
         self.child = Some(child);
+    }
+
+    /// The last `lines` lines of this instance's log (all its runs).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        format!(
+            "---- {} ({}), last {} lines:\n{}",
+            self.kind,
+            self.log.display(),
+            all.len() - from,
+            all[from..].join("\n")
+        )
     }
 
     /// SIGKILL: no drain, no goodbye — what a node failure or the OOM killer does.
@@ -126,6 +149,8 @@ impl Drop for Subscriber {
 }
 
 pub struct System {
+    /// Holds the services' logs (their tails go into failure messages) until the end.
+    _logs: tempfile::TempDir,
     pub pg: PgServer,
     pub db_url: String,
     pub broker: Broker,
@@ -149,6 +174,7 @@ impl System {
     /// a signed webhook, a Kafka topic and a gRPC stream (plus `audit`, a stream read from
     /// the start to learn what was notified).
     pub async fn start(analytics_instances: usize) -> System {
+        let logs = tempfile::Builder::new().prefix("cxgap-system-").tempdir().unwrap();
         let pg = PgServer::start().expect("a throwaway PostgreSQL");
         let db_url = pg.create_database("cxgap").await.unwrap();
         let broker = Broker::start().unwrap();
@@ -167,7 +193,7 @@ impl System {
             v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             v
         };
-        let mut ingest = Service::new("ingest", common(&[("CXGAP_RATE_LIMIT_PER_SECOND", "100000")]));
+        let mut ingest = Service::new("ingest", common(&[("CXGAP_RATE_LIMIT_PER_SECOND", "100000")]), logs.path());
         ingest.start();
         ingest.ready().await;
         let mut analytics = Vec::new();
@@ -179,6 +205,7 @@ impl System {
                     ("CXGAP_BATCH_MAX_WAIT_MS", "50"),
                     ("CXGAP_SIGNAL_INTERVAL_MS", "500"),
                 ]),
+                logs.path(),
             );
             a.start();
             analytics.push(a);
@@ -193,6 +220,7 @@ impl System {
                 ("CXGAP_WEBHOOK_RETRY_SCHEDULE", "200ms,500ms,1s,2s,4s,8s,15s,30s"),
                 ("CXGAP_WEBHOOK_TIMEOUT_MS", "2000"),
             ]),
+            logs.path(),
         );
         alerting.start();
         alerting.ready().await;
@@ -204,6 +232,7 @@ impl System {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let secret = cxgap_alerting::webhook::new_secret();
         let mut sys = System {
+            _logs: logs,
             pg,
             db_url,
             broker,
@@ -283,9 +312,21 @@ impl System {
             if state.is_empty() {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "analytics and alerting did not catch up: {state}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "analytics and alerting did not catch up: {state}\n{}",
+                self.log_tails()
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// The end of every service's log, for a failure message.
+    pub fn log_tails(&self) -> String {
+        let mut out: Vec<String> = vec![self.ingest.log_tail(40)];
+        out.extend(self.analytics.iter().map(|a| a.log_tail(60)));
+        out.push(self.alerting.log_tail(150));
+        out.join("\n")
     }
 
     /// What is still outstanding, or empty when caught up.
@@ -473,11 +514,12 @@ impl System {
             .collect();
         located.sort();
         format!(
-            "{} acknowledged events not applied; on the topic at {:?}; analytics' stored offsets {:?}; topic holds {} records",
+            "{} acknowledged events not applied; on the topic at {:?}; analytics' stored offsets {:?}; topic holds {} records\n{}",
             missing.len(),
             located,
             offsets,
-            on_topic.len()
+            on_topic.len(),
+            self.log_tails()
         )
     }
 }

@@ -7,16 +7,16 @@ use crate::config::AlertingConfig;
 use crate::delivery::{Deliverer, DeliveryConfig};
 use crate::grpc::GrpcAlerting;
 use crate::metrics::{Metrics, StateLabel};
-use crate::processor::{Processor, ProcessorConfig};
+use crate::processor::{BatchStats, Processor, ProcessorConfig};
 use crate::store::{AlertStore, StoreError};
 use anyhow::Context;
 use cxgap_auth::{Authenticator, TenantStore};
+use cxgap_bus::consume::{self, BatchLimits, Failure, PartitionProcessor};
 use cxgap_bus::kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
 use cxgap_bus::{Consumed, Publisher, Subscriber, TopicSpec};
 use cxgap_proto::alerting::alerting_service_server::AlertingServiceServer;
 use cxgap_runtime::{Check, OpsState, Shutdown};
 use prometheus_client::registry::Registry;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,7 +191,7 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             };
             info!(member = %lease.member, "signal partitions assigned through database leases");
             let task = tokio::spawn(cxgap_bus::membership::run(
-                store.clone(),
+                store.leases(),
                 publisher.clone(),
                 lease,
                 tx,
@@ -201,11 +201,17 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
         } else {
             (None, None)
         };
-        let consumed = consume(subscriber, &processor, &config, &metrics, &shutdown, assignments, || {
-            log_changed.notify_waiters();
-            wake_deliveries.notify_one();
-        })
-        .await;
+        let signals = Signals {
+            processor: &processor,
+            metrics: &metrics,
+            committed: || {
+                log_changed.notify_waiters();
+                wake_deliveries.notify_one();
+            },
+        };
+        let limits = BatchLimits::new(config.batch_max_events, config.batch_max_wait);
+        let consumed =
+            consume::run(subscriber, &signals, limits, &shutdown, assignments).await.map_err(anyhow::Error::msg);
         // Give the lease up only after the batch in hand is committed.
         stop_lease.cancel();
         if let Some(task) = lease {
@@ -224,146 +230,47 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
     }
 }
 
-/// The consume loop: batches by size or time, one transaction per partition batch; the
-/// database holds the offsets, Kafka gets them afterwards as a hint.
-async fn consume<S: Subscriber>(
-    mut sub: S,
-    processor: &Processor,
-    config: &AlertingConfig,
-    metrics: &Metrics,
-    shutdown: &Shutdown,
-    mut assignments: Option<tokio::sync::watch::Receiver<Option<Vec<i32>>>>,
-    committed: impl Fn(),
-) -> anyhow::Result<()> {
-    let mut rewinds = cxgap_bus::Rewinds::default();
-    let group_commits = assignments.is_none();
-    let topic = processor.config.topic.clone();
-    loop {
-        let changed = async {
-            match assignments.as_mut() {
-                Some(rx) => rx.changed().await.map_err(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = changed => {
-                if r.is_err() {
-                    assignments = None; // the lease task stopped: keep what we have
-                    continue;
-                }
-                let mine = assignments.as_ref().and_then(|rx| rx.borrow().clone()).unwrap_or_default();
-                let mut from = Vec::with_capacity(mine.len());
-                let mut failed = None;
-                for &p in &mine {
-                    match processor.store.next_offset(&processor.config.group, &topic, p).await {
-                        Ok(o) => from.push((p, o.unwrap_or(0))),
-                        Err(e) => failed = Some(e.to_string()),
-                    }
-                }
-                let assigned = match failed {
-                    Some(e) => Err(e),
-                    None => sub.assign(&topic, &from).map_err(|e| e.to_string()),
-                };
-                match assigned {
-                    Ok(()) => info!(?from, "reading signal partitions from their stored offsets"),
-                    Err(e) => {
-                        warn!(error = %e, "could not take the new assignment; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        if let Some(rx) = assignments.as_mut() {
-                            rx.mark_changed();
-                        }
-                    }
-                }
-                continue;
-            }
-            r = sub.next() => r,
-        };
-        let first = match first {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "consume failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + config.batch_max_wait;
-        while batch.len() < config.batch_max_events {
-            tokio::select! {
-                r = sub.next() => match r {
-                    Ok(c) => batch.push(c),
-                    Err(e) => { warn!(error = %e, "consume failed mid-batch"); break; }
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = shutdown.cancelled() => break,
-            }
-        }
-        let mut by_partition: BTreeMap<i32, Vec<Consumed>> = BTreeMap::new();
-        for c in batch {
-            by_partition.entry(c.partition).or_default().push(c);
-        }
-        for (partition, mut records) in by_partition {
-            records.sort_by_key(|r| r.offset);
-            let last = records.last().map(|r| r.offset).unwrap_or_default();
-            let mut attempt = 0u32;
-            let mut accept_gap = false;
-            loop {
-                let done = if accept_gap {
-                    processor.process_accepting_gap(partition, &records).await
-                } else {
-                    processor.process(partition, &records).await
-                };
-                match done {
-                    Ok(stats) => {
-                        if stats.replayed < stats.records {
-                            rewinds.resolved(partition);
-                        }
-                        metrics.batch(&stats);
-                        committed();
-                        if group_commits && let Err(e) = sub.commit(&processor.config.topic, partition, last) {
-                            warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
-                        }
-                        break;
-                    }
-                    Err(StoreError::Gap { expected, first, replayed, .. }) => {
-                        match rewinds.on_gap(partition, expected, replayed) {
-                            cxgap_bus::GapAction::Accept => accept_gap = true,
-                            cxgap_bus::GapAction::Rewind(to) => {
-                                warn!(
-                                    partition,
-                                    expected,
-                                    first,
-                                    rewind_to = to,
-                                    "records skipped by the broker; re-reading"
-                                );
-                                if let Err(e) = sub.seek(&processor.config.topic, partition, to) {
-                                    warn!(error = %e, partition, "seek failed; the batch is dropped and read again");
-                                }
-                                break;
-                            }
-                        }
-                    }
-                    Err(StoreError::Fenced { .. }) => {
-                        info!(partition, "partition moved to another instance; dropping the batch in hand");
-                        break;
-                    }
-                    Err(e) => {
-                        attempt += 1;
-                        warn!(error = %e, partition, attempt, "batch failed; retrying the same records");
-                        if shutdown.is_cancelled() && attempt >= 3 {
-                            anyhow::bail!("stopping with an unprocessed batch on partition {partition}: {e}");
-                        }
-                        tokio::time::sleep(Duration::from_millis((100 * 2u64.pow(attempt.min(6))).min(5_000))).await;
-                    }
-                }
-            }
-        }
-        if shutdown.is_cancelled() {
-            break;
+/// Alerting's side of the shared consume loop ([`cxgap_bus::consume`]).
+struct Signals<'a, F> {
+    processor: &'a Processor,
+    metrics: &'a Metrics,
+    /// Wakes the streams and the deliverer after a committed batch.
+    committed: F,
+}
+
+impl<F: Fn() + Send + Sync> PartitionProcessor for Signals<'_, F> {
+    type Stats = BatchStats;
+    type Error = StoreError;
+
+    fn topic(&self) -> &str {
+        &self.processor.config.topic
+    }
+
+    async fn stored_offset(&self, partition: i32) -> Result<Option<i64>, StoreError> {
+        let c = &self.processor.config;
+        self.processor.store.next_offset(&c.group, &c.topic, partition).await
+    }
+
+    async fn process(&self, partition: i32, records: &[Consumed], accept_gap: bool) -> Result<BatchStats, StoreError> {
+        self.processor.process_batch(partition, records, accept_gap).await
+    }
+
+    fn failure(error: &StoreError) -> Failure {
+        match error {
+            StoreError::Gap(gap) => Failure::Gap(*gap),
+            StoreError::Fenced { .. } => Failure::Fenced,
+            _ => Failure::Retry,
         }
     }
-    Ok(())
+
+    fn advanced(stats: &BatchStats) -> bool {
+        stats.replayed < stats.records
+    }
+
+    fn committed(&self, _partition: i32, stats: &BatchStats, _took: Duration) {
+        self.metrics.batch(stats);
+        (self.committed)();
+    }
 }
 
 /// Alerts-by-state gauges every 15 s; forgetting signal ids past the dedup window hourly.

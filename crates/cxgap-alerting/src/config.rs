@@ -29,7 +29,11 @@ pub const SETTINGS: &[Setting] = &[
         "database (leases in PostgreSQL share the signal partitions) or kafka (the group protocol)",
     ),
     ("CXGAP_BATCH_MAX_EVENTS", Some("500"), "records per storage transaction"),
-    ("CXGAP_BATCH_MAX_WAIT_MS", Some("20"), "how long a batch waits to fill"),
+    (
+        "CXGAP_BATCH_MAX_WAIT_MS",
+        Some("20"),
+        "longest a batch keeps filling while records keep arriving (it closes after 3 ms without one)",
+    ),
     ("CXGAP_REPEAT_INTERVAL_MINUTES", Some("240"), "how often a firing, unacknowledged alert is notified again"),
     (
         "CXGAP_WEBHOOK_RETRY_SCHEDULE",

@@ -63,18 +63,15 @@ pub struct Processor {
 }
 
 impl Processor {
-    #[tracing::instrument(skip_all, fields(partition, records = records.len()), err)]
     pub async fn process(&self, partition: i32, records: &[Consumed]) -> Result<BatchStats, StoreError> {
-        self.process_with(partition, records, false).await
+        self.process_batch(partition, records, false).await
     }
 
-    /// [`Processor::process`], but a gap before the first record is accepted as being in the
-    /// log itself (the consumer rewound and found nothing before it).
-    pub async fn process_accepting_gap(&self, partition: i32, records: &[Consumed]) -> Result<BatchStats, StoreError> {
-        self.process_with(partition, records, true).await
-    }
-
-    async fn process_with(
+    /// Evaluates one partition's signals, in offset order, in one transaction with the
+    /// partition's next offset; with `accept_gap`, a gap before the first record is
+    /// accepted as being in the log itself.
+    #[tracing::instrument(skip_all, fields(partition, records = records.len()), err)]
+    pub async fn process_batch(
         &self,
         partition: i32,
         records: &[Consumed],
@@ -82,7 +79,6 @@ impl Processor {
     ) -> Result<BatchStats, StoreError> {
         let c = &self.config;
         let now = now_ms();
-        let mut stats = BatchStats { records: records.len(), ..Default::default() };
         let mut tx = self.store.begin().await?;
         let expected: Option<(i64,)> = sqlx::query_as(
             "SELECT next_offset FROM alerting_offsets WHERE consumer_group = $1 AND topic = $2 AND partition_id = $3",
@@ -94,24 +90,11 @@ impl Processor {
         .await
         .map_err(classify)?;
         let expected = expected.map(|r| r.0);
-        let fresh: Vec<&Consumed> = records.iter().filter(|r| r.offset >= expected.unwrap_or(0)).collect();
-        stats.replayed = records.len() - fresh.len();
-        let Some(last) = fresh.iter().map(|r| r.offset).max() else { return Ok(stats) };
-        // Applying these would move the offset past signals never evaluated.
-        let first = fresh.iter().map(|r| r.offset).min().unwrap_or(last);
-        if let Some(expected) = expected
-            && first > expected
-        {
-            if !accept_gap {
-                return Err(StoreError::Gap { partition, expected, first, replayed: stats.replayed > 0 });
-            }
-            warn!(
-                partition,
-                expected, first, "offsets missing from the log itself (compaction or retention); continuing"
-            );
-        }
+        let fresh = cxgap_bus::consume::fresh(partition, records, expected, accept_gap).map_err(StoreError::Gap)?;
+        let mut stats = BatchStats { records: records.len(), replayed: fresh.replayed, ..Default::default() };
+        let Some(next) = fresh.next_offset() else { return Ok(stats) };
         let mut rules: HashMap<String, Vec<Rule>> = HashMap::new();
-        for r in fresh {
+        for r in fresh.records {
             let signal = match pb::Signal::decode(r.record.payload.as_slice()) {
                 Ok(s) if !s.tenant_id.is_empty() && !s.signal_id.is_empty() => s,
                 Ok(_) => {
@@ -159,7 +142,7 @@ impl Processor {
             .bind(&c.group)
             .bind(&c.topic)
             .bind(partition as i64)
-            .bind(last + 1)
+            .bind(next)
             .execute(&mut *tx)
             .await
             .map_err(classify)?,
@@ -167,7 +150,7 @@ impl Processor {
                 "UPDATE alerting_offsets SET next_offset = $1 WHERE consumer_group = $2 AND topic = $3 \
                  AND partition_id = $4 AND next_offset = $5",
             )
-            .bind(last + 1)
+            .bind(next)
             .bind(&c.group)
             .bind(&c.topic)
             .bind(partition as i64)

@@ -15,8 +15,8 @@ pub enum StoreError {
     #[error("partition {partition} was fenced: its offset moved under this instance")]
     Fenced { partition: i32 },
     /// The records start beyond the stored offset: something in between was not read.
-    #[error("partition {partition}: records start at offset {first}, the next to apply is {expected}")]
-    Gap { partition: i32, expected: i64, first: i64, replayed: bool },
+    #[error("{0}")]
+    Gap(cxgap_bus::consume::Gap),
     #[error("conflicting concurrent change: {0}")]
     Conflict(String),
     #[error("database unavailable: {0}")]
@@ -788,6 +788,14 @@ pub(crate) async fn alerts_about(
     rows.iter().map(alert_from_row).collect()
 }
 
+/// NULL_F64_WORKAROUND: sqlx 0.8's Any driver sends a NULL `f64` as a `float4` parameter
+/// (its Real/Double null mappings are swapped), and a prepared statement keeps the
+/// parameter types of its first execution on that connection. A connection whose first
+/// alert had no customer value then fails every later one that has one ("incorrect binary
+/// data format in bind parameter 11") until it is closed: after a database restart this
+/// stalled alerting for good. Statements binding an optional float are therefore not
+/// prepared; each execution declares its own parameter types.
+///
 /// Inserts or updates an alert, guarded by its version.
 pub(crate) async fn save_alert(conn: &mut AnyConnection, a: &mut Alert, new: bool) -> Result<(), StoreError> {
     let labels = serde_json::to_string(&a.labels).map_err(|e| corrupt("labels", e))?;
@@ -795,6 +803,8 @@ pub(crate) async fn save_alert(conn: &mut AnyConnection, a: &mut Alert, new: boo
         sqlx::query(&format!(
             "INSERT INTO alerting_alerts ({ALERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)"
         ))
+        // Unprepared, like the UPDATE below: see NULL_F64_WORKAROUND.
+        .persistent(false)
         .bind(&a.alert_id)
         .bind(&a.tenant_id)
         .bind(&a.rule_id)
@@ -820,6 +830,7 @@ pub(crate) async fn save_alert(conn: &mut AnyConnection, a: &mut Alert, new: boo
          customer_value = $6, started_at = $7, updated_at = $8, last_notified_at = $9, version = version + 1 \
          WHERE alert_id = $10 AND version = $11",
     )
+    .persistent(false)
     .bind(severity_str(a.severity))
     .bind(a.state.as_str())
     .bind(a.episode as i64)
@@ -1000,6 +1011,11 @@ async fn inhibitor(conn: &mut AnyConnection, a: &Alert) -> Result<Option<String>
 
 impl AlertStore {
     /// The next offset to apply of a partition, if any batch of it was committed.
+    /// The partition-assignment leases (table `alerting_members`).
+    pub fn leases(&self) -> cxgap_bus::membership::SqlLeases {
+        cxgap_bus::membership::SqlLeases { pool: self.pool.clone(), table: "alerting_members" }
+    }
+
     pub async fn next_offset(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
         let row: Option<(i64,)> = sqlx::query_as(
             "SELECT next_offset FROM alerting_offsets WHERE consumer_group = $1 AND topic = $2 AND partition_id = $3",
@@ -1014,44 +1030,48 @@ impl AlertStore {
     }
 }
 
-impl cxgap_bus::membership::LeaseStore for AlertStore {
-    async fn heartbeat(&self, group: &str, member: &str, now_ms: i64) -> Result<(), String> {
-        sqlx::query(
-            "INSERT INTO alerting_members (consumer_group, member_id, heartbeat_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (consumer_group, member_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-        )
-        .bind(group)
-        .bind(member)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(id: &str, customer_value: Option<f64>) -> Alert {
+        Alert {
+            alert_id: id.into(),
+            tenant_id: "t".into(),
+            rule_id: "r".into(),
+            kind: "risk_threshold".into(),
+            severity: Severity::Warning,
+            state: AlertState::Firing,
+            episode: 1,
+            subject: format!("customer:{id}"),
+            summary: "s".into(),
+            labels: BTreeMap::new(),
+            customer_value,
+            started_at: 1,
+            updated_at: 1,
+            last_notified_at: 1,
+            version: 0,
+        }
     }
 
-    async fn live_members(&self, group: &str, since_ms: i64) -> Result<Vec<String>, String> {
-        sqlx::query("DELETE FROM alerting_members WHERE consumer_group = $1 AND heartbeat_at < $2")
-            .bind(group)
-            .bind(since_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT member_id FROM alerting_members WHERE consumer_group = $1 ORDER BY member_id")
-                .bind(group)
-                .fetch_all(&self.pool)
+    /// The first alert a connection writes has no customer value, the next ones have one:
+    /// what every connection opened after a database restart may meet.
+    #[tokio::test]
+    async fn alerts_with_and_without_a_customer_value_share_a_connection() {
+        let db = cxgap_testkit::TestDb::new().await.unwrap();
+        let store = AlertStore::connect(&db.url).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        for (i, value) in [None, Some(25_000.0), None, Some(0.5)].into_iter().enumerate() {
+            let mut a = alert(&format!("a{i}"), value);
+            save_alert(&mut conn, &mut a, true).await.unwrap_or_else(|e| panic!("insert {i} ({value:?}): {e}"));
+            a.customer_value = if value.is_some() { None } else { Some(7.0) };
+            save_alert(&mut conn, &mut a, false).await.unwrap_or_else(|e| panic!("update {i}: {e}"));
+        }
+        let values: Vec<Option<f64>> =
+            sqlx::query_scalar("SELECT customer_value FROM alerting_alerts ORDER BY alert_id")
+                .fetch_all(&mut *conn)
                 .await
-                .map_err(|e| e.to_string())?;
-        Ok(rows.into_iter().map(|r| r.0).collect())
-    }
-
-    async fn leave(&self, group: &str, member: &str) -> Result<(), String> {
-        sqlx::query("DELETE FROM alerting_members WHERE consumer_group = $1 AND member_id = $2")
-            .bind(group)
-            .bind(member)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+                .unwrap();
+        assert_eq!(values, vec![Some(7.0), None, Some(7.0), None]);
     }
 }

@@ -204,7 +204,7 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             metrics.clone(),
             shutdown.clone(),
         ));
-        let limits = BatchLimits { max_events: config.batch_max_events, max_wait: config.batch_max_wait };
+        let limits = BatchLimits::new(config.batch_max_events, config.batch_max_wait);
         let stop_lease = Shutdown::new();
         let (assignments, lease) = match config.assignment {
             Assignment::Kafka => (None, None),
@@ -218,7 +218,7 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
                 };
                 info!(member = %lease.member, "partitions assigned through database leases");
                 let task =
-                    tokio::spawn(membership::run(store.clone(), processor.dlq.clone(), lease, tx, stop_lease.clone()));
+                    tokio::spawn(membership::run(store.leases(), processor.dlq.clone(), lease, tx, stop_lease.clone()));
                 (Some(rx), Some(task))
             }
         };

@@ -30,7 +30,11 @@ pub const SETTINGS: &[Setting] = &[
         "session (group or lease): how soon a crashed instance's partitions move",
     ),
     ("CXGAP_BATCH_MAX_EVENTS", Some("500"), "records per storage transaction"),
-    ("CXGAP_BATCH_MAX_WAIT_MS", Some("200"), "how long a batch waits to fill"),
+    (
+        "CXGAP_BATCH_MAX_WAIT_MS",
+        Some("200"),
+        "longest a batch keeps filling while records keep arriving (it closes after 3 ms without one)",
+    ),
     ("CXGAP_DEDUP_WINDOW_HOURS", Some("24"), "how long processed event ids are remembered"),
     ("CXGAP_AUTH_CACHE_SECONDS", Some("30"), "how long an API key verdict is cached"),
     ("CXGAP_SHUTDOWN_GRACE_SECONDS", Some("20"), "time to finish the batch in hand on SIGTERM"),

@@ -42,8 +42,8 @@ pub enum ProcessError {
     #[error("dead-letter topic unavailable: {0}")]
     DeadLetter(String),
     /// The records start beyond the stored offset: something in between was not read.
-    #[error("partition {partition}: records start at offset {first}, the next to apply is {expected}")]
-    Gap { partition: i32, expected: i64, first: i64, replayed: bool },
+    #[error("{0}")]
+    Gap(cxgap_bus::consume::Gap),
 }
 
 enum Decoded {
@@ -102,22 +102,14 @@ impl<P: Publisher> Processor<P> {
     }
 
     /// Processes records of one partition, in offset order, as one transaction.
-    #[tracing::instrument(skip_all, fields(partition, records = records.len()), err)]
     pub async fn process(&self, partition: i32, records: &[Consumed]) -> Result<BatchStats, ProcessError> {
-        self.process_with(partition, records, false).await
+        self.process_batch(partition, records, false).await
     }
 
-    /// [`Processor::process`], but a gap before the first record is accepted as being in the
-    /// log itself (the consumer rewound and found nothing before it).
-    pub async fn process_accepting_gap(
-        &self,
-        partition: i32,
-        records: &[Consumed],
-    ) -> Result<BatchStats, ProcessError> {
-        self.process_with(partition, records, true).await
-    }
-
-    async fn process_with(
+    /// [`Processor::process`]; with `accept_gap`, a gap before the first record is accepted
+    /// as being in the log itself (the consumer rewound and found nothing before it).
+    #[tracing::instrument(skip_all, fields(partition, records = records.len()), err)]
+    pub async fn process_batch(
         &self,
         partition: i32,
         records: &[Consumed],
@@ -125,21 +117,12 @@ impl<P: Publisher> Processor<P> {
     ) -> Result<BatchStats, ProcessError> {
         let c = &self.config;
         let expected = self.store.next_offset(&c.group, &c.topic, partition).await?;
-        let from = expected.unwrap_or(0);
-        let mut stats = BatchStats { records: records.len(), ..Default::default() };
-        let fresh: Vec<&Consumed> = records.iter().filter(|r| r.offset >= from).collect();
-        stats.replayed = records.len() - fresh.len();
-        let Some(last) = fresh.iter().map(|r| r.offset).max() else {
+        let fresh = cxgap_bus::consume::fresh(partition, records, expected, accept_gap).map_err(ProcessError::Gap)?;
+        let mut stats = BatchStats { records: records.len(), replayed: fresh.replayed, ..Default::default() };
+        let Some(next) = fresh.next_offset() else {
             return Ok(stats);
         };
-        // Applying these would move the offset past records never applied.
-        let first = fresh.iter().map(|r| r.offset).min().unwrap_or(from);
-        if expected.is_some() && first > from && !accept_gap {
-            return Err(ProcessError::Gap { partition, expected: from, first, replayed: stats.replayed > 0 });
-        }
-        if first > from {
-            warn!(partition, from, first, "offsets missing from the log itself (compaction or retention); continuing");
-        }
+        let fresh = fresh.records;
         let mut by_tenant: BTreeMap<String, (Vec<FeedbackEvent>, Vec<InternalAssessment>)> = BTreeMap::new();
         let mut dead = Vec::new();
         for r in &fresh {
@@ -238,13 +221,13 @@ impl<P: Publisher> Processor<P> {
                 topic: c.topic.clone(),
                 partition,
                 expected,
-                next: last + 1,
+                next,
                 now_ms: now,
                 tenants,
             })
             .await?;
         self.signals.committed(changed);
-        debug!(?stats, next = last + 1, "batch committed");
+        debug!(?stats, next, "batch committed");
         Ok(stats)
     }
 }

@@ -447,46 +447,9 @@ impl AnalyticsStore {
         Ok(row.0.map(|d| Day(d as i32)))
     }
 
-    /// Renews (or takes) a member's partition-assignment lease.
-    pub async fn heartbeat(&self, group: &str, member: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO analytics_members (consumer_group, member_id, heartbeat_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (consumer_group, member_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-        )
-        .bind(group)
-        .bind(member)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(classify)
-    }
-
-    /// Members whose lease was renewed at or after `since_ms`; lapsed leases are removed.
-    pub async fn live_members(&self, group: &str, since_ms: i64) -> Result<Vec<String>, StoreError> {
-        sqlx::query("DELETE FROM analytics_members WHERE consumer_group = $1 AND heartbeat_at < $2")
-            .bind(group)
-            .bind(since_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT member_id FROM analytics_members WHERE consumer_group = $1 ORDER BY member_id")
-                .bind(group)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(classify)?;
-        Ok(rows.into_iter().map(|r| r.0).collect())
-    }
-
-    pub async fn leave(&self, group: &str, member: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM analytics_members WHERE consumer_group = $1 AND member_id = $2")
-            .bind(group)
-            .bind(member)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(classify)
+    /// The partition-assignment leases (table `analytics_members`).
+    pub fn leases(&self) -> cxgap_bus::membership::SqlLeases {
+        cxgap_bus::membership::SqlLeases { pool: self.pool.clone(), table: "analytics_members" }
     }
 
     /// Forgets processed ids older than `before_ms` (the dedup window).
@@ -550,17 +513,5 @@ impl AnalyticsStore {
             }
         }
         Ok(state)
-    }
-}
-
-impl cxgap_bus::membership::LeaseStore for AnalyticsStore {
-    async fn heartbeat(&self, group: &str, member: &str, now_ms: i64) -> Result<(), String> {
-        AnalyticsStore::heartbeat(self, group, member, now_ms).await.map_err(|e| e.to_string())
-    }
-    async fn live_members(&self, group: &str, since_ms: i64) -> Result<Vec<String>, String> {
-        AnalyticsStore::live_members(self, group, since_ms).await.map_err(|e| e.to_string())
-    }
-    async fn leave(&self, group: &str, member: &str) -> Result<(), String> {
-        AnalyticsStore::leave(self, group, member).await.map_err(|e| e.to_string())
     }
 }

@@ -3,6 +3,7 @@
 //! [`memory`] in-process for embedded mode. A publish resolves only once the record is
 //! durable on the broker (`acks=all`), so "accepted" always means "on the topic".
 
+pub mod consume;
 pub mod kafka;
 pub mod membership;
 pub mod memory;

@@ -22,6 +22,41 @@ pub trait LeaseStore: Send + Sync + 'static {
     fn leave(&self, group: &str, member: &str) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// Leases in a table `(consumer_group, member_id, heartbeat_at)` with that primary key,
+/// which each service creates in its own migrations.
+#[derive(Debug, Clone)]
+pub struct SqlLeases {
+    pub pool: sqlx::AnyPool,
+    pub table: &'static str,
+}
+
+impl LeaseStore for SqlLeases {
+    async fn heartbeat(&self, group: &str, member: &str, now_ms: i64) -> Result<(), String> {
+        let sql = format!(
+            "INSERT INTO {} (consumer_group, member_id, heartbeat_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer_group, member_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            self.table
+        );
+        sqlx::query(&sql).bind(group).bind(member).bind(now_ms).execute(&self.pool).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn live_members(&self, group: &str, since_ms: i64) -> Result<Vec<String>, String> {
+        let lapsed = format!("DELETE FROM {} WHERE consumer_group = $1 AND heartbeat_at < $2", self.table);
+        sqlx::query(&lapsed).bind(group).bind(since_ms).execute(&self.pool).await.map_err(|e| e.to_string())?;
+        let live = format!("SELECT member_id FROM {} WHERE consumer_group = $1 ORDER BY member_id", self.table);
+        let rows: Vec<(String,)> =
+            sqlx::query_as(&live).bind(group).fetch_all(&self.pool).await.map_err(|e| e.to_string())?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn leave(&self, group: &str, member: &str) -> Result<(), String> {
+        let sql = format!("DELETE FROM {} WHERE consumer_group = $1 AND member_id = $2", self.table);
+        sqlx::query(&sql).bind(group).bind(member).execute(&self.pool).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
 /// The partitions member `me` owns when `live` (any order) share `partitions`.
 pub fn share(partitions: &[i32], live: &[String], me: &str) -> Vec<i32> {
     let mut members: Vec<&str> = live.iter().map(String::as_str).collect();
