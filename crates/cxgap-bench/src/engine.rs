@@ -1,0 +1,124 @@
+//! The engine in this process, no I/O: events applied per second on one core, reports
+//! over the result, and the resident memory each tracked customer costs (measured in a
+//! child process, so nothing else this run allocated is counted).
+
+use crate::report::{Figure, Results, Target};
+use crate::workload::spec;
+use cxgap_domain::GapState;
+use cxgap_domain::report::{self, GroupBy, ReportQuery, Window};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// The environment variable that turns the bench binary into the memory child.
+pub const MEMORY_CHILD: &str = "CXGAP_BENCH_MEMORY_CUSTOMERS";
+
+/// Best of `runs` timings: the least disturbed by the rest of the machine.
+fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut best = Duration::MAX;
+    let mut out = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = f();
+        best = best.min(t.elapsed());
+        out = Some(r);
+    }
+    (best, out.expect("runs > 0"))
+}
+
+pub fn throughput(results: &mut Results, n: usize) {
+    let now = crate::workload::now_ms();
+    let customers = (n as u64 / 5).max(1);
+    let events: Vec<_> = (0..n as u64).map(|i| spec("engine", i, customers).to_domain(now)).collect();
+    let (t, state) = best(3, || {
+        let mut s = GapState::new();
+        for e in &events {
+            s.apply(e);
+        }
+        s
+    });
+    results.add(
+        Figure::new(
+            "engine_apply",
+            "engine: events applied per second, one core",
+            n as f64 / t.as_secs_f64(),
+            "events/s",
+        )
+        .target(Target::AtLeast(2_000_000.0))
+        .note(format!(
+            "{n} events, {customers} customers, {} cells; sentiment of comments included, validation excluded",
+            state.cell_count()
+        )),
+    );
+    let as_of = state.last_day().expect("events were applied");
+    let mut q = ReportQuery::new(as_of, Window::Days(90));
+    q.group_by = vec![GroupBy::JourneyStage, GroupBy::Channel, GroupBy::Segment("tier".into())];
+    let (t, r) = best(5, || black_box(report::gap_report(&state, &q)));
+    results.add(Figure::new(
+        "engine_report",
+        "engine: report by stage × channel × tier, events summarised per second",
+        r.overall.events as f64 / t.as_secs_f64(),
+        "events/s",
+    ));
+}
+
+/// Resident set size of this process, from /proc.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The memory child: builds the state of `customers` customers (three events each, one
+/// week of days so the aggregate cells stay few) one event at a time, and prints the
+/// growth of its resident set as JSON.
+pub fn memory_child(customers: u64) -> std::process::ExitCode {
+    let now = crate::workload::now_ms();
+    let before = rss_bytes().unwrap_or(0);
+    let mut state = GapState::new();
+    for i in 0..customers * 3 {
+        let mut s = spec("mem", i, customers);
+        s.customer_id = format!("cust-{}", i % customers);
+        s.age_ms = 60_000 + (i % 7) as i64 * 86_400_000;
+        state.apply(&s.to_domain(now));
+    }
+    let after = rss_bytes().unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({
+            "customers": state.customer_count(),
+            "cells": state.cell_count(),
+            "rss_before": before,
+            "rss_after": after,
+        })
+    );
+    black_box(state);
+    std::process::ExitCode::SUCCESS
+}
+
+/// Runs the memory child for each customer count and reports bytes per customer.
+pub fn memory(results: &mut Results, counts: &[u64]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    for &n in counts {
+        let out = std::process::Command::new(&exe).env(MEMORY_CHILD, n.to_string()).output()?;
+        anyhow::ensure!(out.status.success(), "memory child for {n}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let grew = v["rss_after"].as_f64().unwrap_or(0.0) - v["rss_before"].as_f64().unwrap_or(0.0);
+        let tracked = v["customers"].as_f64().unwrap_or(0.0);
+        anyhow::ensure!(tracked as u64 == n, "the memory child tracked {tracked} customers, not {n}");
+        results.add(
+            Figure::new(
+                &format!("memory_per_customer_{n}"),
+                &format!("resident memory per tracked customer, {n} customers"),
+                grew / tracked,
+                "bytes",
+            )
+            .target(Target::AtMost(1024.0))
+            .note(format!(
+                "3 events each; {} aggregate cells; RSS growth {:.0} MiB",
+                v["cells"],
+                grew / 1048576.0
+            )),
+        );
+    }
+    Ok(())
+}
