@@ -184,8 +184,11 @@ async fn apply_signal(
         }
         None => return Ok(0),
     };
-    let mut existing: HashMap<String, Alert> =
-        store::alerts_about(conn, tenant, &subject).await?.into_iter().map(|a| (a.alert_id.clone(), a)).collect();
+    let mut existing: HashMap<String, Alert> = store::alerts_about(conn, tenant, &subject, customer.is_none())
+        .await?
+        .into_iter()
+        .map(|a| (a.alert_id.clone(), a))
+        .collect();
     let history: Vec<(Timestamp, f64)> = match customer {
         Some(c) => {
             let rows: Vec<(i64, f64)> = sqlx::query_as(

@@ -773,18 +773,28 @@ pub(crate) async fn subscriptions(
     rows.into_iter().map(|(j, d)| Ok((serde_json::from_str(&j).map_err(|e| corrupt("subscription", e))?, d))).collect()
 }
 
-/// The tenant's alerts about one subject.
+/// The tenant's alerts about one subject and, with `per_instrument`, about its
+/// instruments too (`subject:instrument`, as aggregate rules name them). A customer's
+/// alerts are found by the exact subject, through the (tenant, subject) index: a prefix
+/// match cannot use it under PostgreSQL's default collation and scanned every alert of
+/// the tenant for each signal (and would have mixed up customers "a" and "a:b").
 pub(crate) async fn alerts_about(
     conn: &mut AnyConnection,
     tenant: &str,
-    subject_prefix: &str,
+    subject: &str,
+    per_instrument: bool,
 ) -> Result<Vec<Alert>, StoreError> {
-    let sql = format!(
-        "SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND (subject = $2 OR subject LIKE $3 ESCAPE '\\')"
-    );
-    let like = format!("{}:%", subject_prefix.replace('%', "\\%").replace('_', "\\_"));
-    let rows =
-        sqlx::query(&sql).bind(tenant).bind(subject_prefix).bind(like).fetch_all(&mut *conn).await.map_err(classify)?;
+    let rows = if per_instrument {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND (subject = $2 OR subject LIKE $3 ESCAPE '\\')"
+        );
+        let like = format!("{}:%", subject.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        sqlx::query(&sql).bind(tenant).bind(subject).bind(like).fetch_all(&mut *conn).await
+    } else {
+        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND subject = $2");
+        sqlx::query(&sql).bind(tenant).bind(subject).fetch_all(&mut *conn).await
+    }
+    .map_err(classify)?;
     rows.iter().map(alert_from_row).collect()
 }
 

@@ -102,7 +102,12 @@ impl<S: Clone> CustomerState<S> {
                     self.channels[i].n += 1;
                     self.channels[i].sum += x as u64;
                 }
-                Err(i) => self.channels.insert(i, ChannelScore { channel: ev.channel, n: 1, sum: x as u64 }),
+                Err(i) => {
+                    // Grown one at a time: most customers use one or two channels, and a
+                    // default Vec would reserve four (memory per tracked customer).
+                    self.channels.reserve_exact(1);
+                    self.channels.insert(i, ChannelScore { channel: ev.channel, n: 1, sum: x as u64 })
+                }
             }
         }
         let week = ev.occurred_at.day().week();
@@ -114,6 +119,7 @@ impl<S: Clone> CustomerState<S> {
         let i = match self.buckets.binary_search_by_key(&week, |b| b.week) {
             Ok(i) => i,
             Err(i) => {
+                self.buckets.reserve_exact(1);
                 self.buckets.insert(i, WeekBucket { week, ..Default::default() });
                 i
             }

@@ -111,32 +111,63 @@ struct Token {
     /// The raw word ended a clause (`.`, `!`, `?`, `;`, `,`): negation and boosters do not
     /// reach across it ("nobody answered. Awful!" is not "not awful").
     ends_clause: bool,
+    negator: bool,
+}
+
+/// Whether a word of more than one letter is written in capitals only ("AWFUL").
+fn all_caps(raw: &str) -> bool {
+    let mut letters = 0;
+    for c in raw.chars().filter(|c| c.is_alphabetic()) {
+        if !c.is_uppercase() {
+            return false;
+        }
+        letters += 1;
+    }
+    letters > 1
+}
+
+fn lowercase(s: &str) -> String {
+    // Most comment words are ASCII: no Unicode case tables needed.
+    if s.is_ascii() { s.to_ascii_lowercase() } else { s.to_lowercase() }
 }
 
 fn tokenize(text: &str) -> Vec<Token> {
+    let t = tables();
     text.split_whitespace()
         .filter_map(|raw| {
-            let letters: Vec<char> = raw.chars().filter(|c| c.is_alphabetic()).collect();
-            let caps = letters.len() > 1 && letters.iter().all(|c| c.is_uppercase());
+            let caps = all_caps(raw);
             let ends_clause = raw.ends_with(['.', '!', '?', ';', ',']);
-            // Emoticons keep their punctuation; words lose the punctuation around them.
-            let lower_raw = raw.to_lowercase();
-            if tables().lexicon.contains_key(lower_raw.as_str()) {
-                return Some(Token { lower: lower_raw, caps, ends_clause });
-            }
             let word = raw.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'' && c != '’');
             let word = word.trim_matches(|c| c == '\'' || c == '’');
-            if word.is_empty() {
-                return None;
-            }
-            Some(Token { lower: word.to_lowercase(), caps, ends_clause })
+            // Emoticons keep their punctuation; words lose the punctuation around them.
+            let lower = if word.len() == raw.len() {
+                lowercase(raw)
+            } else {
+                let lower_raw = lowercase(raw);
+                if t.lexicon.contains_key(lower_raw.as_str()) {
+                    lower_raw
+                } else if word.is_empty() {
+                    return None;
+                } else {
+                    lowercase(word)
+                }
+            };
+            let negator = is_negator(&lower);
+            Some(Token { lower, caps, ends_clause, negator })
         })
         .collect()
 }
 
 fn is_negator(word: &str) -> bool {
-    let squashed: String = word.chars().filter(|c| *c != '\'' && *c != '’').collect();
-    NEGATORS.contains(&squashed.as_str()) || word.ends_with("n't") || word.ends_with("n’t")
+    if word.ends_with("n't") || word.ends_with("n’t") {
+        return true;
+    }
+    if word.contains(['\'', '’']) {
+        let squashed: String = word.chars().filter(|c| *c != '\'' && *c != '’').collect();
+        NEGATORS.contains(&squashed.as_str())
+    } else {
+        NEGATORS.contains(&word)
+    }
 }
 
 /// VADER compound score of `text` in [−1, 1]; 0 for empty or unknown-language text.
@@ -165,7 +196,7 @@ pub fn compound(text: &str) -> f64 {
                 v += b * [1.0, 0.95, 0.9][back - 1];
             }
         }
-        if (1..=reach).any(|back| is_negator(&tokens[i - back].lower)) {
+        if (1..=reach).any(|back| tokens[i - back].negator) {
             v *= NEGATION;
         }
         valences[i] = v;
