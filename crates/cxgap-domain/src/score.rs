@@ -44,9 +44,11 @@ pub fn derive(ev: &FeedbackEvent) -> Derived {
     if let Some(c) = ev.ces {
         push((c as f64 - 1.0) / 6.0);
     }
-    let rated: Vec<f64> = ev.ratings.iter().flatten().map(|r| (r.perception as f64 - 1.0) / 6.0).collect();
-    if !rated.is_empty() {
-        push(rated.iter().sum::<f64>() / rated.len() as f64);
+    let (rated, sum) = ev.ratings.iter().flatten().fold((0u32, 0.0f64), |(n, sum), r| {
+        (n + 1, sum + (r.perception as f64 - 1.0) / 6.0)
+    });
+    if rated > 0 {
+        push(sum / rated as f64);
     }
     if let Some(s) = sentiment {
         push((s + 1.0) / 2.0);
