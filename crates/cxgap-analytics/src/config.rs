@@ -29,7 +29,7 @@ pub const SETTINGS: &[Setting] = &[
         Some("45000"),
         "session (group or lease): how soon a crashed instance's partitions move",
     ),
-    ("CXGAP_BATCH_MAX_EVENTS", Some("500"), "records per storage transaction"),
+    ("CXGAP_BATCH_MAX_EVENTS", Some("2000"), "records per consume batch (one transaction per partition in it)"),
     (
         "CXGAP_BATCH_MAX_WAIT_MS",
         Some("200"),

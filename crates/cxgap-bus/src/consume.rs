@@ -8,9 +8,12 @@
 //! batch in hand is finished first.
 
 use crate::{Consumed, GapAction, Rewinds, Subscriber};
-use std::collections::BTreeMap;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -136,6 +139,14 @@ pub type Assignments = watch::Receiver<Option<Vec<i32>>>;
 /// Consumes until `shutdown`. With `assignments`, the partitions come from that channel
 /// (the database leases) and are read from their stored offsets; without, the broker's
 /// group assigns them and processed offsets are committed to it as a hint.
+///
+/// Partitions are processed side by side: a partition batch is handed to the processor as
+/// soon as the batch it came in closes, unless that partition already has one in flight,
+/// in which case its records wait for it (each partition's batches stay in offset order,
+/// one at a time). Partitions are independent — each has its own stored offset, and
+/// records are keyed so that one customer's events share a partition — so one
+/// partition's transaction no longer waits for another's, and the processor's work
+/// overlaps the database's. Reading pauses while too many records wait.
 pub async fn run<S: Subscriber, P: PartitionProcessor>(
     mut sub: S,
     processor: &P,
@@ -145,64 +156,134 @@ pub async fn run<S: Subscriber, P: PartitionProcessor>(
 ) -> Result<(), String> {
     let group_commits = assignments.is_none();
     let topic = processor.topic().to_string();
-    let mut rewinds = Rewinds::default();
+    let rewinds = Mutex::new(Rewinds::default());
+    let mut in_flight = FuturesUnordered::new();
+    // Partitions with a batch in flight.
+    let mut busy: BTreeSet<i32> = BTreeSet::new();
+    // Records read for a partition that has a batch in flight.
+    let mut waiting: BTreeMap<i32, Vec<Consumed>> = BTreeMap::new();
+    let mut batch: Vec<Consumed> = Vec::new();
+    let mut batch_deadline = tokio::time::Instant::now();
+    let mut idle_deadline = tokio::time::Instant::now();
+    let max_waiting = limits.max_events.saturating_mul(4);
+    let start = |partition: i32, records: Vec<Consumed>| {
+        let rewinds = &rewinds;
+        async move {
+            let outcome = apply(processor, partition, &records, rewinds, shutdown).await;
+            (partition, records.last().map(|r| r.offset), outcome)
+        }
+    };
     loop {
-        let changed = async {
+        let waiting_now: usize = waiting.values().map(Vec::len).sum();
+        // A new assignment is taken between batches: stop reading, let what is in flight
+        // finish, then point the subscriber at the new partitions.
+        let reassign = assignments.as_ref().is_some_and(|rx| rx.has_changed().unwrap_or(false));
+        if reassign && in_flight.is_empty() && batch.is_empty() {
+            let rx = assignments.as_mut().expect("checked above");
+            let mine = rx.borrow_and_update().clone().unwrap_or_default();
+            waiting.clear();
+            busy.clear();
+            if let Err(e) = assign(&mut sub, processor, &topic, &mine).await {
+                warn!(error = %e, "could not take the new assignment; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                rx.mark_changed();
+            }
+            continue;
+        }
+        let read = !reassign && batch.len() < limits.max_events && waiting_now < max_waiting;
+        let close_at = batch_deadline.min(idle_deadline);
+        let assigner_gone = async {
             match assignments.as_mut() {
-                Some(rx) => rx.changed().await.map_err(|_| ()),
-                None => std::future::pending().await,
+                Some(rx) if !reassign => rx.changed().await.is_err(),
+                _ => std::future::pending().await,
             }
         };
-        let first = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = changed => {
-                if r.is_err() {
+            gone = assigner_gone => {
+                if gone {
                     assignments = None; // the assigner stopped: keep what we have
-                    continue;
                 }
-                let mine = assignments.as_ref().and_then(|rx| rx.borrow().clone()).unwrap_or_default();
-                if let Err(e) = assign(&mut sub, processor, &topic, &mine).await {
-                    warn!(error = %e, "could not take the new assignment; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Some(rx) = assignments.as_mut() {
-                        rx.mark_changed();
+                // Otherwise a new assignment arrived: taken at the top of the loop. The
+                // watch stays marked as changed until then.
+                if let Some(rx) = assignments.as_mut() {
+                    rx.mark_changed();
+                }
+            }
+            Some((partition, last, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                match outcome? {
+                    Outcome::Committed => {
+                        if group_commits
+                            && let Some(last) = last
+                            && let Err(e) = sub.commit(&topic, partition, last)
+                        {
+                            warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
+                        }
+                    }
+                    Outcome::Rewind(to) => {
+                        // What was read after the refused batch is read again from `to`.
+                        waiting.remove(&partition);
+                        if let Err(e) = sub.seek(&topic, partition, to) {
+                            warn!(error = %e, partition, "seek failed; the batch is dropped and read again");
+                        }
+                    }
+                    Outcome::Dropped => {}
+                }
+                busy.remove(&partition);
+                if let Some(mut records) = waiting.remove(&partition) {
+                    if records.len() > limits.max_events {
+                        waiting.insert(partition, records.split_off(limits.max_events));
+                    }
+                    busy.insert(partition);
+                    in_flight.push(start(partition, records));
+                }
+            }
+            r = sub.next(), if read => match r {
+                Ok(c) => {
+                    let now = tokio::time::Instant::now();
+                    if batch.is_empty() {
+                        batch_deadline = now + limits.max_wait;
+                    }
+                    idle_deadline = now + limits.idle;
+                    batch.push(c);
+                }
+                Err(e) => {
+                    warn!(error = %e, "consume failed; retrying");
+                    if batch.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    } else {
+                        idle_deadline = tokio::time::Instant::now();
                     }
                 }
-                continue;
-            }
-            r = sub.next() => r,
-        };
-        let first = match first {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "consume failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + limits.max_wait;
-        while batch.len() < limits.max_events {
-            let idle = (tokio::time::Instant::now() + limits.idle).min(deadline);
-            tokio::select! {
-                r = sub.next() => match r {
-                    Ok(c) => batch.push(c),
-                    Err(e) => { warn!(error = %e, "consume failed mid-batch"); break; }
-                },
-                _ = tokio::time::sleep_until(idle) => break,
-                _ = shutdown.cancelled() => break,
+            },
+            _ = tokio::time::sleep_until(close_at), if !batch.is_empty() => {
+                idle_deadline = tokio::time::Instant::now();
             }
         }
-        let mut by_partition: BTreeMap<i32, Vec<Consumed>> = BTreeMap::new();
-        for c in batch {
-            by_partition.entry(c.partition).or_default().push(c);
+        // A batch closes when full, after `idle` without a record, or at `max_wait`.
+        let now = tokio::time::Instant::now();
+        if !batch.is_empty() && (batch.len() >= limits.max_events || now >= batch_deadline.min(idle_deadline)) {
+            let mut by_partition: BTreeMap<i32, Vec<Consumed>> = BTreeMap::new();
+            for c in batch.drain(..) {
+                by_partition.entry(c.partition).or_default().push(c);
+            }
+            for (partition, mut records) in by_partition {
+                records.sort_by_key(|r| r.offset);
+                if busy.insert(partition) {
+                    in_flight.push(start(partition, records));
+                } else {
+                    waiting.entry(partition).or_default().extend(records);
+                }
+            }
         }
-        for (partition, mut records) in by_partition {
-            records.sort_by_key(|r| r.offset);
-            apply(&mut sub, processor, &topic, partition, &records, &mut rewinds, group_commits, shutdown).await?;
-        }
-        if shutdown.is_cancelled() {
-            break;
+    }
+    // The batches in hand are finished first; records not yet handed over are read again
+    // by whoever owns their partition next.
+    while let Some((partition, last, outcome)) = in_flight.next().await {
+        if let (Outcome::Committed, true, Some(last)) = (outcome?, group_commits, last)
+            && let Err(e) = sub.commit(&topic, partition, last)
+        {
+            warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
         }
     }
     info!(topic, "consumer stopped");
@@ -225,19 +306,23 @@ async fn assign<S: Subscriber, P: PartitionProcessor>(
     Ok(())
 }
 
+/// How a partition batch ended.
+enum Outcome {
+    Committed,
+    /// Refused for a gap: read the partition again from this offset.
+    Rewind(i64),
+    /// Another instance owns the partition now.
+    Dropped,
+}
+
 /// One partition batch, until it is committed, moved elsewhere, or has to be read again.
-#[allow(clippy::too_many_arguments)]
-async fn apply<S: Subscriber, P: PartitionProcessor>(
-    sub: &mut S,
+async fn apply<P: PartitionProcessor>(
     processor: &P,
-    topic: &str,
     partition: i32,
     records: &[Consumed],
-    rewinds: &mut Rewinds,
-    group_commits: bool,
+    rewinds: &Mutex<Rewinds>,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
-    let last = records.last().map(|r| r.offset).unwrap_or_default();
+) -> Result<Outcome, String> {
     let started = Instant::now();
     let mut attempt = 0u32;
     let mut accept_gap = false;
@@ -245,37 +330,34 @@ async fn apply<S: Subscriber, P: PartitionProcessor>(
         let error = match processor.process(partition, records, accept_gap).await {
             Ok(stats) => {
                 if P::advanced(&stats) {
-                    rewinds.resolved(partition);
+                    lock(rewinds).resolved(partition);
                 }
                 processor.committed(partition, &stats, started.elapsed());
-                if group_commits && let Err(e) = sub.commit(topic, partition, last) {
-                    warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
-                }
-                return Ok(());
+                return Ok(Outcome::Committed);
             }
             Err(e) => e,
         };
         match P::failure(&error) {
-            Failure::Gap(gap) => match rewinds.on_gap(partition, gap.expected, gap.replayed) {
-                GapAction::Accept => accept_gap = true,
-                GapAction::Rewind(to) => {
-                    warn!(
-                        partition,
-                        expected = gap.expected,
-                        first = gap.first,
-                        rewind_to = to,
-                        "records skipped by the broker; re-reading"
-                    );
-                    if let Err(e) = sub.seek(topic, partition, to) {
-                        warn!(error = %e, partition, "seek failed; the batch is dropped and read again");
+            Failure::Gap(gap) => {
+                let action = lock(rewinds).on_gap(partition, gap.expected, gap.replayed);
+                match action {
+                    GapAction::Accept => accept_gap = true,
+                    GapAction::Rewind(to) => {
+                        warn!(
+                            partition,
+                            expected = gap.expected,
+                            first = gap.first,
+                            rewind_to = to,
+                            "records skipped by the broker; re-reading"
+                        );
+                        return Ok(Outcome::Rewind(to));
                     }
-                    return Ok(());
                 }
-            },
+            }
             Failure::Fenced => {
                 // Another instance owns this partition now; its records are its own.
                 info!(partition, "partition moved to another instance; dropping the batch in hand");
-                return Ok(());
+                return Ok(Outcome::Dropped);
             }
             Failure::Retry => {
                 attempt += 1;
@@ -287,6 +369,12 @@ async fn apply<S: Subscriber, P: PartitionProcessor>(
             }
         }
     }
+}
+
+/// The rewind bookkeeping is only touched between awaits; a poisoned lock still holds
+/// consistent data (every update is a single map operation).
+fn lock(rewinds: &Mutex<Rewinds>) -> std::sync::MutexGuard<'_, Rewinds> {
+    rewinds.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -12,7 +12,12 @@ use serde::{Deserialize, Serialize};
 
 pub const RETENTION_WEEKS: i32 = 26;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Stored form: buckets, event orders and channel scores serialize as arrays (field
+/// order), not objects. A customer's state is rewritten on every batch that touches it,
+/// and with field names a state of a few months' weekly buckets passed PostgreSQL's 2 KB
+/// compression threshold (pglz on every write and read). Deserializing accepts both the
+/// array form and the object form of rows written before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct WeekBucket {
     pub week: i32,
     pub events: u32,
@@ -30,11 +35,39 @@ pub struct WeekBucket {
     pub last_at: Option<Timestamp>,
 }
 
+impl Serialize for WeekBucket {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (
+            self.week,
+            self.events,
+            self.exp_n,
+            self.exp_sum,
+            self.sentiment_n,
+            self.sentiment_negative,
+            self.contacts,
+            self.unresolved,
+            self.ces_n,
+            self.ces_sum,
+            self.sla_breaches,
+            self.last_nps,
+            self.last_at,
+        )
+            .serialize(s)
+    }
+}
+
 /// A total order on events for "latest wins" fields: time, then a stable hash of the id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Serialized as `[at, id_hash]` (see [`WeekBucket`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 pub struct EventOrder {
     pub at: Timestamp,
     pub id_hash: u64,
+}
+
+impl Serialize for EventOrder {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.at, self.id_hash).serialize(s)
+    }
 }
 
 /// FNV-1a, 64 bit: stable across Rust versions and platforms, unlike `DefaultHasher`.
@@ -47,11 +80,18 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     h
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Serialized as `[channel, n, sum]` (see [`WeekBucket`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct ChannelScore {
     pub channel: Channel,
     pub n: u32,
     pub sum: u64,
+}
+
+impl Serialize for ChannelScore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.channel, self.n, self.sum).serialize(s)
+    }
 }
 
 /// `S` is how the owner refers to an interned segment (attributes + value).
@@ -340,6 +380,35 @@ mod tests {
         let f = state(&evs).features(Day(20_010), 30.0, &[None; 9]);
         assert_eq!(f.last_nps, Some(NpsClass::Promoter));
         assert!(f.experience.unwrap() > 0.99);
+    }
+
+    #[test]
+    fn stored_form_is_compact_and_rows_in_the_object_form_still_read() {
+        let evs = [ev("a", 20_000, 10, None), ev("b", 20_030, 6, Some(false))];
+        let s = state(&evs).with_segment(0u32);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("sentiment_negative") && !json.contains("id_hash"), "{json}");
+        assert_eq!(serde_json::from_str::<CustomerState<u32>>(&json).unwrap(), s);
+        // The object form, as rows were written before the compact form.
+        let b = &s.buckets[0];
+        let old = serde_json::json!({
+            "events": s.events, "first_seen": s.first_seen, "last_seen": s.last_seen, "stages": s.stages,
+            "latest": {"at": s.latest.at, "id_hash": s.latest.id_hash}, "segment": 0,
+            "customer_value": s.customer_value,
+            "buckets": [{
+                "week": b.week, "events": b.events, "exp_n": b.exp_n, "exp_sum": b.exp_sum,
+                "sentiment_n": b.sentiment_n, "sentiment_negative": b.sentiment_negative,
+                "contacts": b.contacts, "unresolved": b.unresolved, "ces_n": b.ces_n, "ces_sum": b.ces_sum,
+                "sla_breaches": b.sla_breaches,
+                "last_nps": b.last_nps.map(|(o, n)| (serde_json::json!({"at": o.at, "id_hash": o.id_hash}), n)),
+                "last_at": b.last_at,
+            }],
+            "channels": s.channels.iter().map(|c| serde_json::json!({"channel": c.channel, "n": c.n, "sum": c.sum}))
+                .collect::<Vec<_>>(),
+        });
+        let mut expected = s.clone();
+        expected.buckets.truncate(1);
+        assert_eq!(serde_json::from_value::<CustomerState<u32>>(old).unwrap(), expected);
     }
 
     #[test]

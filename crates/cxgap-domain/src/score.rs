@@ -44,9 +44,11 @@ pub fn derive(ev: &FeedbackEvent) -> Derived {
     if let Some(c) = ev.ces {
         push((c as f64 - 1.0) / 6.0);
     }
-    let (rated, sum) = ev.ratings.iter().flatten().fold((0u32, 0.0f64), |(n, sum), r| {
-        (n + 1, sum + (r.perception as f64 - 1.0) / 6.0)
-    });
+    let (rated, sum) = ev
+        .ratings
+        .iter()
+        .flatten()
+        .fold((0u32, 0.0f64), |(n, sum), r| (n + 1, sum + (r.perception as f64 - 1.0) / 6.0));
     if rated > 0 {
         push(sum / rated as f64);
     }

@@ -260,10 +260,8 @@ impl GapState {
             })
             .collect();
         cells.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut customers: Vec<_> = self
-            .customers()
-            .map(|(id, c, segment)| (id.to_string(), c.with_segment(segment.clone())))
-            .collect();
+        let mut customers: Vec<_> =
+            self.customers().map(|(id, c, segment)| (id.to_string(), c.with_segment(segment.clone()))).collect();
         customers.sort_by(|a, b| a.0.cmp(&b.0));
         let mut seen: Vec<u128> = self.seen.iter().copied().collect();
         seen.sort_unstable();
