@@ -5,7 +5,7 @@
 //! cannot be processed go to the dead-letter topic with the reason — never dropped silently.
 
 use crate::signals::{SignalHub, customer_signal, day_of_ms};
-use crate::store::{AnalyticsStore, BatchWrite, StoreError, TenantWrite};
+use crate::store::{AnalyticsStore, StoreError, TenantWrite};
 use cxgap_bus::{Consumed, Publisher, Record, headers};
 use cxgap_domain::report::RiskView;
 use cxgap_domain::{FeedbackEvent, GapState, InternalAssessment, Timestamp};
@@ -148,17 +148,23 @@ impl<P: Publisher> Processor<P> {
                 r.map_err(|e| ProcessError::DeadLetter(e.to_string()))?;
             }
         }
-        let mut tenants = Vec::with_capacity(by_tenant.len());
         let now = now_ms();
         let today = day_of_ms(now);
+        // The offset moves first: a batch another instance already applied is refused
+        // before any work is done on it.
+        let mut tx = self.store.begin_batch(&c.group, &c.topic, partition, expected, next, now).await?;
+        let mut changed = Vec::new();
         for (tenant, (events, assessments)) in by_tenant {
-            let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-            let done = self.store.processed(&tenant, &ids).await?;
-            let mut customer_ids: Vec<String> = events.iter().map(|e| e.customer_id.clone()).collect();
+            let mut ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            let claimed = tx.claim(&tenant, &ids).await?;
+            let mut customer_ids: Vec<String> =
+                events.iter().filter(|e| claimed.contains(&e.event_id)).map(|e| e.customer_id.clone()).collect();
             customer_ids.sort();
             customer_ids.dedup();
             let mut delta = GapState::new();
-            for (id, state) in self.store.customers(&tenant, &customer_ids).await? {
+            for (id, state) in tx.customers(&tenant, &customer_ids).await? {
                 delta.put_customer(&id, &state);
             }
             let gaps = self.signals.stage_gaps(&tenant);
@@ -169,7 +175,8 @@ impl<P: Publisher> Processor<P> {
             };
             let mut processed = Vec::new();
             for e in &events {
-                if done.contains(&e.event_id) {
+                // Claimed by an earlier batch (a retry, a redelivery from another partition).
+                if !claimed.contains(&e.event_id) {
                     stats.duplicates += 1;
                     continue;
                 }
@@ -178,6 +185,7 @@ impl<P: Publisher> Processor<P> {
                         stats.applied += 1;
                         processed.push(e.event_id.clone());
                     }
+                    // The same id twice in this batch.
                     cxgap_domain::Applied::Duplicate => stats.duplicates += 1,
                 }
             }
@@ -200,32 +208,21 @@ impl<P: Publisher> Processor<P> {
                     }
                 }
             }
+            if !processed.is_empty() || !assessments.is_empty() {
+                changed.push(tenant.clone());
+            }
             let snap = delta.snapshot();
-            tenants.push(TenantWrite {
+            tx.write(&TenantWrite {
                 tenant,
                 processed,
                 cells: snap.cells,
                 customers: snap.customers.into_iter().filter(|(id, _)| touched.contains(id.as_str())).collect(),
                 assessments,
                 signals,
-            });
-        }
-        let changed: Vec<String> = tenants
-            .iter()
-            .filter(|t| !t.processed.is_empty() || !t.assessments.is_empty())
-            .map(|t| t.tenant.clone())
-            .collect();
-        self.store
-            .commit(&BatchWrite {
-                group: c.group.clone(),
-                topic: c.topic.clone(),
-                partition,
-                expected,
-                next,
-                now_ms: now,
-                tenants,
             })
             .await?;
+        }
+        tx.commit().await?;
         self.signals.committed(changed);
         debug!(?stats, next, "batch committed");
         Ok(stats)

@@ -154,6 +154,28 @@ async fn insert_signals(
     Ok(inserted)
 }
 
+async fn read_customers(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    ids: &[String],
+) -> Result<Vec<(String, CustomerState<Attributes>)>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT customer_id, state FROM analytics_customers WHERE tenant_id = $1 AND customer_id IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, (String, String)>(&sql).persistent(false).bind(tenant);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for (id, json) in q.fetch_all(&mut *conn).await.map_err(classify)? {
+            out.push((id, serde_json::from_str(&json).map_err(|e| corrupt("customer state", e))?));
+        }
+    }
+    Ok(out)
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -224,37 +246,44 @@ impl AnalyticsStore {
         tenant: &str,
         ids: &[String],
     ) -> Result<Vec<(String, CustomerState<Attributes>)>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT customer_id, state FROM analytics_customers WHERE tenant_id = $1 AND customer_id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query_as::<_, (String, String)>(&sql).persistent(false).bind(tenant);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for (id, json) in q.fetch_all(&self.pool).await.map_err(classify)? {
-                out.push((id, serde_json::from_str(&json).map_err(|e| corrupt("customer state", e))?));
-            }
-        }
-        Ok(out)
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        read_customers(&mut conn, tenant, ids).await
     }
 
     /// Writes a batch atomically; `Fenced` if the partition's offset is not `expected`.
     pub async fn commit(&self, b: &BatchWrite) -> Result<(), StoreError> {
+        let mut tx = self.begin_batch(&b.group, &b.topic, b.partition, b.expected, b.next, b.now_ms).await?;
+        for t in &b.tenants {
+            tx.claim(&t.tenant, &t.processed).await?;
+            tx.write(t).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Opens a partition batch's transaction and moves the partition's stored offset from
+    /// `expected` to `next` in it; `Fenced` if the offset is not at `expected` (another
+    /// instance applied the records). Nothing is visible until [`PartitionTx::commit`].
+    pub async fn begin_batch(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        expected: Option<i64>,
+        next: i64,
+        now_ms: i64,
+    ) -> Result<PartitionTx, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let fenced = StoreError::Fenced { partition: b.partition };
-        match b.expected {
+        let fenced = StoreError::Fenced { partition };
+        match expected {
             None => {
                 let r = sqlx::query(
                     "INSERT INTO analytics_offsets (consumer_group, topic, partition_id, next_offset) \
                      VALUES ($1, $2, $3, $4)",
                 )
-                .bind(&b.group)
-                .bind(&b.topic)
-                .bind(b.partition as i64)
-                .bind(b.next)
+                .bind(group)
+                .bind(topic)
+                .bind(partition as i64)
+                .bind(next)
                 .execute(&mut *tx)
                 .await;
                 match r.map_err(classify) {
@@ -268,10 +297,10 @@ impl AnalyticsStore {
                     "UPDATE analytics_offsets SET next_offset = $1 \
                      WHERE consumer_group = $2 AND topic = $3 AND partition_id = $4 AND next_offset = $5",
                 )
-                .bind(b.next)
-                .bind(&b.group)
-                .bind(&b.topic)
-                .bind(b.partition as i64)
+                .bind(next)
+                .bind(group)
+                .bind(topic)
+                .bind(partition as i64)
                 .bind(expected)
                 .execute(&mut *tx)
                 .await
@@ -281,84 +310,7 @@ impl AnalyticsStore {
                 }
             }
         }
-        for t in &b.tenants {
-            for chunk in t.cells.chunks(CELL_ROWS_PER_STATEMENT) {
-                let sql = cell_upsert_sql(chunk.len());
-                let mut q = sqlx::query(&sql);
-                for (coords, agg) in chunk {
-                    let row = agg
-                        .to_row()
-                        .ok_or_else(|| StoreError::Overflow("a cell's sum of squares exceeds 64 bits".into()))?;
-                    let (day, channel, stage, touchpoint, attributes) = coords;
-                    let segment = serde_json::to_string(attributes).map_err(|e| corrupt("segment", e))?;
-                    q = q
-                        .bind(&t.tenant)
-                        .bind(day.0 as i64)
-                        .bind(channel.as_str())
-                        .bind(stage.as_str())
-                        .bind(touchpoint.clone().unwrap_or_default())
-                        .bind(segment);
-                    for v in row {
-                        q = q.bind(v);
-                    }
-                }
-                q.execute(&mut *tx).await.map_err(classify)?;
-            }
-            for chunk in t.customers.chunks(1000) {
-                let values: Vec<String> =
-                    (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 4, 4))).collect();
-                let sql = format!(
-                    "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) VALUES {} \
-                     ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                    values.join(", ")
-                );
-                let mut q = sqlx::query(&sql);
-                for (id, state) in chunk {
-                    let json = serde_json::to_string(state).map_err(|e| corrupt("customer state", e))?;
-                    q = q.bind(&t.tenant).bind(id).bind(json).bind(b.now_ms);
-                }
-                q.execute(&mut *tx).await.map_err(classify)?;
-            }
-            for a in &t.assessments {
-                let json = serde_json::to_string(a).map_err(|e| corrupt("assessment", e))?;
-                // Latest wins, by (assessed_at, id hash): the same rule as in memory.
-                sqlx::query(
-                    "INSERT INTO analytics_assessments \
-                     (tenant_id, touchpoint, stage, instrument, assessor, assessed_at, id_hash, assessment) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (tenant_id, touchpoint, stage, instrument, assessor) DO UPDATE SET \
-                     assessed_at = excluded.assessed_at, id_hash = excluded.id_hash, assessment = excluded.assessment \
-                     WHERE excluded.assessed_at > analytics_assessments.assessed_at \
-                     OR (excluded.assessed_at = analytics_assessments.assessed_at \
-                         AND excluded.id_hash > analytics_assessments.id_hash)",
-                )
-                .bind(&t.tenant)
-                .bind(&a.touchpoint)
-                .bind(a.journey_stage.map_or("", |s| s.as_str()))
-                .bind(a.instrument.name())
-                .bind(&a.assessor)
-                .bind(a.assessed_at.0)
-                .bind(format!("{:016x}", stable_hash(a.assessment_id.as_bytes())))
-                .bind(json)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            }
-            insert_signals(&mut tx, &t.signals, b.now_ms).await?;
-            for chunk in t.processed.chunks(300) {
-                let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect();
-                let sql = format!(
-                    "INSERT INTO analytics_processed (tenant_id, event_id, processed_at) VALUES {}",
-                    values.join(", ")
-                );
-                let mut q = sqlx::query(&sql).bind(&t.tenant).bind(b.now_ms);
-                for id in chunk {
-                    q = q.bind(id);
-                }
-                q.execute(&mut *tx).await.map_err(classify)?;
-            }
-        }
-        tx.commit().await.map_err(classify)
+        Ok(PartitionTx { tx, now_ms })
     }
 
     /// Stores signals decided outside a batch (aggregate figures), in one transaction;
@@ -513,5 +465,119 @@ impl AnalyticsStore {
             }
         }
         Ok(state)
+    }
+}
+
+/// A partition batch's open transaction (see [`AnalyticsStore::begin_batch`]).
+#[derive(Debug)]
+pub struct PartitionTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    now_ms: i64,
+}
+
+impl PartitionTx {
+    /// Records `ids` as processed for `tenant` and returns the ones that were not before.
+    /// One statement both deduplicates and remembers: an id claimed by a transaction that
+    /// has not committed yet (another partition's batch) waits for it, then counts as
+    /// processed or not as that transaction ended.
+    pub async fn claim(&mut self, tenant: &str, ids: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut claimed = HashSet::with_capacity(ids.len());
+        for chunk in ids.chunks(300) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect();
+            let sql = format!(
+                "INSERT INTO analytics_processed (tenant_id, event_id, processed_at) VALUES {} \
+                 ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id",
+                values.join(", ")
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(&sql).bind(tenant).bind(self.now_ms);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            claimed.extend(q.fetch_all(&mut *self.tx).await.map_err(classify)?.into_iter().map(|r| r.0));
+        }
+        Ok(claimed)
+    }
+
+    /// Stored states of these customers, read inside the transaction.
+    pub async fn customers(
+        &mut self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, CustomerState<Attributes>)>, StoreError> {
+        read_customers(&mut self.tx, tenant, ids).await
+    }
+
+    /// Writes a tenant's cells, customers, assessments and signals (its processed ids are
+    /// written by [`PartitionTx::claim`]).
+    pub async fn write(&mut self, t: &TenantWrite) -> Result<(), StoreError> {
+        let now_ms = self.now_ms;
+        let tx: &mut sqlx::AnyConnection = &mut self.tx;
+        for chunk in t.cells.chunks(CELL_ROWS_PER_STATEMENT) {
+            let sql = cell_upsert_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for (coords, agg) in chunk {
+                let row = agg
+                    .to_row()
+                    .ok_or_else(|| StoreError::Overflow("a cell's sum of squares exceeds 64 bits".into()))?;
+                let (day, channel, stage, touchpoint, attributes) = coords;
+                let segment = serde_json::to_string(attributes).map_err(|e| corrupt("segment", e))?;
+                q = q
+                    .bind(&t.tenant)
+                    .bind(day.0 as i64)
+                    .bind(channel.as_str())
+                    .bind(stage.as_str())
+                    .bind(touchpoint.clone().unwrap_or_default())
+                    .bind(segment);
+                for v in row {
+                    q = q.bind(v);
+                }
+            }
+            q.execute(&mut *tx).await.map_err(classify)?;
+        }
+        for chunk in t.customers.chunks(1000) {
+            let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 4, 4))).collect();
+            let sql = format!(
+                "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) VALUES {} \
+                 ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, state) in chunk {
+                let json = serde_json::to_string(state).map_err(|e| corrupt("customer state", e))?;
+                q = q.bind(&t.tenant).bind(id).bind(json).bind(now_ms);
+            }
+            q.execute(&mut *tx).await.map_err(classify)?;
+        }
+        for a in &t.assessments {
+            let json = serde_json::to_string(a).map_err(|e| corrupt("assessment", e))?;
+            // Latest wins, by (assessed_at, id hash): the same rule as in memory.
+            sqlx::query(
+                "INSERT INTO analytics_assessments \
+                 (tenant_id, touchpoint, stage, instrument, assessor, assessed_at, id_hash, assessment) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (tenant_id, touchpoint, stage, instrument, assessor) DO UPDATE SET \
+                 assessed_at = excluded.assessed_at, id_hash = excluded.id_hash, assessment = excluded.assessment \
+                 WHERE excluded.assessed_at > analytics_assessments.assessed_at \
+                 OR (excluded.assessed_at = analytics_assessments.assessed_at \
+                     AND excluded.id_hash > analytics_assessments.id_hash)",
+            )
+            .bind(&t.tenant)
+            .bind(&a.touchpoint)
+            .bind(a.journey_stage.map_or("", |s| s.as_str()))
+            .bind(a.instrument.name())
+            .bind(&a.assessor)
+            .bind(a.assessed_at.0)
+            .bind(format!("{:016x}", stable_hash(a.assessment_id.as_bytes())))
+            .bind(json)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        insert_signals(tx, &t.signals, now_ms).await?;
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(classify)
     }
 }
