@@ -93,47 +93,57 @@ impl Processor {
         let fresh = cxgap_bus::consume::fresh(partition, records, expected, accept_gap).map_err(StoreError::Gap)?;
         let mut stats = BatchStats { records: records.len(), replayed: fresh.replayed, ..Default::default() };
         let Some(next) = fresh.next_offset() else { return Ok(stats) };
-        let mut rules: HashMap<String, Vec<Rule>> = HashMap::new();
+        let mut signals = Vec::with_capacity(fresh.records.len());
         for r in fresh.records {
-            let signal = match pb::Signal::decode(r.record.payload.as_slice()) {
-                Ok(s) if !s.tenant_id.is_empty() && !s.signal_id.is_empty() => s,
+            match pb::Signal::decode(r.record.payload.as_slice()) {
+                Ok(s) if !s.tenant_id.is_empty() && !s.signal_id.is_empty() => signals.push(s),
                 Ok(_) => {
                     warn!(partition, offset = r.offset, "signal without tenant or id; skipped");
                     stats.rejected += 1;
-                    continue;
                 }
                 Err(e) => {
                     warn!(partition, offset = r.offset, error = %e, "undecodable signal; skipped");
                     stats.rejected += 1;
-                    continue;
                 }
-            };
-            let seen = sqlx::query(
-                "INSERT INTO alerting_signals_seen (tenant_id, signal_id, seen_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&signal.tenant_id)
-            .bind(&signal.signal_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-            if seen.rows_affected() == 0 {
+            }
+        }
+        // What the batch's signals need is read up front, a statement per kind rather than
+        // several per signal, and kept current in memory as the signals are applied in order.
+        let mut unseen = store::claim_signals(&mut tx, &signals, now).await?;
+        let mut rules: HashMap<String, Vec<Rule>> = HashMap::new();
+        for tenant in signals
+            .iter()
+            .filter(|s| unseen.contains(&(s.tenant_id.clone(), s.signal_id.clone())))
+            .map(|s| &s.tenant_id)
+        {
+            if !rules.contains_key(tenant) {
+                store::ensure_tenant(&mut tx, tenant, now).await?;
+                rules.insert(tenant.clone(), store::rules(&mut tx, tenant).await?);
+            }
+        }
+        let mut customers = CustomerContext::load(&mut tx, &signals, &unseen, now).await?;
+        let mut risk_points = Vec::new();
+        let mut changes = Vec::new();
+        for signal in &signals {
+            // Seen before this batch, or earlier in it.
+            if !unseen.remove(&(signal.tenant_id.clone(), signal.signal_id.clone())) {
                 stats.duplicates += 1;
                 continue;
             }
             stats.signals += 1;
-            let tenant = signal.tenant_id.clone();
-            if store::ensure_tenant(&mut tx, &tenant, now).await? {
-                rules.remove(&tenant);
+            let tenant = &signal.tenant_id;
+            let tenant_rules = &rules[tenant];
+            let ctx = Batch { customers: &mut customers, changes: &mut changes, repeat_ms: c.repeat_ms, now };
+            stats.notifications += apply_signal(&mut tx, tenant, tenant_rules, signal, ctx).await?;
+            if let Some(pb::signal::Body::Customer(cs)) = &signal.body {
+                let at = signal.emitted_at.as_ref().map_or(now, |t| t.seconds * 1000 + t.nanos as i64 / 1_000_000);
+                if customers.add_risk(tenant, &cs.customer_id, at, cs.risk) {
+                    risk_points.push((tenant.clone(), cs.customer_id.clone(), at, cs.risk));
+                }
             }
-            if !rules.contains_key(&tenant) {
-                let loaded = store::rules(&mut tx, &tenant).await?;
-                rules.insert(tenant.clone(), loaded);
-            }
-            let tenant_rules = &rules[&tenant];
-            stats.notifications += apply_signal(&mut tx, &tenant, tenant_rules, &signal, c.repeat_ms, now).await?;
         }
+        store::insert_risk(&mut tx, &risk_points).await?;
+        store::log_changes(&mut tx, changes, now).await?;
         let moved = match expected {
             None => sqlx::query(
                 "INSERT INTO alerting_offsets (consumer_group, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
@@ -167,15 +177,80 @@ impl Processor {
     }
 }
 
+/// The customers a batch's signals are about: their alerts and risk history, read once
+/// for the batch and updated as its signals are applied.
+#[derive(Default)]
+struct CustomerContext {
+    /// (tenant, subject) → the alerts about that customer.
+    alerts: HashMap<(String, String), Vec<Alert>>,
+    /// (tenant, customer) → risk points within [`RISK_HISTORY_MS`].
+    history: HashMap<(String, String), Vec<(Timestamp, f64)>>,
+}
+
+impl CustomerContext {
+    async fn load(
+        conn: &mut AnyConnection,
+        signals: &[pb::Signal],
+        unseen: &std::collections::HashSet<(String, String)>,
+        now: i64,
+    ) -> Result<CustomerContext, StoreError> {
+        let mut by_tenant: HashMap<&str, Vec<String>> = HashMap::new();
+        for s in signals.iter().filter(|s| unseen.contains(&(s.tenant_id.clone(), s.signal_id.clone()))) {
+            if let Some(pb::signal::Body::Customer(c)) = &s.body {
+                by_tenant.entry(&s.tenant_id).or_default().push(c.customer_id.clone());
+            }
+        }
+        let mut ctx = CustomerContext::default();
+        for (tenant, mut ids) in by_tenant {
+            ids.sort();
+            ids.dedup();
+            let subjects: Vec<String> = ids.iter().map(|id| format!("customer:{id}")).collect();
+            for subject in &subjects {
+                ctx.alerts.insert((tenant.to_string(), subject.clone()), Vec::new());
+            }
+            for a in store::alerts_about_subjects(conn, tenant, &subjects).await? {
+                ctx.alerts.entry((tenant.to_string(), a.subject.clone())).or_default().push(a);
+            }
+            for id in &ids {
+                ctx.history.insert((tenant.to_string(), id.clone()), Vec::new());
+            }
+            for (id, at, risk) in store::risk_history(conn, tenant, &ids, now - RISK_HISTORY_MS).await? {
+                ctx.history.entry((tenant.to_string(), id)).or_default().push((Timestamp(at), risk));
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// Adds a risk point unless one is stored at that instant (the table's key); returns
+    /// whether it is new.
+    fn add_risk(&mut self, tenant: &str, customer: &str, at: i64, risk: f64) -> bool {
+        let points = self.history.entry((tenant.to_string(), customer.to_string())).or_default();
+        if points.iter().any(|(t, _)| t.0 == at) {
+            return false;
+        }
+        points.push((Timestamp(at), risk));
+        true
+    }
+}
+
+/// What applying a batch's signals carries from one signal to the next.
+struct Batch<'a> {
+    customers: &'a mut CustomerContext,
+    /// Alert changes whose notifications go into the log when the batch ends.
+    changes: &'a mut Vec<store::PendingChange>,
+    repeat_ms: i64,
+    now: i64,
+}
+
 /// Evaluates one signal and applies the lifecycle to every alert it speaks about.
 async fn apply_signal(
     conn: &mut AnyConnection,
     tenant: &str,
     rules: &[Rule],
     signal: &pb::Signal,
-    repeat_ms: i64,
-    now: i64,
+    batch: Batch<'_>,
 ) -> Result<usize, StoreError> {
+    let Batch { customers, changes, repeat_ms, now } = batch;
     let (subject, customer) = match &signal.body {
         Some(pb::signal::Body::Customer(c)) => (format!("customer:{}", c.customer_id), Some(c)),
         Some(pb::signal::Body::Aggregate(a)) => {
@@ -184,66 +259,50 @@ async fn apply_signal(
         }
         None => return Ok(0),
     };
-    let mut existing: HashMap<String, Alert> = store::alerts_about(conn, tenant, &subject, customer.is_none())
-        .await?
-        .into_iter()
-        .map(|a| (a.alert_id.clone(), a))
-        .collect();
-    let history: Vec<(Timestamp, f64)> = match customer {
-        Some(c) => {
-            let rows: Vec<(i64, f64)> = sqlx::query_as(
-                "SELECT at, risk FROM alerting_risk WHERE tenant_id = $1 AND customer_id = $2 AND at >= $3",
-            )
-            .bind(tenant)
-            .bind(&c.customer_id)
-            .bind(now - RISK_HISTORY_MS)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(classify)?;
-            rows.into_iter().map(|(at, r)| (Timestamp(at), r)).collect()
-        }
-        None => Vec::new(),
+    let key = (tenant.to_string(), subject.clone());
+    let (alerts, history) = match customer {
+        Some(c) => (
+            customers.alerts.remove(&key).unwrap_or_default(),
+            customers.history.get(&(tenant.to_string(), c.customer_id.clone())).cloned().unwrap_or_default(),
+        ),
+        None => (store::alerts_about(conn, tenant, &subject, true).await?, Vec::new()),
     };
+    let mut existing: HashMap<String, Alert> = alerts.into_iter().map(|a| (a.alert_id.clone(), a)).collect();
     let known = Known {
         open: existing.values().filter(|a| a.state.is_open()).map(|a| (a.rule_id.clone(), a.subject.clone())).collect(),
         history,
     };
     let mut notified = 0;
     for e in evaluate(rules, signal, &known) {
-        notified +=
-            apply(conn, tenant, &e, existing.remove(&fingerprint(tenant, &e.rule_id, &e.subject)), repeat_ms, now)
-                .await? as usize;
+        let id = fingerprint(tenant, &e.rule_id, &e.subject);
+        let (did_notify, after) = apply(conn, tenant, &e, existing.remove(&id), changes, repeat_ms, now).await?;
+        notified += did_notify as usize;
+        if let Some(a) = after {
+            existing.insert(id, a);
+        }
     }
-    if let Some(c) = customer {
-        let at = signal.emitted_at.as_ref().map_or(now, |t| t.seconds * 1000 + t.nanos as i64 / 1_000_000);
-        sqlx::query(
-            "INSERT INTO alerting_risk (tenant_id, customer_id, at, risk) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(&c.customer_id)
-        .bind(at)
-        .bind(c.risk)
-        .execute(&mut *conn)
-        .await
-        .map_err(classify)?;
+    if customer.is_some() {
+        customers.alerts.insert(key, existing.into_values().filter(|a| a.subject == subject).collect());
     }
     Ok(notified)
 }
 
 /// One verdict on one alert: the lifecycle step, then the write and notification if it
-/// changed anything subscribers hear about. Returns whether it notified.
+/// changed anything subscribers hear about. Returns whether it notified, and the alert as it
+/// now stands.
 async fn apply(
     conn: &mut AnyConnection,
     tenant: &str,
     e: &Evaluation,
     current: Option<Alert>,
+    changes: &mut Vec<store::PendingChange>,
     repeat_ms: i64,
     now: i64,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, Option<Alert>), StoreError> {
     let (change, status) = on_verdict(current.as_ref().map(|a| a.status()).as_ref(), e.verdict.firing, now, repeat_ms);
-    let Some(status) = status else { return Ok(false) };
+    let Some(status) = status else { return Ok((false, current)) };
     if change == Change::Unchanged {
-        return Ok(false);
+        return Ok((false, current));
     }
     let new = current.is_none();
     let mut alert = current.unwrap_or_else(|| Alert {
@@ -281,6 +340,6 @@ async fn apply(
         Change::AutoResolved => "condition cleared",
         Change::Unchanged => "",
     };
-    store::record_change(conn, &alert, "rule", note, now).await?;
-    Ok(true)
+    changes.push(store::prepare_change(conn, &alert, "rule", note, now).await?);
+    Ok((true, Some(alert)))
 }

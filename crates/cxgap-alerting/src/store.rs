@@ -798,6 +798,100 @@ pub(crate) async fn alerts_about(
     rows.iter().map(alert_from_row).collect()
 }
 
+/// Alerts about any of `subjects` (exact subjects, as for customers).
+pub(crate) async fn alerts_about_subjects(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    subjects: &[String],
+) -> Result<Vec<Alert>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in subjects.chunks(500) {
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND subject IN ({})",
+            placeholders(2, chunk.len())
+        );
+        // Unprepared: the list's length varies from batch to batch.
+        let mut q = sqlx::query(&sql).persistent(false).bind(tenant);
+        for s in chunk {
+            q = q.bind(s);
+        }
+        for row in q.fetch_all(&mut *conn).await.map_err(classify)? {
+            out.push(alert_from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Risk points of these customers since `since`: (customer, at, risk).
+pub(crate) async fn risk_history(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    customers: &[String],
+    since: i64,
+) -> Result<Vec<(String, i64, f64)>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in customers.chunks(500) {
+        let sql = format!(
+            "SELECT customer_id, at, risk FROM alerting_risk WHERE tenant_id = $1 AND at >= $2 AND customer_id IN ({})",
+            placeholders(3, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, (String, i64, f64)>(&sql).persistent(false).bind(tenant).bind(since);
+        for c in chunk {
+            q = q.bind(c);
+        }
+        out.extend(q.fetch_all(&mut *conn).await.map_err(classify)?);
+    }
+    Ok(out)
+}
+
+/// Stores risk points (tenant, customer, at, risk); a point already stored at that
+/// instant stays.
+pub(crate) async fn insert_risk(
+    conn: &mut AnyConnection,
+    points: &[(String, String, i64, f64)],
+) -> Result<(), StoreError> {
+    for chunk in points.chunks(500) {
+        let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 4, 4))).collect();
+        let sql = format!(
+            "INSERT INTO alerting_risk (tenant_id, customer_id, at, risk) VALUES {} ON CONFLICT DO NOTHING",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for (tenant, customer, at, risk) in chunk {
+            q = q.bind(tenant).bind(customer).bind(*at).bind(*risk);
+        }
+        q.execute(&mut *conn).await.map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// Marks signals as seen and returns the (tenant, signal id) pairs not seen before.
+pub(crate) async fn claim_signals(
+    conn: &mut AnyConnection,
+    signals: &[cxgap_proto::signals::Signal],
+    now: i64,
+) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
+    let mut unseen = std::collections::HashSet::with_capacity(signals.len());
+    for chunk in signals.chunks(500) {
+        let values: Vec<String> = (0..chunk.len()).map(|r| format!("(${}, ${}, $1)", 2 + r * 2, 3 + r * 2)).collect();
+        let sql = format!(
+            "INSERT INTO alerting_signals_seen (tenant_id, signal_id, seen_at) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING tenant_id, signal_id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String, String)>(&sql).persistent(false).bind(now);
+        for s in chunk {
+            q = q.bind(&s.tenant_id).bind(&s.signal_id);
+        }
+        unseen.extend(q.fetch_all(&mut *conn).await.map_err(classify)?);
+    }
+    Ok(unseen)
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// NULL_F64_WORKAROUND: sqlx 0.8's Any driver sends a NULL `f64` as a `float4` parameter
 /// (its Real/Double null mappings are swapped), and a prepared statement keeps the
 /// parameter types of its first execution on that connection. A connection whose first
@@ -862,6 +956,13 @@ pub(crate) async fn save_alert(conn: &mut AnyConnection, a: &mut Alert, new: boo
     Ok(())
 }
 
+/// An alert's change with its transition written, and its notification not yet in the log.
+#[derive(Debug)]
+pub(crate) struct PendingChange {
+    alert: Alert,
+    notification: Notification,
+}
+
 /// The transition, the notification and the deliveries of an alert's change.
 pub(crate) async fn record_change(
     conn: &mut AnyConnection,
@@ -870,6 +971,20 @@ pub(crate) async fn record_change(
     note: &str,
     now: i64,
 ) -> Result<Notification, StoreError> {
+    let pending = prepare_change(conn, a, by, note, now).await?;
+    let mut logged = log_changes(conn, vec![pending], now).await?;
+    Ok(logged.remove(0))
+}
+
+/// Writes an alert's transition and decides its notification (silenced or inhibited or
+/// not); [`log_changes`] puts it in the log.
+pub(crate) async fn prepare_change(
+    conn: &mut AnyConnection,
+    a: &Alert,
+    by: &str,
+    note: &str,
+    now: i64,
+) -> Result<PendingChange, StoreError> {
     sqlx::query(
         "INSERT INTO alerting_transitions (alert_id, at, seq, state, by_whom, note) VALUES ($1, $2, \
          (SELECT COALESCE(MAX(seq), 0) + 1 FROM alerting_transitions WHERE alert_id = $1), $3, $4, $5)",
@@ -882,10 +997,6 @@ pub(crate) async fn record_change(
     .execute(&mut *conn)
     .await
     .map_err(classify)?;
-    let (seq,): (i64,) = sqlx::query_as("UPDATE alerting_cursor SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(classify)?;
     let mut silenced_by = silences(conn, &a.tenant_id, Some(now))
         .await?
         .into_iter()
@@ -904,7 +1015,7 @@ pub(crate) async fn record_change(
     })
     .to_string();
     let n = Notification {
-        seq,
+        seq: 0,
         notification_id: id,
         tenant_id: a.tenant_id.clone(),
         alert_id: a.alert_id.clone(),
@@ -913,49 +1024,78 @@ pub(crate) async fn record_change(
         silenced_by,
         payload,
     };
-    sqlx::query(
-        "INSERT INTO alerting_notifications (seq, notification_id, tenant_id, alert_id, state, at, silenced_by, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(n.seq)
-    .bind(&n.notification_id)
-    .bind(&n.tenant_id)
-    .bind(&n.alert_id)
-    .bind(n.state.as_str())
-    .bind(n.at)
-    .bind(&n.silenced_by)
-    .bind(&n.payload)
-    .execute(&mut *conn)
-    .await
-    .map_err(classify)?;
-    if n.silenced_by.is_empty() {
-        for (sub, disabled) in subscriptions(conn, &a.tenant_id).await? {
-            if !disabled.is_empty() || matches!(sub.target, Target::GrpcStream) || !sub.filter.accepts(&a.facts()) {
-                continue;
-            }
-            let (group_key, next_at) = match (&sub.grouping, &sub.target) {
-                (Some(g), Target::Webhook { .. }) => {
-                    let key = g.key(&a.labels);
-                    (key.clone(), group_due(conn, &a.tenant_id, &sub.id, &key, g, now).await?)
-                }
-                _ => (String::new(), now),
-            };
-            sqlx::query(
-                "INSERT INTO alerting_deliveries (notification_id, subscription_id, tenant_id, status, attempts, \
-                 next_at, last_error, updated_at, group_key) VALUES ($1, $2, $3, 'pending', 0, $4, '', $5, $6)",
-            )
-            .bind(&n.notification_id)
-            .bind(&sub.id)
-            .bind(&a.tenant_id)
-            .bind(next_at)
-            .bind(now)
-            .bind(group_key)
-            .execute(&mut *conn)
-            .await
-            .map_err(classify)?;
-        }
+    Ok(PendingChange { alert: a.clone(), notification: n })
+}
+
+/// Appends changes to the notification log, in order, with their pending deliveries.
+/// The log's position comes from the single cursor row, whose update serialises writers
+/// until they commit (so a reader resuming after seq N never skips one): it is taken here,
+/// at the end of a batch's transaction, for all of the batch's changes at once, rather
+/// than at its first change, which held every other partition's batch back for the rest
+/// of this one.
+pub(crate) async fn log_changes(
+    conn: &mut AnyConnection,
+    changes: Vec<PendingChange>,
+    now: i64,
+) -> Result<Vec<Notification>, StoreError> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(n)
+    let (last,): (i64,) = sqlx::query_as("UPDATE alerting_cursor SET seq = seq + $1 WHERE id = 1 RETURNING seq")
+        .bind(changes.len() as i64)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(classify)?;
+    let first = last - changes.len() as i64 + 1;
+    let mut logged = Vec::with_capacity(changes.len());
+    for (i, PendingChange { alert, mut notification }) in changes.into_iter().enumerate() {
+        notification.seq = first + i as i64;
+        let (a, n) = (&alert, &notification);
+        sqlx::query(
+            "INSERT INTO alerting_notifications (seq, notification_id, tenant_id, alert_id, state, at, silenced_by, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(n.seq)
+        .bind(&n.notification_id)
+        .bind(&n.tenant_id)
+        .bind(&n.alert_id)
+        .bind(n.state.as_str())
+        .bind(n.at)
+        .bind(&n.silenced_by)
+        .bind(&n.payload)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        if n.silenced_by.is_empty() {
+            for (sub, disabled) in subscriptions(conn, &a.tenant_id).await? {
+                if !disabled.is_empty() || matches!(sub.target, Target::GrpcStream) || !sub.filter.accepts(&a.facts()) {
+                    continue;
+                }
+                let (group_key, next_at) = match (&sub.grouping, &sub.target) {
+                    (Some(g), Target::Webhook { .. }) => {
+                        let key = g.key(&a.labels);
+                        (key.clone(), group_due(conn, &a.tenant_id, &sub.id, &key, g, now).await?)
+                    }
+                    _ => (String::new(), now),
+                };
+                sqlx::query(
+                    "INSERT INTO alerting_deliveries (notification_id, subscription_id, tenant_id, status, attempts, \
+                     next_at, last_error, updated_at, group_key) VALUES ($1, $2, $3, 'pending', 0, $4, '', $5, $6)",
+                )
+                .bind(&n.notification_id)
+                .bind(&sub.id)
+                .bind(&a.tenant_id)
+                .bind(next_at)
+                .bind(now)
+                .bind(group_key)
+                .execute(&mut *conn)
+                .await
+                .map_err(classify)?;
+            }
+        }
+        logged.push(notification);
+    }
+    Ok(logged)
 }
 
 /// When a new notification of a group may leave: with the group's open batch if one is
