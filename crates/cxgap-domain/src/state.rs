@@ -70,6 +70,61 @@ pub struct AssessmentKey {
     pub assessor: String,
 }
 
+/// A vector kept in fixed-size chunks once it outgrows the first: growing never moves
+/// what is stored. A doubling `Vec` of tens of megabytes of cells copies them on every
+/// growth and leaves the old block to the allocator, which counts in the process's
+/// resident memory until it is returned.
+#[derive(Debug, Clone)]
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked { chunks: Vec::new() }
+    }
+}
+
+impl<T> Chunked<T> {
+    const CHUNK: usize = 4096;
+
+    fn len(&self) -> usize {
+        self.chunks.last().map_or(0, |last| (self.chunks.len() - 1) * Self::CHUNK + last.len())
+    }
+
+    /// Appends and returns the new element's index.
+    fn push(&mut self, value: T) -> usize {
+        match self.chunks.last_mut() {
+            // The first chunk grows as a vector does, so small states stay small.
+            Some(last) if last.len() < Self::CHUNK => last.push(value),
+            _ => {
+                let mut chunk = Vec::with_capacity(if self.chunks.is_empty() { 0 } else { Self::CHUNK });
+                chunk.push(value);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len() - 1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i / Self::CHUNK][i % Self::CHUNK]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Chunked<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i / Self::CHUNK][i % Self::CHUNK]
+    }
+}
+
 /// The identity of an applied event: 128 bits of SHA-256 of its id. Fixed-size keys keep
 /// the deduplication set free of one allocation per event; two distinct ids share one
 /// with a probability of about n²/2¹²⁹ (below 10⁻²⁰ at a billion events of a tenant), and
@@ -80,10 +135,10 @@ fn event_key(id: &str) -> u128 {
     u128::from_le_bytes(d[..16].try_into().expect("SHA-256 has 32 bytes"))
 }
 
-/// The big values (cells are ~800 bytes, customers ~130) live in vectors, and the hash
-/// tables hold their index: growing a table then moves small entries instead of whole
-/// accumulators, and a vector grows in place (measured: table growth and the page faults
-/// behind it were about 40 % of the engine's time when cells were stored inline).
+/// The big values (cells are ~800 bytes, customers ~130) live in [`Chunked`] vectors and
+/// the hash tables hold their index: growing a table then moves small entries instead of
+/// whole accumulators, and the values never move (measured: table growth and the page
+/// faults behind it were about 40 % of the engine's time when cells were stored inline).
 #[derive(Debug, Default, Clone)]
 pub struct GapState {
     seen: FxHashSet<u128>,
@@ -91,10 +146,10 @@ pub struct GapState {
     touchpoints: Interner<Option<String>>,
     segments: Interner<Attributes>,
     cell_index: FxHashMap<CellKey, u32>,
-    cells: Vec<(CellKey, CellAgg)>,
+    cells: Chunked<(CellKey, CellAgg)>,
     customer_index: FxHashMap<Box<str>, u32>,
-    customers: Vec<CustomerState<u32>>,
-    customer_ids: Vec<Box<str>>,
+    customers: Chunked<CustomerState<u32>>,
+    customer_ids: Chunked<Box<str>>,
     assessments: FxHashMap<AssessmentKey, (EventOrder, InternalAssessment)>,
     seen_assessments: FxHashSet<Box<str>>,
 }
@@ -133,10 +188,7 @@ impl GapState {
 
     fn cell_mut(&mut self, key: CellKey) -> &mut CellAgg {
         let cells = &mut self.cells;
-        let i = *self.cell_index.entry(key).or_insert_with(|| {
-            cells.push((key, CellAgg::default()));
-            (cells.len() - 1) as u32
-        });
+        let i = *self.cell_index.entry(key).or_insert_with(|| cells.push((key, CellAgg::default())) as u32);
         &mut self.cells[i as usize].1
     }
 
@@ -235,7 +287,7 @@ impl GapState {
     }
 
     pub fn customers(&self) -> impl Iterator<Item = (&str, &CustomerState<u32>, &Attributes)> {
-        self.customer_ids.iter().zip(&self.customers).map(|(id, c)| (&**id, c, self.segments.get(c.segment)))
+        self.customer_ids.iter().zip(self.customers.iter()).map(|(id, c)| (&**id, c, self.segments.get(c.segment)))
     }
 
     pub fn customer(&self, id: &str) -> Option<(&CustomerState<u32>, &Attributes)> {
@@ -281,3 +333,21 @@ pub struct Snapshot {
 }
 
 pub type CellCoords = (Day, Channel, JourneyStage, Option<String>, Attributes);
+
+#[cfg(test)]
+mod tests {
+    use super::Chunked;
+
+    #[test]
+    fn chunked_indexes_across_chunks_in_push_order() {
+        let mut c = Chunked::default();
+        let n = Chunked::<usize>::CHUNK * 2 + 3;
+        for i in 0..n {
+            assert_eq!(c.push(i), i);
+        }
+        assert_eq!(c.len(), n);
+        assert_eq!((c[0], c[Chunked::<usize>::CHUNK], c[n - 1]), (0, Chunked::<usize>::CHUNK, n - 1));
+        c[5] = 50;
+        assert!(c.iter().copied().eq((0..n).map(|i| if i == 5 { 50 } else { i })));
+    }
+}
