@@ -124,6 +124,7 @@ impl Processor {
         let mut customers = CustomerContext::load(&mut tx, &signals, &unseen, now).await?;
         let mut risk_points = Vec::new();
         let mut changes = Vec::new();
+        let mut silenced = store::SilenceCache::default();
         for signal in &signals {
             // Seen before this batch, or earlier in it.
             if !unseen.remove(&(signal.tenant_id.clone(), signal.signal_id.clone())) {
@@ -133,7 +134,13 @@ impl Processor {
             stats.signals += 1;
             let tenant = &signal.tenant_id;
             let tenant_rules = &rules[tenant];
-            let ctx = Batch { customers: &mut customers, changes: &mut changes, repeat_ms: c.repeat_ms, now };
+            let ctx = Batch {
+                customers: &mut customers,
+                changes: &mut changes,
+                silenced: &mut silenced,
+                repeat_ms: c.repeat_ms,
+                now,
+            };
             stats.notifications += apply_signal(&mut tx, tenant, tenant_rules, signal, ctx).await?;
             if let Some(pb::signal::Body::Customer(cs)) = &signal.body {
                 let at = signal.emitted_at.as_ref().map_or(now, |t| t.seconds * 1000 + t.nanos as i64 / 1_000_000);
@@ -238,6 +245,7 @@ struct Batch<'a> {
     customers: &'a mut CustomerContext,
     /// Alert changes whose notifications go into the log when the batch ends.
     changes: &'a mut Vec<store::PendingChange>,
+    silenced: &'a mut store::SilenceCache,
     repeat_ms: i64,
     now: i64,
 }
@@ -250,7 +258,7 @@ async fn apply_signal(
     signal: &pb::Signal,
     batch: Batch<'_>,
 ) -> Result<usize, StoreError> {
-    let Batch { customers, changes, repeat_ms, now } = batch;
+    let Batch { customers, changes, silenced, repeat_ms, now } = batch;
     let (subject, customer) = match &signal.body {
         Some(pb::signal::Body::Customer(c)) => (format!("customer:{}", c.customer_id), Some(c)),
         Some(pb::signal::Body::Aggregate(a)) => {
@@ -275,7 +283,8 @@ async fn apply_signal(
     let mut notified = 0;
     for e in evaluate(rules, signal, &known) {
         let id = fingerprint(tenant, &e.rule_id, &e.subject);
-        let (did_notify, after) = apply(conn, tenant, &e, existing.remove(&id), changes, repeat_ms, now).await?;
+        let (did_notify, after) =
+            apply(conn, tenant, &e, existing.remove(&id), (changes, silenced), repeat_ms, now).await?;
         notified += did_notify as usize;
         if let Some(a) = after {
             existing.insert(id, a);
@@ -295,7 +304,7 @@ async fn apply(
     tenant: &str,
     e: &Evaluation,
     current: Option<Alert>,
-    changes: &mut Vec<store::PendingChange>,
+    (changes, silenced): (&mut Vec<store::PendingChange>, &mut store::SilenceCache),
     repeat_ms: i64,
     now: i64,
 ) -> Result<(bool, Option<Alert>), StoreError> {
@@ -340,6 +349,6 @@ async fn apply(
         Change::AutoResolved => "condition cleared",
         Change::Unchanged => "",
     };
-    changes.push(store::prepare_change(conn, &alert, "rule", note, now).await?);
+    changes.push(store::prepare_change(conn, &alert, "rule", note, now, silenced).await?);
     Ok((true, Some(alert)))
 }

@@ -956,6 +956,10 @@ pub(crate) async fn save_alert(conn: &mut AnyConnection, a: &mut Alert, new: boo
     Ok(())
 }
 
+/// Tenants' active silences, read once per batch (a batch is one instant, `now`).
+#[derive(Debug, Default)]
+pub(crate) struct SilenceCache(std::collections::HashMap<String, Vec<Silence>>);
+
 /// An alert's change with its transition written, and its notification not yet in the log.
 #[derive(Debug)]
 pub(crate) struct PendingChange {
@@ -971,7 +975,7 @@ pub(crate) async fn record_change(
     note: &str,
     now: i64,
 ) -> Result<Notification, StoreError> {
-    let pending = prepare_change(conn, a, by, note, now).await?;
+    let pending = prepare_change(conn, a, by, note, now, &mut SilenceCache::default()).await?;
     let mut logged = log_changes(conn, vec![pending], now).await?;
     Ok(logged.remove(0))
 }
@@ -984,6 +988,7 @@ pub(crate) async fn prepare_change(
     by: &str,
     note: &str,
     now: i64,
+    silenced: &mut SilenceCache,
 ) -> Result<PendingChange, StoreError> {
     sqlx::query(
         "INSERT INTO alerting_transitions (alert_id, at, seq, state, by_whom, note) VALUES ($1, $2, \
@@ -997,12 +1002,12 @@ pub(crate) async fn prepare_change(
     .execute(&mut *conn)
     .await
     .map_err(classify)?;
-    let mut silenced_by = silences(conn, &a.tenant_id, Some(now))
-        .await?
-        .into_iter()
-        .find(|s| s.mutes(&a.labels, now))
-        .map(|s| s.id)
-        .unwrap_or_default();
+    if !silenced.0.contains_key(&a.tenant_id) {
+        let active = silences(conn, &a.tenant_id, Some(now)).await?;
+        silenced.0.insert(a.tenant_id.clone(), active);
+    }
+    let mut silenced_by =
+        silenced.0[&a.tenant_id].iter().find(|s| s.mutes(&a.labels, now)).map(|s| s.id.clone()).unwrap_or_default();
     if silenced_by.is_empty() {
         silenced_by = inhibitor(conn, a).await?.map(|id| format!("inhibited:{id}")).unwrap_or_default();
     }
@@ -1048,6 +1053,8 @@ pub(crate) async fn log_changes(
         .map_err(classify)?;
     let first = last - changes.len() as i64 + 1;
     let mut logged = Vec::with_capacity(changes.len());
+    // A tenant's subscriptions, read once for all of the batch's changes.
+    let mut subscribers: std::collections::HashMap<String, Vec<(Subscription, String)>> = Default::default();
     for (i, PendingChange { alert, mut notification }) in changes.into_iter().enumerate() {
         notification.seq = first + i as i64;
         let (a, n) = (&alert, &notification);
@@ -1067,7 +1074,11 @@ pub(crate) async fn log_changes(
         .await
         .map_err(classify)?;
         if n.silenced_by.is_empty() {
-            for (sub, disabled) in subscriptions(conn, &a.tenant_id).await? {
+            if !subscribers.contains_key(&a.tenant_id) {
+                let subs = subscriptions(conn, &a.tenant_id).await?;
+                subscribers.insert(a.tenant_id.clone(), subs);
+            }
+            for (sub, disabled) in &subscribers[&a.tenant_id] {
                 if !disabled.is_empty() || matches!(sub.target, Target::GrpcStream) || !sub.filter.accepts(&a.facts()) {
                     continue;
                 }

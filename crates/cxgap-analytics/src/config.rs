@@ -32,7 +32,7 @@ pub const SETTINGS: &[Setting] = &[
     ("CXGAP_BATCH_MAX_EVENTS", Some("2000"), "records per consume batch (one transaction per partition in it)"),
     (
         "CXGAP_BATCH_MAX_WAIT_MS",
-        Some("200"),
+        Some("20"),
         "longest a batch keeps filling while records keep arriving (it closes after 3 ms without one)",
     ),
     ("CXGAP_DEDUP_WINDOW_HOURS", Some("24"), "how long processed event ids are remembered"),
