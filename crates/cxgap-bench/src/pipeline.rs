@@ -290,7 +290,10 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         Figure::new("analytics", "analytics, exactly-once state in PostgreSQL", analytics, "events/s")
             .against("bare_consumer")
             .target(Target::RatioAtLeast(0.3))
-            .note(format!("batches of up to {} records, one transaction each", defaults.batch_max_events)),
+            .note(format!(
+                "batches of up to {} records; one transaction per partition in a batch, partitions side by side",
+                defaults.batch_max_events
+            )),
     );
     let pool = sqlx::PgPool::connect(&db.url).await?;
     let (bytes, customers): (i64, i64) = sqlx::query_as(
