@@ -221,8 +221,12 @@ pub async fn run<S: Subscriber, P: PartitionProcessor>(
                         }
                     }
                     Outcome::Rewind(to) => {
-                        // What was read after the refused batch is read again from `to`.
+                        // What was read after the refused batch is read again from `to`;
+                        // left in hand, it would look like another gap at the same offset,
+                        // and a gap seen again once the window reaches the start is accepted
+                        // as being in the log (records would be skipped).
                         waiting.remove(&partition);
+                        batch.retain(|c| c.partition != partition);
                         if let Err(e) = sub.seek(&topic, partition, to) {
                             warn!(error = %e, partition, "seek failed; the batch is dropped and read again");
                         }
@@ -391,6 +395,111 @@ mod tests {
                 offset,
             })
             .collect()
+    }
+
+    /// A broker that, the first time partition 0 is read from its start, answers from
+    /// offset 10 (as tansu does for a fetch from the middle of a record batch).
+    struct Skipping {
+        logs: BTreeMap<i32, i64>,
+        cursors: BTreeMap<i32, i64>,
+        skipped: bool,
+    }
+
+    impl Subscriber for Skipping {
+        async fn next(&mut self) -> Result<Consumed, crate::BusError> {
+            let next = self.cursors.iter().find(|(p, c)| **c < self.logs[p]).map(|(p, c)| (*p, *c));
+            let Some((partition, offset)) = next else { return std::future::pending().await };
+            // Records trickle in, so a batch is still filling when an earlier one returns.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.cursors.insert(partition, offset + 1);
+            let record = Record { topic: "t".into(), key: vec![], payload: vec![], headers: vec![] };
+            Ok(Consumed { record, partition, offset })
+        }
+
+        fn commit(&mut self, _: &str, _: i32, _: i64) -> Result<(), crate::BusError> {
+            Ok(())
+        }
+
+        fn assign(&mut self, _: &str, partitions: &[(i32, i64)]) -> Result<(), crate::BusError> {
+            self.cursors = partitions.iter().copied().collect();
+            if !self.skipped && self.cursors.get(&0) == Some(&0) {
+                self.skipped = true;
+                self.cursors.insert(0, 10);
+            }
+            Ok(())
+        }
+
+        fn seek(&mut self, _: &str, partition: i32, offset: i64) -> Result<(), crate::BusError> {
+            self.cursors.insert(partition, offset);
+            Ok(())
+        }
+    }
+
+    /// Applies records after a short delay (so later records are read meanwhile), storing
+    /// each partition's next offset as a database would.
+    #[derive(Default)]
+    struct Recorder {
+        stored: Mutex<BTreeMap<i32, i64>>,
+        applied: Mutex<Vec<(i32, i64)>>,
+    }
+
+    impl PartitionProcessor for Recorder {
+        type Stats = usize;
+        type Error = Gap;
+
+        fn topic(&self) -> &str {
+            "t"
+        }
+
+        async fn stored_offset(&self, partition: i32) -> Result<Option<i64>, Gap> {
+            Ok(Some(self.stored.lock().unwrap().get(&partition).copied().unwrap_or(0)))
+        }
+
+        async fn process(&self, partition: i32, records: &[Consumed], accept_gap: bool) -> Result<usize, Gap> {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let expected = self.stored.lock().unwrap().get(&partition).copied().unwrap_or(0);
+            let fresh = fresh(partition, records, Some(expected), accept_gap)?;
+            if let Some(next) = fresh.next_offset() {
+                self.applied.lock().unwrap().extend(fresh.records.iter().map(|r| (partition, r.offset)));
+                self.stored.lock().unwrap().insert(partition, next);
+            }
+            Ok(records.len() - fresh.replayed)
+        }
+
+        fn failure(error: &Gap) -> Failure {
+            Failure::Gap(*error)
+        }
+
+        fn advanced(applied: &usize) -> bool {
+            *applied > 0
+        }
+
+        fn committed(&self, _: i32, _: &usize, _: Duration) {}
+    }
+
+    #[tokio::test]
+    async fn records_the_broker_skips_are_read_again_while_other_partitions_go_on() {
+        let sub = Skipping { logs: [(0, 40), (1, 40)].into(), cursors: BTreeMap::new(), skipped: false };
+        let recorder = Recorder::default();
+        let (_assigner, mut assignments) = watch::channel(Some(vec![0, 1]));
+        assignments.mark_changed();
+        let shutdown = CancellationToken::new();
+        let limits = BatchLimits::new(8, Duration::from_millis(20));
+        let stop = async {
+            for _ in 0..300 {
+                if recorder.applied.lock().unwrap().len() >= 80 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            shutdown.cancel();
+        };
+        let (r, ()) = tokio::join!(run(sub, &recorder, limits, &shutdown, Some(assignments)), stop);
+        r.unwrap();
+        let mut applied = recorder.applied.lock().unwrap().clone();
+        applied.sort();
+        let expected: Vec<(i32, i64)> = (0..2).flat_map(|p| (0..40).map(move |o| (p, o))).collect();
+        assert_eq!(applied, expected, "every record of both partitions applied once, none skipped");
     }
 
     #[test]
