@@ -204,7 +204,9 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             metrics.clone(),
             shutdown.clone(),
         ));
-        let limits = BatchLimits::new(config.batch_max_events, config.batch_max_wait);
+        let sqlite = config.database_url.starts_with("sqlite:");
+        let limits =
+            BatchLimits::new(config.batch_max_events, config.batch_max_wait).in_flight(if sqlite { 1 } else { 8 });
         let stop_lease = Shutdown::new();
         let (assignments, lease) = match config.assignment {
             Assignment::Kafka => (None, None),

@@ -122,13 +122,22 @@ pub struct BatchLimits {
     /// A batch closes as soon as no record arrived for this long: under load batches fill
     /// up (fewer transactions), while a lone record is not held back for `max_wait`.
     pub idle: Duration,
+    /// How many partitions' batches may be in flight at once. One where the database
+    /// serialises writers on a single connection (SQLite): side by side there, batches
+    /// only queue for the connection, and everything else that needs it (queries, the
+    /// outbox relay, leases) waits behind all of them.
+    pub max_in_flight: usize,
 }
 
 impl BatchLimits {
     pub const IDLE: Duration = Duration::from_millis(3);
 
     pub fn new(max_events: usize, max_wait: Duration) -> BatchLimits {
-        BatchLimits { max_events, max_wait, idle: Self::IDLE.min(max_wait) }
+        BatchLimits { max_events, max_wait, idle: Self::IDLE.min(max_wait), max_in_flight: 8 }
+    }
+
+    pub fn in_flight(self, max_in_flight: usize) -> BatchLimits {
+        BatchLimits { max_in_flight: max_in_flight.max(1), ..self }
     }
 }
 
@@ -234,12 +243,22 @@ pub async fn run<S: Subscriber, P: PartitionProcessor>(
                     Outcome::Dropped => {}
                 }
                 busy.remove(&partition);
-                if let Some(mut records) = waiting.remove(&partition) {
-                    if records.len() > limits.max_events {
-                        waiting.insert(partition, records.split_off(limits.max_events));
+                // The partition that finished first (its records have waited longest), then
+                // any other waiting partition while there is room.
+                let ready: Vec<i32> = std::iter::once(partition)
+                    .chain(waiting.keys().copied().filter(|p| *p != partition))
+                    .filter(|p| waiting.contains_key(p) && !busy.contains(p))
+                    .collect();
+                for p in ready {
+                    if busy.len() >= limits.max_in_flight {
+                        break;
                     }
-                    busy.insert(partition);
-                    in_flight.push(start(partition, records));
+                    let Some(mut records) = waiting.remove(&p) else { continue };
+                    if records.len() > limits.max_events {
+                        waiting.insert(p, records.split_off(limits.max_events));
+                    }
+                    busy.insert(p);
+                    in_flight.push(start(p, records));
                 }
             }
             r = sub.next(), if read => match r {
@@ -273,7 +292,8 @@ pub async fn run<S: Subscriber, P: PartitionProcessor>(
             }
             for (partition, mut records) in by_partition {
                 records.sort_by_key(|r| r.offset);
-                if busy.insert(partition) {
+                if !busy.contains(&partition) && busy.len() < limits.max_in_flight {
+                    busy.insert(partition);
                     in_flight.push(start(partition, records));
                 } else {
                     waiting.entry(partition).or_default().extend(records);
