@@ -209,9 +209,9 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
                 wake_deliveries.notify_one();
             },
         };
-        let sqlite = config.database_url.starts_with("sqlite:");
-        let limits =
-            BatchLimits::new(config.batch_max_events, config.batch_max_wait).in_flight(if sqlite { 1 } else { 8 });
+        // A batch in flight holds a connection for its transaction.
+        let in_flight = cxgap_runtime::db::pool_size(&config.database_url) as usize;
+        let limits = BatchLimits::new(config.batch_max_events, config.batch_max_wait).in_flight(in_flight);
         let consumed =
             consume::run(subscriber, &signals, limits, &shutdown, assignments).await.map_err(anyhow::Error::msg);
         // Give the lease up only after the batch in hand is committed.

@@ -14,6 +14,12 @@ pub enum DbError {
     Migration(String),
 }
 
+/// Connections in a service's pool for `url`. SQLite allows one writer; one connection
+/// avoids "database is locked" between ours. Consumers size their concurrency by it.
+pub fn pool_size(url: &str) -> u32 {
+    if url.starts_with("sqlite:") { 1 } else { 8 }
+}
+
 /// Connects (creating a SQLite file if needed) and runs `migrations`.
 ///
 /// Services may share a database, and so sqlx's migration table: each service owns a
@@ -27,9 +33,8 @@ pub async fn connect(url: &str, migrations: &Migrator) -> Result<AnyPool, DbErro
     } else {
         url.to_string()
     };
-    // SQLite allows one writer; one connection avoids "database is locked" between ours.
     let pool = AnyPoolOptions::new()
-        .max_connections(if sqlite { 1 } else { 8 })
+        .max_connections(pool_size(&url))
         .acquire_timeout(Duration::from_secs(10))
         .connect(&url)
         .await
