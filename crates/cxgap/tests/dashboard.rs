@@ -100,22 +100,22 @@ async fn the_dashboard_shows_a_live_demo_and_acknowledges_an_alert() {
     let top: Vec<&str> = top.as_array().unwrap().iter().filter_map(|c| c["customer_id"].as_str()).collect();
     assert!(top.iter().any(|c| dom.contains(&format!(">{c}<"))), "the at-risk table shows {top:?}");
     assert!(dom.contains("data-act=\"ack\""), "alerts with an acknowledge button");
-    // A firing alert the page shows with its ack button.
-    let firing_on = |dom: &str| -> Option<String> {
-        dom.split("data-alert=\"")
-            .skip(1)
-            .find(|row| row.split("</tr>").next().unwrap_or_default().contains("data-act=\"ack\""))
-            .and_then(|row| row.split('"').next())
-            .map(str::to_string)
+    // The alert to acknowledge: one about a touchpoint or a segment. A customer's alert is
+    // muted while its touchpoint has an open alert (inhibition), and so is its
+    // acknowledgement, which the demo's stream then rightly never shows; the live rules
+    // open and close touchpoint alerts all the time, so which customer alerts are muted at
+    // the moment of the click is a matter of luck. The link pins it on the page even when
+    // fifty newer alerts push it off the list.
+    let unmutable = || async {
+        let list = get(alerting, "/v1/alerts?state=firing", &auth).await?;
+        list.as_array()?
+            .iter()
+            .find(|a| a["subject"].as_str().is_some_and(|s| !s.starts_with("customer:")))
+            .and_then(|a| a["alert_id"].as_str().map(str::to_string))
     };
-    let mut first = firing_on(&dom).unwrap();
+    let mut first =
+        eventually(Duration::from_secs(120), "a firing alert about a touchpoint or a segment", unmutable).await;
 
-    // Acknowledge through the page: a link that presses the alert's ack button in the
-    // browser; the page's own request acknowledges it, and it re-renders as acknowledged.
-    // Under the demo's load the page's request may finish after the browser took its
-    // snapshot; loading the link again is harmless (an acknowledged row has no ack button).
-    // The live rules may also resolve the alert first (its customer's risk fell): then
-    // the page has nothing to press, and another firing alert is taken.
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let mut history = Vec::new();
     let row = loop {
@@ -140,7 +140,7 @@ async fn the_dashboard_shows_a_live_demo_and_acknowledges_an_alert() {
         history.push(format!("{first}: api state {state:?}, page error {error:?}"));
         assert!(std::time::Instant::now() < deadline, "the page never acknowledged an alert: {history:#?}");
         if state.as_ref().is_some_and(|s| s == "resolved")
-            && let Some(other) = firing_on(&dom)
+            && let Some(other) = unmutable().await
         {
             first = other;
         }
@@ -160,9 +160,9 @@ async fn the_dashboard_shows_a_live_demo_and_acknowledges_an_alert() {
     .unwrap();
     assert_eq!(again.status, 409, "{}", again.text());
     // The demo's terminal, fed by its gRPC stream subscription, reports the acknowledgement.
-    // The stream delivers the log in order, so it comes after every notification the
-    // demo's live rules logged before it (seen to take over 30 s on a loaded CI machine).
-    eventually(Duration::from_secs(120), "the acknowledgement on the demo's alert stream", || async {
+    // The stream delivers the log in order, behind every notification the demo's live
+    // rules logged before it.
+    eventually(Duration::from_secs(60), "the acknowledgement on the demo's alert stream", || async {
         seen(&|l| l.starts_with("[alert ACKNOWLEDGED"))
     })
     .await;
