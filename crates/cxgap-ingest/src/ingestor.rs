@@ -10,6 +10,7 @@ use cxgap_domain::{FeedbackEvent, InternalAssessment, Timestamp, Violations};
 use cxgap_proto::convert;
 use prost::Message;
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::{debug, warn};
@@ -22,26 +23,61 @@ pub const SCHEMA_VERSION: &str = "1";
 /// "duplicate" without publishing again. Bounded and per process: a retry that reaches
 /// another replica, or comes after eviction, is published again and deduplicated by
 /// analytics, which keys its state on the event id.
+///
+/// Pairs are kept as a 128-bit keyed hash (two SipHash-1-3 with random keys), not as
+/// strings: no allocation per event on the hot path, 16 bytes an entry, and a collision
+/// (which would answer a new event "duplicate") is as likely as 2^-90 over a full set, and
+/// cannot be aimed at, the keys being secret and new in every process.
 #[derive(Debug)]
 struct RecentIds {
-    set: HashSet<(String, String)>,
-    order: VecDeque<(String, String)>,
+    set: HashSet<u128, BuildHasherDefault<rustc_hash::FxHasher>>,
+    order: VecDeque<u128>,
     capacity: usize,
+    keys: (RandomState, RandomState),
 }
 
 impl RecentIds {
-    fn contains(&self, k: &(String, String)) -> bool {
-        self.set.contains(k)
+    fn new(capacity: usize) -> Self {
+        RecentIds { set: HashSet::default(), order: VecDeque::new(), capacity, keys: Default::default() }
     }
 
-    fn insert(&mut self, k: (String, String)) {
-        if self.set.insert(k.clone()) {
+    fn key(&self, tenant: &str, event_id: &str) -> u128 {
+        let (a, b) = (self.keys.0.hash_one((tenant, event_id)), self.keys.1.hash_one((tenant, event_id)));
+        ((a as u128) << 64) | b as u128
+    }
+
+    fn contains(&self, k: u128) -> bool {
+        self.set.contains(&k)
+    }
+
+    fn insert(&mut self, k: u128) {
+        if self.set.insert(k) {
             self.order.push_back(k);
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
                     self.set.remove(&old);
                 }
             }
+        }
+    }
+}
+
+/// Per-event counters summed over a request, so the metric families (a lock and a label
+/// lookup each) are touched once per (channel, result), not once per event.
+#[derive(Default)]
+struct Tally(Vec<(&'static str, &'static str, u64)>);
+
+impl Tally {
+    fn add(&mut self, channel: &'static str, result: &'static str) {
+        match self.0.iter_mut().find(|(c, r, _)| *c == channel && *r == result) {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((channel, result, 1)),
+        }
+    }
+
+    fn record(self, metrics: &Metrics) {
+        for (channel, result, n) in self.0 {
+            metrics.event(channel, result, n);
         }
     }
 }
@@ -98,14 +134,7 @@ fn bus_error(e: &BusError) -> IngestError {
 
 impl<P: Publisher> Ingestor<P> {
     pub fn new(publisher: Arc<P>, topic: String, limits: Limits, rate: RateLimiter, metrics: Metrics) -> Self {
-        Ingestor {
-            publisher,
-            topic,
-            limits,
-            rate,
-            recent: Mutex::new(RecentIds { set: HashSet::new(), order: VecDeque::new(), capacity: 200_000 }),
-            metrics,
-        }
+        Ingestor { publisher, topic, limits, rate, recent: Mutex::new(RecentIds::new(200_000)), metrics }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -151,41 +180,46 @@ impl<P: Publisher> Ingestor<P> {
         }
         let received = now();
         let mut out = Outcome::default();
-        let mut to_publish: Vec<(Record, String, &'static str)> = Vec::new();
-        let mut in_request: HashSet<String> = HashSet::new();
-        for (index, (event_id, item)) in items.into_iter().enumerate() {
-            let ev = match item {
-                Ok(ev) => ev,
-                Err(violations) => {
-                    out.rejected.push(Rejection { index, event_id, violations });
+        let mut tally = Tally::default();
+        let mut to_publish: Vec<(Record, String, &'static str, u128)> = Vec::new();
+        let mut in_request: HashSet<u128, BuildHasherDefault<rustc_hash::FxHasher>> = HashSet::default();
+        {
+            let recent = self.recent.lock().expect("recent lock");
+            for (index, (event_id, item)) in items.into_iter().enumerate() {
+                let ev = match item {
+                    Ok(ev) => ev,
+                    Err(violations) => {
+                        out.rejected.push(Rejection { index, event_id, violations });
+                        continue;
+                    }
+                };
+                let (record, size) = self.record(tenant, &ev, received);
+                if size > self.limits.max_event_bytes {
+                    let mut v = Violations::default();
+                    v.push(
+                        "event",
+                        format!("encoded size {size} bytes exceeds the limit of {}", self.limits.max_event_bytes),
+                    );
+                    out.rejected.push(Rejection { index, event_id, violations: v });
                     continue;
                 }
-            };
-            let (record, size) = self.record(tenant, &ev, received);
-            if size > self.limits.max_event_bytes {
-                let mut v = Violations::default();
-                v.push(
-                    "event",
-                    format!("encoded size {size} bytes exceeds the limit of {}", self.limits.max_event_bytes),
-                );
-                out.rejected.push(Rejection { index, event_id, violations: v });
-                continue;
+                let key = recent.key(tenant, &ev.event_id);
+                if !in_request.insert(key) || recent.contains(key) {
+                    out.duplicates += 1;
+                    out.duplicate_ids.push(ev.event_id);
+                    tally.add(ev.channel.as_str(), "duplicate");
+                    continue;
+                }
+                to_publish.push((record, ev.event_id, ev.channel.as_str(), key));
             }
-            let key = (tenant.to_string(), ev.event_id.clone());
-            if !in_request.insert(ev.event_id.clone()) || self.recent.lock().expect("recent lock").contains(&key) {
-                out.duplicates += 1;
-                out.duplicate_ids.push(ev.event_id.clone());
-                self.metrics.event(ev.channel.as_str(), "duplicate", 1);
-                continue;
-            }
-            to_publish.push((record, ev.event_id, ev.channel.as_str()));
         }
         if !out.rejected.is_empty() {
             for r in &out.rejected {
-                self.metrics.event("unknown", "invalid", 1);
+                tally.add("unknown", "invalid");
                 debug!(event_id = %r.event_id, violations = %r.violations, "rejected event");
             }
             if atomic {
+                tally.record(&self.metrics);
                 let mut all = Violations::default();
                 for r in &out.rejected {
                     for v in r.violations.iter() {
@@ -196,35 +230,41 @@ impl<P: Publisher> Ingestor<P> {
             }
         }
         if to_publish.is_empty() {
+            tally.record(&self.metrics);
             return Ok(out);
         }
         if let Err(retry_after) = self.rate.acquire(tenant, to_publish.len(), Instant::now()) {
-            for (_, _, ch) in &to_publish {
-                self.metrics.event(ch, "rate_limited", 1);
+            for (_, _, ch, _) in &to_publish {
+                tally.add(ch, "rate_limited");
             }
+            tally.record(&self.metrics);
             return Err(IngestError::RateLimited { retry_after });
         }
         let started = Instant::now();
-        let (records, meta): (Vec<Record>, Vec<(String, &'static str)>) =
-            to_publish.into_iter().map(|(r, id, ch)| (r, (id, ch))).unzip();
+        let (records, meta): (Vec<Record>, Vec<(String, &'static str, u128)>) =
+            to_publish.into_iter().map(|(r, id, ch, key)| (r, (id, ch, key))).unzip();
         let results = self.publisher.publish(records).await;
         self.metrics.produce_seconds.observe(started.elapsed().as_secs_f64());
         let mut first_error = None;
-        for (r, (event_id, channel)) in results.iter().zip(meta) {
-            match r {
-                Ok(d) => {
-                    debug!(event_id = %event_id, partition = d.partition, offset = d.offset, "published");
-                    out.accepted += 1;
-                    self.metrics.event(channel, "accepted", 1);
-                    self.recent.lock().expect("recent lock").insert((tenant.to_string(), event_id));
-                }
-                Err(e) => {
-                    self.metrics.event(channel, "unavailable", 1);
-                    warn!(event_id = %event_id, error = %e, "publish failed");
-                    first_error.get_or_insert_with(|| bus_error(e));
+        {
+            let mut recent = self.recent.lock().expect("recent lock");
+            for (r, (event_id, channel, key)) in results.iter().zip(meta) {
+                match r {
+                    Ok(d) => {
+                        debug!(event_id = %event_id, partition = d.partition, offset = d.offset, "published");
+                        out.accepted += 1;
+                        tally.add(channel, "accepted");
+                        recent.insert(key);
+                    }
+                    Err(e) => {
+                        tally.add(channel, "unavailable");
+                        warn!(event_id = %event_id, error = %e, "publish failed");
+                        first_error.get_or_insert_with(|| bus_error(e));
+                    }
                 }
             }
         }
+        tally.record(&self.metrics);
         // Partial success is still a failure for the caller: it retries the whole request,
         // and the events that did land are answered as duplicates.
         match first_error {
@@ -271,5 +311,35 @@ impl<P: Publisher> Ingestor<P> {
             Some(Err(e)) => Err(bus_error(&e)),
             None => Err(IngestError::Internal("publisher returned no result".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_tell_tenants_apart_and_forget_the_oldest() {
+        let mut r = RecentIds::new(2);
+        let (a, b, c) = (r.key("t1", "e1"), r.key("t2", "e1"), r.key("t1", "e2"));
+        assert_eq!(a, r.key("t1", "e1"), "the same pair, the same key");
+        assert!(a != b && a != c && b != c);
+        // ("t1e", "1") is not ("t1", "e1"): the pair is hashed as a pair.
+        assert_ne!(a, r.key("t1e", "1"));
+        r.insert(a);
+        r.insert(b);
+        assert!(r.contains(a) && r.contains(b) && !r.contains(c));
+        r.insert(c);
+        assert!(!r.contains(a), "the oldest is evicted at capacity");
+        assert!(r.contains(b) && r.contains(c));
+    }
+
+    #[test]
+    fn tally_sums_per_channel_and_result() {
+        let mut t = Tally::default();
+        for (c, r) in [("web", "accepted"), ("web", "accepted"), ("email", "accepted"), ("web", "duplicate")] {
+            t.add(c, r);
+        }
+        assert_eq!(t.0, vec![("web", "accepted", 2), ("email", "accepted", 1), ("web", "duplicate", 1)]);
     }
 }
