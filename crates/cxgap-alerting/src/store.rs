@@ -1009,7 +1009,11 @@ pub(crate) async fn prepare_change(
     let mut silenced_by =
         silenced.0[&a.tenant_id].iter().find(|s| s.mutes(&a.labels, now)).map(|s| s.id.clone()).unwrap_or_default();
     if silenced_by.is_empty() {
-        silenced_by = inhibitor(conn, a).await?.map(|id| format!("inhibited:{id}")).unwrap_or_default();
+        silenced_by = if a.state == AlertState::Acknowledged {
+            firing_inhibition(conn, a).await?
+        } else {
+            inhibitor(conn, a).await?.map(|id| format!("inhibited:{id}")).unwrap_or_default()
+        };
     }
     let id = notification_id(&a.alert_id, a.episode, a.state, now);
     let payload = serde_json::json!({
@@ -1151,6 +1155,22 @@ async fn group_due(
 /// Inhibition: a customer's alert about feedback at a touchpoint is muted while that
 /// touchpoint has an open alert of at least the same severity — the touchpoint-wide alert
 /// already explains it, and one page beats fifty.
+/// An acknowledgement is told to whoever was told the alert fired, and to nobody else:
+/// it is muted by inhibition exactly when the alert's latest firing notification was, not
+/// by whether a touchpoint alert happens to be open at the moment of the click (which
+/// told subscribers of a firing and never of its acknowledgement, or the reverse).
+async fn firing_inhibition(conn: &mut AnyConnection, a: &Alert) -> Result<String, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT silenced_by FROM alerting_notifications WHERE alert_id = $1 AND state = 'firing' \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(&a.alert_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(classify)?;
+    Ok(row.map(|(s,)| s).filter(|s| s.starts_with("inhibited:")).unwrap_or_default())
+}
+
 async fn inhibitor(conn: &mut AnyConnection, a: &Alert) -> Result<Option<String>, StoreError> {
     let Some(touchpoint) = a.labels.get("touchpoint").filter(|_| a.subject.starts_with("customer:")) else {
         return Ok(None);

@@ -368,7 +368,6 @@ async fn grouping_sends_a_groups_notifications_together_and_spaces_the_batches()
 
 #[tokio::test]
 async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
-    use cxgap_domain::aggregate::CellAgg;
     let dir = tempfile::tempdir().unwrap();
     let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("i.db").display())).await.unwrap();
     let p = Processor {
@@ -376,23 +375,7 @@ async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
         config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
     };
     let mut stream = Stream { next: 0 };
-    // The helpline's NPS collapsed, window over window (70 responses each).
-    let (mut cur, mut prev) = (CellAgg::default(), CellAgg::default());
-    (cur.nps.detractors, cur.nps.promoters, cur.events) = (60, 10, 70);
-    (prev.nps.detractors, prev.nps.promoters, prev.events) = (10, 60, 70);
-    let helpline = pb::Signal {
-        signal_id: "agg1".into(),
-        tenant_id: "acme".into(),
-        emitted_at: None,
-        body: Some(pb::signal::Body::Aggregate(pb::AggregateChanged {
-            subject_kind: pb::SubjectKind::Touchpoint as i32,
-            subject: "helpline".into(),
-            window_days: 30,
-            current: cur.to_row().unwrap().to_vec(),
-            previous: prev.to_row().unwrap().to_vec(),
-            ..Default::default()
-        })),
-    };
+    let helpline = helpline_like("agg1", "helpline");
     let at = |id: &str, customer: &str, touchpoint: &str| {
         let mut s = customer_signal(id, customer, 0.9, 1.0);
         if let Some(pb::signal::Body::Customer(c)) = &mut s.body {
@@ -410,4 +393,41 @@ async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
     assert!(log.iter().any(|n| n.payload.contains("\"touchpoint:helpline\"") && n.silenced_by.is_empty()));
     assert!(about("c1").silenced_by.starts_with("inhibited:"), "{:?}", about("c1"));
     assert_eq!(about("c2").silenced_by, "", "another touchpoint's customer is told");
+
+    // The checkout's NPS collapses too: c2's alert, told when it fired, is now at a
+    // touchpoint with an open alert. An acknowledgement goes to whoever was told of the
+    // firing: c2's is told, c1's (whose firing was muted) stays muted.
+    let checkout = helpline_like("agg2", "checkout");
+    p.process(0, &stream.batch(&[checkout])).await.unwrap();
+    let log = store.notifications_after("acme", 0, 100).await.unwrap();
+    assert!(log.iter().any(|n| n.payload.contains("\"touchpoint:checkout\"") && n.state == AlertState::Firing));
+    let (c1, c2) =
+        (about("c1").alert_id, log.iter().find(|n| n.payload.contains("\"customer:c2\"")).unwrap().alert_id.clone());
+    store.act("acme", &c1, AlertState::Acknowledged, "ann", "", 10).await.unwrap();
+    store.act("acme", &c2, AlertState::Acknowledged, "ann", "", 10).await.unwrap();
+    let log = store.notifications_after("acme", 0, 100).await.unwrap();
+    let ack = |id: &str| log.iter().find(|n| n.alert_id == id && n.state == AlertState::Acknowledged).unwrap().clone();
+    assert!(ack(&c1).silenced_by.starts_with("inhibited:"), "{:?}", ack(&c1));
+    assert_eq!(ack(&c2).silenced_by, "", "told of the firing, told of the acknowledgement: {:?}", ack(&c2));
+}
+
+/// Tenant acme's `touchpoint` NPS collapsed, window over window (70 responses each).
+fn helpline_like(id: &str, touchpoint: &str) -> pb::Signal {
+    use cxgap_domain::aggregate::CellAgg;
+    let (mut cur, mut prev) = (CellAgg::default(), CellAgg::default());
+    (cur.nps.detractors, cur.nps.promoters, cur.events) = (60, 10, 70);
+    (prev.nps.detractors, prev.nps.promoters, prev.events) = (10, 60, 70);
+    pb::Signal {
+        signal_id: id.into(),
+        tenant_id: "acme".into(),
+        emitted_at: None,
+        body: Some(pb::signal::Body::Aggregate(pb::AggregateChanged {
+            subject_kind: pb::SubjectKind::Touchpoint as i32,
+            subject: touchpoint.into(),
+            window_days: 30,
+            current: cur.to_row().unwrap().to_vec(),
+            previous: prev.to_row().unwrap().to_vec(),
+            ..Default::default()
+        })),
+    }
 }

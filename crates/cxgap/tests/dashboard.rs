@@ -100,12 +100,12 @@ async fn the_dashboard_shows_a_live_demo_and_acknowledges_an_alert() {
     let top: Vec<&str> = top.as_array().unwrap().iter().filter_map(|c| c["customer_id"].as_str()).collect();
     assert!(top.iter().any(|c| dom.contains(&format!(">{c}<"))), "the at-risk table shows {top:?}");
     assert!(dom.contains("data-act=\"ack\""), "alerts with an acknowledge button");
-    // The alert to acknowledge: one about a touchpoint or a segment. A customer's alert is
-    // muted while its touchpoint has an open alert (inhibition), and so is its
+    // The alert to acknowledge: one about a touchpoint or a segment. A customer's alert
+    // fired while its touchpoint had an open alert is muted (inhibition), and so is its
     // acknowledgement, which the demo's stream then rightly never shows; the live rules
-    // open and close touchpoint alerts all the time, so which customer alerts are muted at
-    // the moment of the click is a matter of luck. The link pins it on the page even when
-    // fifty newer alerts push it off the list.
+    // open and close touchpoint alerts all the time, so which customer alerts are muted is
+    // a matter of luck. The link pins the alert on the page even when fifty newer alerts
+    // push it off the list.
     let unmutable = || async {
         let list = get(alerting, "/v1/alerts?state=firing", &auth).await?;
         list.as_array()?
