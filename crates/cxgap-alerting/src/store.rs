@@ -1152,9 +1152,6 @@ async fn group_due(
     })
 }
 
-/// Inhibition: a customer's alert about feedback at a touchpoint is muted while that
-/// touchpoint has an open alert of at least the same severity — the touchpoint-wide alert
-/// already explains it, and one page beats fifty.
 /// An acknowledgement is told to whoever was told the alert fired, and to nobody else:
 /// it is muted by inhibition exactly when the alert's latest firing notification was, not
 /// by whether a touchpoint alert happens to be open at the moment of the click (which
@@ -1171,6 +1168,9 @@ async fn firing_inhibition(conn: &mut AnyConnection, a: &Alert) -> Result<String
     Ok(row.map(|(s,)| s).filter(|s| s.starts_with("inhibited:")).unwrap_or_default())
 }
 
+/// Inhibition: a customer's alert about feedback at a touchpoint is muted while that
+/// touchpoint has an open alert of at least the same severity — the touchpoint-wide alert
+/// already explains it, and one page beats fifty.
 async fn inhibitor(conn: &mut AnyConnection, a: &Alert) -> Result<Option<String>, StoreError> {
     let Some(touchpoint) = a.labels.get("touchpoint").filter(|_| a.subject.starts_with("customer:")) else {
         return Ok(None);

@@ -375,7 +375,7 @@ async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
         config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
     };
     let mut stream = Stream { next: 0 };
-    let helpline = helpline_like("agg1", "helpline");
+    let helpline = touchpoint_nps_collapsed("agg1", "helpline");
     let at = |id: &str, customer: &str, touchpoint: &str| {
         let mut s = customer_signal(id, customer, 0.9, 1.0);
         if let Some(pb::signal::Body::Customer(c)) = &mut s.body {
@@ -397,7 +397,7 @@ async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
     // The checkout's NPS collapses too: c2's alert, told when it fired, is now at a
     // touchpoint with an open alert. An acknowledgement goes to whoever was told of the
     // firing: c2's is told, c1's (whose firing was muted) stays muted.
-    let checkout = helpline_like("agg2", "checkout");
+    let checkout = touchpoint_nps_collapsed("agg2", "checkout");
     p.process(0, &stream.batch(&[checkout])).await.unwrap();
     let log = store.notifications_after("acme", 0, 100).await.unwrap();
     assert!(log.iter().any(|n| n.payload.contains("\"touchpoint:checkout\"") && n.state == AlertState::Firing));
@@ -412,7 +412,7 @@ async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
 }
 
 /// Tenant acme's `touchpoint` NPS collapsed, window over window (70 responses each).
-fn helpline_like(id: &str, touchpoint: &str) -> pb::Signal {
+fn touchpoint_nps_collapsed(id: &str, touchpoint: &str) -> pb::Signal {
     use cxgap_domain::aggregate::CellAgg;
     let (mut cur, mut prev) = (CellAgg::default(), CellAgg::default());
     (cur.nps.detractors, cur.nps.promoters, cur.events) = (60, 10, 70);

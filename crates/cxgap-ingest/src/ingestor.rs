@@ -24,7 +24,7 @@ pub const SCHEMA_VERSION: &str = "1";
 /// another replica, or comes after eviction, is published again and deduplicated by
 /// analytics, which keys its state on the event id.
 ///
-/// Pairs are kept as a 128-bit keyed hash (two SipHash-1-3 with random keys), not as
+/// Pairs are kept as a 128-bit keyed hash (`PairHasher`: two SipHash-1-3 with random keys), not as
 /// strings: no allocation per event on the hot path, 16 bytes an entry, and a collision
 /// (which would answer a new event "duplicate") is as likely as 2^-90 over a full set, and
 /// cannot be aimed at, the keys being secret and new in every process.
@@ -33,17 +33,23 @@ struct RecentIds {
     set: HashSet<u128, BuildHasherDefault<rustc_hash::FxHasher>>,
     order: VecDeque<u128>,
     capacity: usize,
-    keys: (RandomState, RandomState),
+}
+
+/// The keyed 128-bit hash of a (tenant, event id) pair; outside the lock, so requests
+/// hash side by side.
+#[derive(Debug, Default)]
+struct PairHasher(RandomState, RandomState);
+
+impl PairHasher {
+    fn key(&self, tenant: &str, event_id: &str) -> u128 {
+        let (a, b) = (self.0.hash_one((tenant, event_id)), self.1.hash_one((tenant, event_id)));
+        ((a as u128) << 64) | b as u128
+    }
 }
 
 impl RecentIds {
     fn new(capacity: usize) -> Self {
-        RecentIds { set: HashSet::default(), order: VecDeque::new(), capacity, keys: Default::default() }
-    }
-
-    fn key(&self, tenant: &str, event_id: &str) -> u128 {
-        let (a, b) = (self.keys.0.hash_one((tenant, event_id)), self.keys.1.hash_one((tenant, event_id)));
-        ((a as u128) << 64) | b as u128
+        RecentIds { set: HashSet::default(), order: VecDeque::new(), capacity }
     }
 
     fn contains(&self, k: u128) -> bool {
@@ -110,6 +116,7 @@ pub struct Ingestor<P> {
     limits: Limits,
     rate: RateLimiter,
     recent: Mutex<RecentIds>,
+    pairs: PairHasher,
     pub metrics: Metrics,
 }
 
@@ -134,7 +141,15 @@ fn bus_error(e: &BusError) -> IngestError {
 
 impl<P: Publisher> Ingestor<P> {
     pub fn new(publisher: Arc<P>, topic: String, limits: Limits, rate: RateLimiter, metrics: Metrics) -> Self {
-        Ingestor { publisher, topic, limits, rate, recent: Mutex::new(RecentIds::new(200_000)), metrics }
+        Ingestor {
+            publisher,
+            topic,
+            limits,
+            rate,
+            recent: Mutex::new(RecentIds::new(200_000)),
+            pairs: PairHasher::default(),
+            metrics,
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -181,37 +196,43 @@ impl<P: Publisher> Ingestor<P> {
         let received = now();
         let mut out = Outcome::default();
         let mut tally = Tally::default();
-        let mut to_publish: Vec<(Record, String, &'static str, u128)> = Vec::new();
+        let mut candidates: Vec<(Record, String, &'static str, u128)> = Vec::new();
         let mut in_request: HashSet<u128, BuildHasherDefault<rustc_hash::FxHasher>> = HashSet::default();
-        {
-            let recent = self.recent.lock().expect("recent lock");
-            for (index, (event_id, item)) in items.into_iter().enumerate() {
-                let ev = match item {
-                    Ok(ev) => ev,
-                    Err(violations) => {
-                        out.rejected.push(Rejection { index, event_id, violations });
-                        continue;
-                    }
-                };
-                let (record, size) = self.record(tenant, &ev, received);
-                if size > self.limits.max_event_bytes {
-                    let mut v = Violations::default();
-                    v.push(
-                        "event",
-                        format!("encoded size {size} bytes exceeds the limit of {}", self.limits.max_event_bytes),
-                    );
-                    out.rejected.push(Rejection { index, event_id, violations: v });
+        for (index, (event_id, item)) in items.into_iter().enumerate() {
+            let ev = match item {
+                Ok(ev) => ev,
+                Err(violations) => {
+                    out.rejected.push(Rejection { index, event_id, violations });
                     continue;
                 }
-                let key = recent.key(tenant, &ev.event_id);
-                if !in_request.insert(key) || recent.contains(key) {
-                    out.duplicates += 1;
-                    out.duplicate_ids.push(ev.event_id);
-                    tally.add(ev.channel.as_str(), "duplicate");
-                    continue;
-                }
-                to_publish.push((record, ev.event_id, ev.channel.as_str(), key));
+            };
+            let (record, size) = self.record(tenant, &ev, received);
+            if size > self.limits.max_event_bytes {
+                let mut v = Violations::default();
+                v.push(
+                    "event",
+                    format!("encoded size {size} bytes exceeds the limit of {}", self.limits.max_event_bytes),
+                );
+                out.rejected.push(Rejection { index, event_id, violations: v });
+                continue;
             }
+            let key = self.pairs.key(tenant, &ev.event_id);
+            if !in_request.insert(key) {
+                out.duplicates += 1;
+                out.duplicate_ids.push(ev.event_id);
+                tally.add(ev.channel.as_str(), "duplicate");
+                continue;
+            }
+            candidates.push((record, ev.event_id, ev.channel.as_str(), key));
+        }
+        let (recently, to_publish): (Vec<_>, Vec<_>) = {
+            let recent = self.recent.lock().expect("recent lock");
+            candidates.into_iter().partition(|c| recent.contains(c.3))
+        };
+        for (_, event_id, channel, _) in recently {
+            out.duplicates += 1;
+            out.duplicate_ids.push(event_id);
+            tally.add(channel, "duplicate");
         }
         if !out.rejected.is_empty() {
             for r in &out.rejected {
@@ -246,22 +267,26 @@ impl<P: Publisher> Ingestor<P> {
         let results = self.publisher.publish(records).await;
         self.metrics.produce_seconds.observe(started.elapsed().as_secs_f64());
         let mut first_error = None;
+        let mut landed = Vec::with_capacity(results.len());
+        for (r, (event_id, channel, key)) in results.iter().zip(meta) {
+            match r {
+                Ok(d) => {
+                    debug!(event_id = %event_id, partition = d.partition, offset = d.offset, "published");
+                    out.accepted += 1;
+                    tally.add(channel, "accepted");
+                    landed.push(key);
+                }
+                Err(e) => {
+                    tally.add(channel, "unavailable");
+                    warn!(event_id = %event_id, error = %e, "publish failed");
+                    first_error.get_or_insert_with(|| bus_error(e));
+                }
+            }
+        }
         {
             let mut recent = self.recent.lock().expect("recent lock");
-            for (r, (event_id, channel, key)) in results.iter().zip(meta) {
-                match r {
-                    Ok(d) => {
-                        debug!(event_id = %event_id, partition = d.partition, offset = d.offset, "published");
-                        out.accepted += 1;
-                        tally.add(channel, "accepted");
-                        recent.insert(key);
-                    }
-                    Err(e) => {
-                        tally.add(channel, "unavailable");
-                        warn!(event_id = %event_id, error = %e, "publish failed");
-                        first_error.get_or_insert_with(|| bus_error(e));
-                    }
-                }
+            for key in landed {
+                recent.insert(key);
             }
         }
         tally.record(&self.metrics);
@@ -320,12 +345,12 @@ mod tests {
 
     #[test]
     fn recent_ids_tell_tenants_apart_and_forget_the_oldest() {
-        let mut r = RecentIds::new(2);
-        let (a, b, c) = (r.key("t1", "e1"), r.key("t2", "e1"), r.key("t1", "e2"));
-        assert_eq!(a, r.key("t1", "e1"), "the same pair, the same key");
+        let (mut r, h) = (RecentIds::new(2), PairHasher::default());
+        let (a, b, c) = (h.key("t1", "e1"), h.key("t2", "e1"), h.key("t1", "e2"));
+        assert_eq!(a, h.key("t1", "e1"), "the same pair, the same key");
         assert!(a != b && a != c && b != c);
         // ("t1e", "1") is not ("t1", "e1"): the pair is hashed as a pair.
-        assert_ne!(a, r.key("t1e", "1"));
+        assert_ne!(a, h.key("t1e", "1"));
         r.insert(a);
         r.insert(b);
         assert!(r.contains(a) && r.contains(b) && !r.contains(c));
