@@ -7,7 +7,8 @@ use crate::nps::{NpsCounts, NpsFigure};
 use crate::score::{Derived, EXP_SCALE, SENT_SCALE};
 use crate::servqual::ImportanceWeights;
 use crate::stats::{Estimate, Moments, wilson};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::ops::{Deref, DerefMut};
 
 /// Integers in [`CellAgg::to_row`]: 4 counts, 22 moments of 3, 7 more counts.
 pub const CELL_ROW_WIDTH: usize = 4 + 22 * 3 + 7;
@@ -16,12 +17,98 @@ pub const CELL_ROW_WIDTH: usize = 4 + 22 * 3 + 7;
 pub const WAIT_SCALE: f64 = 1000.0;
 pub const RATIO_SCALE: f64 = 10_000.0;
 
+/// Accumulators that most cells never use, kept off the cell until an event needs them:
+/// service-quality ratings come with a minority of events and operational data with
+/// fewer, and the five dimensions alone are 480 of a full cell's ~770 bytes. A cell
+/// without them is 240 bytes, which is what a tenant's cells, the engine's cache misses
+/// and the memory per tracked customer mostly are. Reads of an unused part see zeros;
+/// the first write allocates it. Equality and serialization are by value, so a part
+/// that is absent equals one that is present and zero.
+#[derive(Debug, Clone, Default)]
+pub struct Sparse<T>(Option<Box<T>>);
+
+/// A type with a shared all-zero value, what an unused [`Sparse`] part reads as.
+pub trait Zeroed: Default + PartialEq + 'static {
+    fn zero() -> &'static Self;
+}
+
+impl<T: Zeroed> Sparse<T> {
+    /// Whether the part was ever written.
+    pub fn is_used(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Stored only when not zero.
+    pub fn of(value: T) -> Self {
+        Sparse((value != *T::zero()).then(|| Box::new(value)))
+    }
+}
+
+impl<T: Zeroed> Deref for Sparse<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.0.as_deref().unwrap_or_else(|| T::zero())
+    }
+}
+
+impl<T: Zeroed> DerefMut for Sparse<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl<T: Zeroed> PartialEq for Sparse<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Zeroed + Eq> Eq for Sparse<T> {}
+
+impl<T: Zeroed + Serialize> Serialize for Sparse<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de, T: Zeroed + Deserialize<'de>> Deserialize<'de> for Sparse<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(Sparse::of)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DimAgg {
     pub expectation: Moments,
     pub perception: Moments,
     /// P − E per response.
     pub gap: Moments,
+}
+
+impl DimAgg {
+    const ZERO: DimAgg = DimAgg { expectation: Moments::ZERO, perception: Moments::ZERO, gap: Moments::ZERO };
+}
+
+impl Zeroed for [DimAgg; 5] {
+    fn zero() -> &'static Self {
+        static ZERO: [DimAgg; 5] = [DimAgg::ZERO; 5];
+        &ZERO
+    }
+}
+
+impl Zeroed for DeliveryAgg {
+    fn zero() -> &'static Self {
+        static ZERO: DeliveryAgg = DeliveryAgg {
+            wait_ms: Moments::ZERO,
+            ratio: Moments::ZERO,
+            sla_n: 0,
+            sla_breaches: 0,
+            resolution_n: 0,
+            unresolved: 0,
+        };
+        &ZERO
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,13 +131,13 @@ pub struct CellAgg {
     pub csat: Moments,
     pub csat_satisfied: u64,
     pub ces: Moments,
-    pub dims: [DimAgg; 5],
+    pub dims: Sparse<[DimAgg; 5]>,
     /// Events with at least one rated dimension.
     pub rated_events: u64,
     pub experience: Moments,
     pub sentiment: Moments,
     pub sentiment_negative: u64,
-    pub delivery: DeliveryAgg,
+    pub delivery: Sparse<DeliveryAgg>,
 }
 
 impl CellAgg {
@@ -67,16 +154,16 @@ impl CellAgg {
         if let Some(c) = ev.ces {
             self.ces.add(c as i64);
         }
-        let mut rated = false;
-        for (agg, r) in self.dims.iter_mut().zip(ev.ratings.iter()) {
-            if let Some(r) = r {
-                rated = true;
-                agg.expectation.add(r.expectation as i64);
-                agg.perception.add(r.perception as i64);
-                agg.gap.add(r.perception as i64 - r.expectation as i64);
+        if ev.ratings.iter().any(Option::is_some) {
+            self.rated_events += 1;
+            for (agg, r) in self.dims.iter_mut().zip(ev.ratings.iter()) {
+                if let Some(r) = r {
+                    agg.expectation.add(r.expectation as i64);
+                    agg.perception.add(r.perception as i64);
+                    agg.gap.add(r.perception as i64 - r.expectation as i64);
+                }
             }
         }
-        self.rated_events += rated as u64;
         if let Some(x) = d.experience {
             self.experience.add(x);
         }
@@ -110,16 +197,21 @@ impl CellAgg {
         self.csat.merge(&o.csat);
         self.csat_satisfied += o.csat_satisfied;
         self.ces.merge(&o.ces);
-        for (a, b) in self.dims.iter_mut().zip(o.dims.iter()) {
-            a.expectation.merge(&b.expectation);
-            a.perception.merge(&b.perception);
-            a.gap.merge(&b.gap);
+        if o.dims.is_used() {
+            for (a, b) in self.dims.iter_mut().zip(o.dims.iter()) {
+                a.expectation.merge(&b.expectation);
+                a.perception.merge(&b.perception);
+                a.gap.merge(&b.gap);
+            }
         }
         self.rated_events += o.rated_events;
         self.experience.merge(&o.experience);
         self.sentiment.merge(&o.sentiment);
         self.sentiment_negative += o.sentiment_negative;
-        let (d, e) = (&mut self.delivery, &o.delivery);
+        if !o.delivery.is_used() {
+            return;
+        }
+        let (d, e) = (&mut *self.delivery, &*o.delivery);
         d.wait_ms.merge(&e.wait_ms);
         d.ratio.merge(&e.ratio);
         d.sla_n += e.sla_n;
@@ -144,7 +236,7 @@ impl CellAgg {
         put(count(self.nps.passives)?);
         put(count(self.nps.detractors)?);
         let mut moments: Vec<&Moments> = vec![&self.nps_score, &self.csat, &self.ces];
-        for d in &self.dims {
+        for d in self.dims.iter() {
             moments.extend([&d.expectation, &d.perception, &d.gap]);
         }
         moments.extend([&self.experience, &self.sentiment, &self.delivery.wait_ms, &self.delivery.ratio]);
@@ -176,23 +268,25 @@ impl CellAgg {
         c.nps_score = moment();
         c.csat = moment();
         c.ces = moment();
-        for d in c.dims.iter_mut() {
+        let mut dims = [DimAgg::ZERO; 5];
+        for d in dims.iter_mut() {
             d.expectation = moment();
             d.perception = moment();
             d.gap = moment();
         }
+        c.dims = Sparse::of(dims);
         c.experience = moment();
         c.sentiment = moment();
-        c.delivery.wait_ms = moment();
-        c.delivery.ratio = moment();
+        let mut delivery = DeliveryAgg { wait_ms: moment(), ratio: moment(), ..Default::default() };
         let mut next = || it.next().expect("row width") as u64;
         c.csat_satisfied = next();
         c.rated_events = next();
         c.sentiment_negative = next();
-        c.delivery.sla_n = next();
-        c.delivery.sla_breaches = next();
-        c.delivery.resolution_n = next();
-        c.delivery.unresolved = next();
+        delivery.sla_n = next();
+        delivery.sla_breaches = next();
+        delivery.resolution_n = next();
+        delivery.unresolved = next();
+        c.delivery = Sparse::of(delivery);
         c
     }
 
@@ -316,5 +410,59 @@ mod tests {
         let sq = service_quality(&dims, &ImportanceWeights([1.0; 5]), 10).unwrap();
         assert!((sq.value + 0.75).abs() < 1e-12);
         assert!((sq.upper - sq.value - Z95 * 0.2).abs() < 1e-12);
+    }
+
+    fn event(rated: bool, waited: bool) -> FeedbackEvent {
+        use crate::calendar::Timestamp;
+        use crate::model::{Channel, JourneyStage};
+        use crate::validate::{FeedbackDraft, RatingDraft};
+        FeedbackDraft {
+            event_id: "e".into(),
+            customer_id: "c".into(),
+            channel: Some(Channel::Phone),
+            journey_stage: Some(JourneyStage::Support),
+            occurred_at: Some(Timestamp(0)),
+            nps: Some(3),
+            ratings: if rated {
+                vec![RatingDraft { dimension: Some(Dimension::Empathy), expectation: Some(7), perception: Some(2) }]
+            } else {
+                Vec::new()
+            },
+            wait_seconds: waited.then_some(90.0),
+            ..Default::default()
+        }
+        .validate(Timestamp(0), Default::default())
+        .unwrap()
+    }
+
+    #[test]
+    fn unused_parts_stay_off_the_cell_and_read_as_zero() {
+        // The point of `Sparse`: a cell of plain NPS answers carries no dimension or
+        // delivery accumulators, yet equals, merges and stores like one that does.
+        assert!(size_of::<CellAgg>() <= 256, "{}", size_of::<CellAgg>());
+        let plain = event(false, false);
+        let mut a = CellAgg::default();
+        a.add(&plain, &crate::score::derive(&plain));
+        assert!(!a.dims.is_used() && !a.delivery.is_used());
+        assert_eq!(a.dims[Dimension::Empathy.index()].gap.n, 0);
+        let mut merged = CellAgg::default();
+        merged.merge(&a);
+        assert!(!merged.dims.is_used() && !merged.delivery.is_used());
+        let back = CellAgg::from_row(&a.to_row().unwrap());
+        assert!(!back.dims.is_used() && !back.delivery.is_used());
+        assert_eq!(back, a);
+
+        let full = event(true, true);
+        let mut b = CellAgg::default();
+        b.add(&full, &crate::score::derive(&full));
+        assert!(b.dims.is_used() && b.delivery.is_used());
+        assert_eq!((b.rated_events, b.dims[Dimension::Empathy.index()].gap.sum), (1, -5));
+        assert_eq!(b.delivery.wait_ms.sum, 90_000);
+        assert_eq!(CellAgg::from_row(&b.to_row().unwrap()), b);
+        // Present-but-zero equals absent.
+        let mut zeroed = a.clone();
+        zeroed.dims[0].gap.n = 0;
+        assert!(zeroed.dims.is_used());
+        assert_eq!(zeroed, a);
     }
 }

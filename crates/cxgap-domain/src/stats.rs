@@ -36,6 +36,8 @@ pub struct Moments {
 }
 
 impl Moments {
+    pub const ZERO: Moments = Moments { n: 0, sum: 0, sumsq: 0 };
+
     #[inline]
     pub fn add(&mut self, x: i64) {
         self.n += 1;
