@@ -3,6 +3,7 @@
 //! expected value, then cell deltas (additive upserts that commute across instances),
 //! customers, assessments and processed event ids. Either all of it lands or none does.
 
+use crate::pgarray;
 use cxgap_domain::aggregate::{CELL_ROW_WIDTH, CellAgg};
 use cxgap_domain::customer::{CustomerState, stable_hash};
 use cxgap_domain::model::Attributes;
@@ -88,6 +89,8 @@ pub struct BatchWrite {
 #[derive(Clone)]
 pub struct AnalyticsStore {
     pool: AnyPool,
+    /// Batch writes take the array path (see [`crate::pgarray`]); SQLite has no arrays.
+    postgres: bool,
 }
 
 impl std::fmt::Debug for AnalyticsStore {
@@ -115,6 +118,27 @@ fn cell_upsert_sql(rows: usize) -> String {
         values.join(", "),
         sets.join(", ")
     )
+}
+
+/// The same upsert for PostgreSQL with the rows as arrays: one statement text for any
+/// number of rows, so it is prepared once per connection and planned once.
+fn cell_upsert_unnest_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let cols: Vec<String> = (0..CELL_ROW_WIDTH).map(|i| format!("v{i}")).collect();
+        let arrays: Vec<String> = (0..CELL_PARAMS - 1)
+            .map(|i| format!("${}::text::{}[]", i + 2, if (1..=4).contains(&i) { "text" } else { "bigint" }))
+            .collect();
+        let sets: Vec<String> = cols.iter().map(|c| format!("{c} = analytics_cells.{c} + excluded.{c}")).collect();
+        format!(
+            "INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}) \
+             SELECT $1, * FROM UNNEST({}) \
+             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}",
+            cols.join(", "),
+            arrays.join(", "),
+            sets.join(", ")
+        )
+    })
 }
 
 fn placeholders(from: usize, n: usize) -> String {
@@ -187,7 +211,7 @@ impl AnalyticsStore {
             cxgap_runtime::db::DbError::Unavailable(m) => StoreError::Unavailable(m),
             cxgap_runtime::db::DbError::Migration(m) => StoreError::Migration(m),
         })?;
-        Ok(AnalyticsStore { pool })
+        Ok(AnalyticsStore { pool, postgres: url.starts_with("postgres") })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -310,7 +334,7 @@ impl AnalyticsStore {
                 }
             }
         }
-        Ok(PartitionTx { tx, now_ms })
+        Ok(PartitionTx { tx, now_ms, postgres: self.postgres })
     }
 
     /// Stores signals decided outside a batch (aggregate figures), in one transaction;
@@ -473,6 +497,7 @@ impl AnalyticsStore {
 pub struct PartitionTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     now_ms: i64,
+    postgres: bool,
 }
 
 impl PartitionTx {
@@ -482,6 +507,21 @@ impl PartitionTx {
     /// processed or not as that transaction ended.
     pub async fn claim(&mut self, tenant: &str, ids: &[String]) -> Result<HashSet<String>, StoreError> {
         let mut claimed = HashSet::with_capacity(ids.len());
+        if self.postgres {
+            let rows = sqlx::query_as::<_, (String,)>(
+                "INSERT INTO analytics_processed (tenant_id, event_id, processed_at) \
+                 SELECT $1, id, $2 FROM UNNEST($3::text::text[]) AS u(id) \
+                 ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id",
+            )
+            .bind(tenant)
+            .bind(self.now_ms)
+            .bind(pgarray::text(ids.iter().map(String::as_str)))
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(classify)?;
+            claimed.extend(rows.into_iter().map(|r| r.0));
+            return Ok(claimed);
+        }
         for chunk in ids.chunks(300) {
             let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect();
             let sql = format!(
@@ -512,41 +552,21 @@ impl PartitionTx {
     pub async fn write(&mut self, t: &TenantWrite) -> Result<(), StoreError> {
         let now_ms = self.now_ms;
         let tx: &mut sqlx::AnyConnection = &mut self.tx;
-        for chunk in t.cells.chunks(CELL_ROWS_PER_STATEMENT) {
-            let sql = cell_upsert_sql(chunk.len());
-            let mut q = sqlx::query(&sql);
-            for (coords, agg) in chunk {
-                let row = agg
-                    .to_row()
-                    .ok_or_else(|| StoreError::Overflow("a cell's sum of squares exceeds 64 bits".into()))?;
-                let (day, channel, stage, touchpoint, attributes) = coords;
-                let segment = serde_json::to_string(attributes).map_err(|e| corrupt("segment", e))?;
-                q = q
-                    .bind(&t.tenant)
-                    .bind(day.0 as i64)
-                    .bind(channel.as_str())
-                    .bind(stage.as_str())
-                    .bind(touchpoint.clone().unwrap_or_default())
-                    .bind(segment);
-                for v in row {
-                    q = q.bind(v);
-                }
-            }
-            q.execute(&mut *tx).await.map_err(classify)?;
+        let mut rows = Vec::with_capacity(t.cells.len());
+        for (coords, agg) in &t.cells {
+            let row =
+                agg.to_row().ok_or_else(|| StoreError::Overflow("a cell's sum of squares exceeds 64 bits".into()))?;
+            let segment = serde_json::to_string(&coords.4).map_err(|e| corrupt("segment", e))?;
+            rows.push((coords, segment, row));
         }
-        for chunk in t.customers.chunks(1000) {
-            let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 4, 4))).collect();
-            let sql = format!(
-                "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) VALUES {} \
-                 ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for (id, state) in chunk {
-                let json = serde_json::to_string(state).map_err(|e| corrupt("customer state", e))?;
-                q = q.bind(&t.tenant).bind(id).bind(json).bind(now_ms);
-            }
-            q.execute(&mut *tx).await.map_err(classify)?;
+        let mut customers = Vec::with_capacity(t.customers.len());
+        for (id, state) in &t.customers {
+            customers.push((id, serde_json::to_string(state).map_err(|e| corrupt("customer state", e))?));
+        }
+        if self.postgres {
+            write_arrays(tx, &t.tenant, &rows, &customers, now_ms).await?;
+        } else {
+            write_values(tx, &t.tenant, &rows, &customers, now_ms).await?;
         }
         for a in &t.assessments {
             let json = serde_json::to_string(a).map_err(|e| corrupt("assessment", e))?;
@@ -580,4 +600,86 @@ impl PartitionTx {
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(classify)
     }
+}
+
+/// A cell ready to store: coordinates, segment as JSON, and the integer row.
+type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
+
+/// PostgreSQL: all of a tenant's cells in one statement, all its customers in another.
+async fn write_arrays(
+    tx: &mut sqlx::AnyConnection,
+    tenant: &str,
+    cells: &[CellRow<'_>],
+    customers: &[(&String, String)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if !cells.is_empty() {
+        let mut q = sqlx::query(cell_upsert_unnest_sql())
+            .bind(tenant)
+            .bind(pgarray::int(cells.iter().map(|(c, _, _)| c.0.0 as i64)))
+            .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.1.as_str())))
+            .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.2.as_str())))
+            .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.3.as_deref().unwrap_or_default())))
+            .bind(pgarray::text(cells.iter().map(|(_, segment, _)| segment.as_str())));
+        for v in 0..CELL_ROW_WIDTH {
+            q = q.bind(pgarray::int(cells.iter().map(|(_, _, row)| row[v])));
+        }
+        q.execute(&mut *tx).await.map_err(classify)?;
+    }
+    if !customers.is_empty() {
+        sqlx::query(
+            "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) \
+             SELECT $1, id, state, $2 FROM UNNEST($3::text::text[], $4::text::text[]) AS u(id, state) \
+             ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(now_ms)
+        .bind(pgarray::text(customers.iter().map(|(id, _)| id.as_str())))
+        .bind(pgarray::text(customers.iter().map(|(_, state)| state.as_str())))
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// SQLite: multi-row `VALUES` statements, within its bind limit.
+async fn write_values(
+    tx: &mut sqlx::AnyConnection,
+    tenant: &str,
+    cells: &[CellRow<'_>],
+    customers: &[(&String, String)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for chunk in cells.chunks(CELL_ROWS_PER_STATEMENT) {
+        let sql = cell_upsert_sql(chunk.len());
+        let mut q = sqlx::query(&sql);
+        for ((day, channel, stage, touchpoint, _), segment, row) in chunk {
+            q = q
+                .bind(tenant)
+                .bind(day.0 as i64)
+                .bind(channel.as_str())
+                .bind(stage.as_str())
+                .bind(touchpoint.clone().unwrap_or_default())
+                .bind(segment);
+            for v in row {
+                q = q.bind(*v);
+            }
+        }
+        q.execute(&mut *tx).await.map_err(classify)?;
+    }
+    for chunk in customers.chunks(1000) {
+        let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 4, 4))).collect();
+        let sql = format!(
+            "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) VALUES {} \
+             ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, state) in chunk {
+            q = q.bind(tenant).bind(*id).bind(state).bind(now_ms);
+        }
+        q.execute(&mut *tx).await.map_err(classify)?;
+    }
+    Ok(())
 }

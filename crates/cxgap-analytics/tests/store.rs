@@ -18,11 +18,15 @@ fn event(i: usize) -> FeedbackEvent {
     FeedbackDraft {
         event_id: format!("e{i}"),
         customer_id: format!("c{}", i % 7),
-        attributes: vec![("tier".into(), ["gold", "silver"][i % 2].into())],
+        // Values that must survive PostgreSQL's array literals and SQLite alike.
+        attributes: vec![
+            ("tier".into(), ["gold", "silver"][i % 2].into()),
+            ("desk".into(), ["north", r#"say "hi", {x}\y"#, "NULL", ""][i % 4].into()),
+        ],
         customer_value: Some((i % 5) as f64 * 1000.0),
         channel: Some(Channel::ALL[i % 10]),
         journey_stage: Some(JourneyStage::ALL[i % 9]),
-        touchpoint: ["helpline", "checkout", ""][i % 3].into(),
+        touchpoint: ["helpline", "checkout", "", "help, \"desk\""][i % 4].into(),
         // Event time deliberately out of order against the stream order.
         occurred_at: Some(Timestamp(Day(D0 + ((i * 7919) % 60) as i32).start().0 + i as i64)),
         nps: Some((i % 11) as i64),
