@@ -41,6 +41,25 @@ pub fn int(items: impl IntoIterator<Item = i64>) -> String {
     out
 }
 
+/// `{0.25,NULL}`: exact (Rust prints the shortest text that reads back to the same
+/// double), with PostgreSQL's spellings of the non-finite values.
+pub fn float_opt(items: impl IntoIterator<Item = Option<f64>>) -> String {
+    let mut out = String::from("{");
+    for (i, v) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = match v {
+            None => write!(out, "NULL"),
+            Some(x) if x.is_nan() => write!(out, "NaN"),
+            Some(x) if x.is_infinite() => write!(out, "{}Infinity", if x < 0.0 { "-" } else { "" }),
+            Some(x) => write!(out, "{x}"),
+        };
+    }
+    out.push('}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +76,15 @@ mod tests {
     fn integers() {
         assert_eq!(int([]), "{}");
         assert_eq!(int([0, -1, i64::MAX, i64::MIN]), format!("{{0,-1,{},{}}}", i64::MAX, i64::MIN));
+    }
+
+    #[test]
+    fn floats_round_trip_and_nulls_stay_null() {
+        let xs = [Some(0.1), None, Some(-1e-300), Some(f64::INFINITY), Some(f64::NAN)];
+        let s = float_opt(xs);
+        assert!(s.starts_with("{0.1,NULL,-0.000") && s.ends_with(",Infinity,NaN}"), "{s}");
+        let inner = &s[1..s.len() - 1];
+        let third: f64 = inner.split(',').nth(2).unwrap().parse().unwrap();
+        assert_eq!(third, -1e-300);
     }
 }

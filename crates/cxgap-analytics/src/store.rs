@@ -146,13 +146,40 @@ fn placeholders(from: usize, n: usize) -> String {
 }
 
 /// Multi-row `INSERT … ON CONFLICT DO NOTHING`: a signal id already stored is the same
-/// signal, decided again.
+/// signal, decided again. On PostgreSQL the rows go as arrays in one statement.
 async fn insert_signals(
     conn: &mut sqlx::AnyConnection,
     signals: &[OutboxSignal],
     now_ms: i64,
+    postgres: bool,
 ) -> Result<u64, StoreError> {
     use base64::Engine as _;
+    let b64 = |sg: &OutboxSignal| base64::engine::general_purpose::STANDARD.encode(&sg.payload);
+    if postgres {
+        if signals.is_empty() {
+            return Ok(0);
+        }
+        let payloads: Vec<String> = signals.iter().map(b64).collect();
+        let r = sqlx::query(
+            "INSERT INTO analytics_signals (signal_id, tenant_id, kind, subject, msg_key, created_at, risk, payload) \
+             SELECT id, tenant, kind, subject, msg_key, $1, risk, payload FROM UNNEST($2::text::text[], \
+             $3::text::text[], $4::text::text[], $5::text::text[], $6::text::text[], $7::text::float8[], \
+             $8::text::text[]) AS u(id, tenant, kind, subject, msg_key, risk, payload) \
+             ON CONFLICT (signal_id) DO NOTHING",
+        )
+        .bind(now_ms)
+        .bind(pgarray::text(signals.iter().map(|s| s.id.as_str())))
+        .bind(pgarray::text(signals.iter().map(|s| s.tenant.as_str())))
+        .bind(pgarray::text(signals.iter().map(|s| s.kind)))
+        .bind(pgarray::text(signals.iter().map(|s| s.subject.as_str())))
+        .bind(pgarray::text(signals.iter().map(|s| s.key.as_str())))
+        .bind(pgarray::float_opt(signals.iter().map(|s| s.risk)))
+        .bind(pgarray::text(payloads.iter().map(String::as_str)))
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        return Ok(r.rows_affected());
+    }
     let mut inserted = 0;
     for chunk in signals.chunks(500) {
         let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 8, 8))).collect();
@@ -171,7 +198,7 @@ async fn insert_signals(
                 .bind(&sg.key)
                 .bind(now_ms)
                 .bind(sg.risk)
-                .bind(base64::engine::general_purpose::STANDARD.encode(&sg.payload));
+                .bind(b64(sg));
         }
         inserted += q.execute(&mut *conn).await.map_err(classify)?.rows_affected();
     }
@@ -341,7 +368,7 @@ impl AnalyticsStore {
     /// returns how many were new.
     pub async fn add_signals(&self, signals: &[OutboxSignal], now_ms: i64) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let n = insert_signals(&mut tx, signals, now_ms).await?;
+        let n = insert_signals(&mut tx, signals, now_ms, self.postgres).await?;
         tx.commit().await.map_err(classify)?;
         Ok(n)
     }
@@ -593,7 +620,7 @@ impl PartitionTx {
             .await
             .map_err(classify)?;
         }
-        insert_signals(tx, &t.signals, now_ms).await?;
+        insert_signals(tx, &t.signals, now_ms, self.postgres).await?;
         Ok(())
     }
 

@@ -152,12 +152,16 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
     assert_eq!(published.len(), pending.len());
     let mut newest: std::collections::BTreeMap<(String, String), u64> = Default::default();
     let mut ids = std::collections::HashSet::new();
+    let mut c1_risks = Vec::new();
     for c in &published {
         let s = spb::Signal::decode(c.record.payload.as_slice()).unwrap();
         assert_eq!(c.record.header(headers::ID).unwrap(), s.signal_id.as_bytes());
         assert!(ids.insert(s.signal_id.clone()), "signal ids are unique");
         let Some(spb::signal::Body::Customer(cs)) = s.body else { panic!("a batch emits customer signals only") };
         assert!((0.0..=1.0).contains(&cs.risk) && !cs.feedback.is_empty() && !cs.drivers.is_empty());
+        if s.tenant_id == "acme" && cs.customer_id == "c1" {
+            c1_risks.push(cs.risk);
+        }
         let e = newest.entry((s.tenant_id, cs.customer_id)).or_default();
         *e = (*e).max(cs.events);
     }
@@ -167,6 +171,8 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
     assert_eq!(newest.keys().filter(|(t, _)| t == "globex").count(), 1);
     let history = store.risk_history("acme", "c1", 100).await.unwrap();
     assert!(!history.is_empty() && history.windows(2).all(|w| w[0].0 <= w[1].0), "{history:?}");
+    // The stored risk is the published one, to the last bit.
+    assert!(history.iter().all(|(_, r)| c1_risks.contains(r)), "{history:?} against {c1_risks:?}");
 
     // Aggregates: both tenants changed; figures decided once, equal to the offline engine.
     let stored = evaluate_dirty(store, &p.signals).await.unwrap();
