@@ -99,8 +99,8 @@ impl std::fmt::Debug for AnalyticsStore {
     }
 }
 
-/// Rows per multi-row cell upsert: 83 parameters each stays under SQLite's 32,766 and
-/// PostgreSQL's 65,535 bind limits.
+/// Rows per multi-row cell upsert on SQLite: 83 parameters each stays under its bind limit
+/// of 32,766 (PostgreSQL takes the rows as arrays, see [`crate::pgarray`]).
 const CELL_ROWS_PER_STATEMENT: usize = 300;
 const CELL_PARAMS: usize = 6 + CELL_ROW_WIDTH;
 
@@ -579,21 +579,22 @@ impl PartitionTx {
     pub async fn write(&mut self, t: &TenantWrite) -> Result<(), StoreError> {
         let now_ms = self.now_ms;
         let tx: &mut sqlx::AnyConnection = &mut self.tx;
-        let mut rows = Vec::with_capacity(t.cells.len());
+        let mut cells = Vec::with_capacity(t.cells.len());
         for (coords, agg) in &t.cells {
             let row =
                 agg.to_row().ok_or_else(|| StoreError::Overflow("a cell's sum of squares exceeds 64 bits".into()))?;
             let segment = serde_json::to_string(&coords.4).map_err(|e| corrupt("segment", e))?;
-            rows.push((coords, segment, row));
+            cells.push((coords, segment, row));
         }
         let mut customers = Vec::with_capacity(t.customers.len());
         for (id, state) in &t.customers {
             customers.push((id, serde_json::to_string(state).map_err(|e| corrupt("customer state", e))?));
         }
+        let encoded = Encoded { tenant: &t.tenant, cells, customers, now_ms };
         if self.postgres {
-            write_arrays(tx, &t.tenant, &rows, &customers, now_ms).await?;
+            encoded.write_arrays(tx).await?;
         } else {
-            write_values(tx, &t.tenant, &rows, &customers, now_ms).await?;
+            encoded.write_values(tx).await?;
         }
         for a in &t.assessments {
             let json = serde_json::to_string(a).map_err(|e| corrupt("assessment", e))?;
@@ -632,29 +633,33 @@ impl PartitionTx {
 /// A cell ready to store: coordinates, segment as JSON, and the integer row.
 type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
 
-/// PostgreSQL: all of a tenant's cells in one statement, all its customers in another.
-async fn write_arrays(
-    tx: &mut sqlx::AnyConnection,
-    tenant: &str,
-    cells: &[CellRow<'_>],
-    customers: &[(&String, String)],
+/// A tenant's cells and customers, encoded once for either backend.
+struct Encoded<'a> {
+    tenant: &'a str,
+    cells: Vec<CellRow<'a>>,
+    customers: Vec<(&'a String, String)>,
     now_ms: i64,
-) -> Result<(), StoreError> {
-    if !cells.is_empty() {
-        let mut q = sqlx::query(cell_upsert_unnest_sql())
-            .bind(tenant)
-            .bind(pgarray::int(cells.iter().map(|(c, _, _)| c.0.0 as i64)))
-            .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.1.as_str())))
-            .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.2.as_str())))
-            .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.3.as_deref().unwrap_or_default())))
-            .bind(pgarray::text(cells.iter().map(|(_, segment, _)| segment.as_str())));
-        for v in 0..CELL_ROW_WIDTH {
-            q = q.bind(pgarray::int(cells.iter().map(|(_, _, row)| row[v])));
+}
+
+impl Encoded<'_> {
+    /// PostgreSQL: all of a tenant's cells in one statement, all its customers in another.
+    async fn write_arrays(&self, tx: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        let &Encoded { tenant, ref cells, ref customers, now_ms } = self;
+        if !cells.is_empty() {
+            let mut q = sqlx::query(cell_upsert_unnest_sql())
+                .bind(tenant)
+                .bind(pgarray::int(cells.iter().map(|(c, _, _)| c.0.0 as i64)))
+                .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.1.as_str())))
+                .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.2.as_str())))
+                .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.3.as_deref().unwrap_or_default())))
+                .bind(pgarray::text(cells.iter().map(|(_, segment, _)| segment.as_str())));
+            for v in 0..CELL_ROW_WIDTH {
+                q = q.bind(pgarray::int(cells.iter().map(|(_, _, row)| row[v])));
+            }
+            q.execute(&mut *tx).await.map_err(classify)?;
         }
-        q.execute(&mut *tx).await.map_err(classify)?;
-    }
-    if !customers.is_empty() {
-        sqlx::query(
+        if !customers.is_empty() {
+            sqlx::query(
             "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) \
              SELECT $1, id, state, $2 FROM UNNEST($3::text::text[], $4::text::text[]) AS u(id, state) \
              ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
@@ -666,47 +671,43 @@ async fn write_arrays(
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// SQLite: multi-row `VALUES` statements, within its bind limit.
-async fn write_values(
-    tx: &mut sqlx::AnyConnection,
-    tenant: &str,
-    cells: &[CellRow<'_>],
-    customers: &[(&String, String)],
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    for chunk in cells.chunks(CELL_ROWS_PER_STATEMENT) {
-        let sql = cell_upsert_sql(chunk.len());
-        let mut q = sqlx::query(&sql);
-        for ((day, channel, stage, touchpoint, _), segment, row) in chunk {
-            q = q
-                .bind(tenant)
-                .bind(day.0 as i64)
-                .bind(channel.as_str())
-                .bind(stage.as_str())
-                .bind(touchpoint.clone().unwrap_or_default())
-                .bind(segment);
-            for v in row {
-                q = q.bind(*v);
+    /// SQLite: multi-row `VALUES` statements, within its bind limit.
+    async fn write_values(&self, tx: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        let &Encoded { tenant, ref cells, ref customers, now_ms } = self;
+        for chunk in cells.chunks(CELL_ROWS_PER_STATEMENT) {
+            let sql = cell_upsert_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for ((day, channel, stage, touchpoint, _), segment, row) in chunk {
+                q = q
+                    .bind(tenant)
+                    .bind(day.0 as i64)
+                    .bind(channel.as_str())
+                    .bind(stage.as_str())
+                    .bind(touchpoint.clone().unwrap_or_default())
+                    .bind(segment);
+                for v in row {
+                    q = q.bind(*v);
+                }
             }
+            q.execute(&mut *tx).await.map_err(classify)?;
         }
-        q.execute(&mut *tx).await.map_err(classify)?;
-    }
-    for chunk in customers.chunks(1000) {
-        let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 4, 4))).collect();
-        let sql = format!(
-            "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) VALUES {} \
+        for chunk in customers.chunks(1000) {
+            let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 4, 4))).collect();
+            let sql = format!(
+                "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) VALUES {} \
              ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            values.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for (id, state) in chunk {
-            q = q.bind(tenant).bind(*id).bind(state).bind(now_ms);
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, state) in chunk {
+                q = q.bind(tenant).bind(*id).bind(state).bind(now_ms);
+            }
+            q.execute(&mut *tx).await.map_err(classify)?;
         }
-        q.execute(&mut *tx).await.map_err(classify)?;
+        Ok(())
     }
-    Ok(())
 }
