@@ -534,6 +534,10 @@ impl PartitionTx {
     /// processed or not as that transaction ended.
     pub async fn claim(&mut self, tenant: &str, ids: &[String]) -> Result<HashSet<String>, StoreError> {
         let mut claimed = HashSet::with_capacity(ids.len());
+        // A tenant with only assessments in the batch: no round trip for nothing.
+        if ids.is_empty() {
+            return Ok(claimed);
+        }
         if self.postgres {
             let rows = sqlx::query_as::<_, (String,)>(
                 "INSERT INTO analytics_processed (tenant_id, event_id, processed_at) \
