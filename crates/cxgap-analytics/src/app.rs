@@ -3,7 +3,7 @@
 //! the batch in hand, then the HTTP server drains.
 
 use crate::config::{AnalyticsConfig, Assignment};
-use crate::consumer::{self, BatchLimits};
+use crate::consumer;
 use crate::grpc::GrpcQuery;
 use crate::http::{self, QueryState};
 use crate::metrics::Metrics;
@@ -204,9 +204,7 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             metrics.clone(),
             shutdown.clone(),
         ));
-        // A batch in flight holds a connection for its transaction.
-        let in_flight = cxgap_runtime::db::pool_size(&config.database_url) as usize;
-        let limits = BatchLimits::new(config.batch_max_events, config.batch_max_wait).in_flight(in_flight);
+        let limits = consumer::limits(&config);
         let stop_lease = Shutdown::new();
         let (assignments, lease) = match config.assignment {
             Assignment::Kafka => (None, None),

@@ -40,6 +40,10 @@ impl<P: Publisher> PartitionProcessor for Feedback<P> {
         self.processor.process_batch(partition, records, accept_gap).await
     }
 
+    async fn process_group(&self, parts: &[(i32, &[Consumed])]) -> Option<Result<BatchStats, ProcessError>> {
+        Some(self.processor.process_group(parts).await)
+    }
+
     fn failure(error: &ProcessError) -> Failure {
         match error {
             ProcessError::Gap(gap) => Failure::Gap(*gap),
@@ -55,6 +59,18 @@ impl<P: Publisher> PartitionProcessor for Feedback<P> {
     fn committed(&self, _partition: i32, stats: &BatchStats, took: Duration) {
         self.metrics.batch(stats, took);
     }
+}
+
+/// The consume loop's limits for `config`: a batch in flight holds a connection for its
+/// transaction, so as many as the pool has; partition batches that close together share
+/// one transaction while they hold at most a quarter of a full batch (under load batches
+/// fill and partitions go side by side; at low rates one transaction replaces several
+/// that would each carry a record or two).
+pub fn limits(config: &crate::AnalyticsConfig) -> BatchLimits {
+    let in_flight = cxgap_runtime::db::pool_size(&config.database_url) as usize;
+    BatchLimits::new(config.batch_max_events, config.batch_max_wait)
+        .in_flight(in_flight)
+        .grouped(config.batch_max_events / 4)
 }
 
 /// Consumes until shutdown. With `assignments`, partitions come from that channel (the

@@ -115,17 +115,40 @@ impl<P: Publisher> Processor<P> {
         records: &[Consumed],
         accept_gap: bool,
     ) -> Result<BatchStats, ProcessError> {
+        self.apply(&[(partition, records)], accept_gap).await
+    }
+
+    /// Several partitions' batches (each in offset order) as one transaction, each
+    /// partition's offset moving as in [`Processor::process`]: a gap or a fence in any of
+    /// them refuses them all. Records of one customer share a partition, so the result is
+    /// the same as applying the partitions one after another.
+    #[tracing::instrument(skip_all, fields(partitions = parts.len()), err)]
+    pub async fn process_group(&self, parts: &[(i32, &[Consumed])]) -> Result<BatchStats, ProcessError> {
+        self.apply(parts, false).await
+    }
+
+    async fn apply(&self, parts: &[(i32, &[Consumed])], accept_gap: bool) -> Result<BatchStats, ProcessError> {
         let c = &self.config;
-        let expected = self.store.next_offset(&c.group, &c.topic, partition).await?;
-        let fresh = cxgap_bus::consume::fresh(partition, records, expected, accept_gap).map_err(ProcessError::Gap)?;
-        let mut stats = BatchStats { records: records.len(), replayed: fresh.replayed, ..Default::default() };
-        let Some(next) = fresh.next_offset() else {
+        let mut stats = BatchStats::default();
+        // (partition, stored offset, next offset) of each partition with records to apply.
+        let mut moves = Vec::with_capacity(parts.len());
+        let mut fresh: Vec<(i32, &Consumed)> = Vec::new();
+        for &(partition, records) in parts {
+            let expected = self.store.next_offset(&c.group, &c.topic, partition).await?;
+            let f = cxgap_bus::consume::fresh(partition, records, expected, accept_gap).map_err(ProcessError::Gap)?;
+            stats.records += records.len();
+            stats.replayed += f.replayed;
+            if let Some(next) = f.next_offset() {
+                moves.push((partition, expected, next));
+                fresh.extend(f.records.into_iter().map(|r| (partition, r)));
+            }
+        }
+        let Some((&(partition, expected, next), more)) = moves.split_first() else {
             return Ok(stats);
         };
-        let fresh = fresh.records;
         let mut by_tenant: BTreeMap<String, (Vec<FeedbackEvent>, Vec<InternalAssessment>)> = BTreeMap::new();
         let mut dead = Vec::new();
-        for r in &fresh {
+        for (partition, r) in fresh {
             match decode(&r.record) {
                 Ok(Decoded::Feedback(t, ev)) => by_tenant.entry(t).or_default().0.push(ev),
                 Ok(Decoded::Assessment(t, a)) => by_tenant.entry(t).or_default().1.push(a),
@@ -153,6 +176,9 @@ impl<P: Publisher> Processor<P> {
         // The offset moves first: a batch another instance already applied is refused
         // before any work is done on it.
         let mut tx = self.store.begin_batch(&c.group, &c.topic, partition, expected, next, now).await?;
+        for &(partition, expected, next) in more {
+            tx.move_offset(&c.group, &c.topic, partition, expected, next).await?;
+        }
         let mut changed = Vec::new();
         for (tenant, (events, assessments)) in by_tenant {
             let mut ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
@@ -224,7 +250,7 @@ impl<P: Publisher> Processor<P> {
         }
         tx.commit().await?;
         self.signals.committed(changed);
-        debug!(?stats, next, "batch committed");
+        debug!(?stats, partitions = moves.len(), "batch committed");
         Ok(stats)
     }
 }

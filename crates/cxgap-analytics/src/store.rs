@@ -323,45 +323,10 @@ impl AnalyticsStore {
         next: i64,
         now_ms: i64,
     ) -> Result<PartitionTx, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let fenced = StoreError::Fenced { partition };
-        match expected {
-            None => {
-                let r = sqlx::query(
-                    "INSERT INTO analytics_offsets (consumer_group, topic, partition_id, next_offset) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(group)
-                .bind(topic)
-                .bind(partition as i64)
-                .bind(next)
-                .execute(&mut *tx)
-                .await;
-                match r.map_err(classify) {
-                    Ok(_) => {}
-                    Err(StoreError::Conflict(_)) => return Err(fenced),
-                    Err(e) => return Err(e),
-                }
-            }
-            Some(expected) => {
-                let r = sqlx::query(
-                    "UPDATE analytics_offsets SET next_offset = $1 \
-                     WHERE consumer_group = $2 AND topic = $3 AND partition_id = $4 AND next_offset = $5",
-                )
-                .bind(next)
-                .bind(group)
-                .bind(topic)
-                .bind(partition as i64)
-                .bind(expected)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-                if r.rows_affected() != 1 {
-                    return Err(fenced);
-                }
-            }
-        }
-        Ok(PartitionTx { tx, now_ms, postgres: self.postgres })
+        let tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = PartitionTx { tx, now_ms, postgres: self.postgres };
+        tx.move_offset(group, topic, partition, expected, next).await?;
+        Ok(tx)
     }
 
     /// Stores signals decided outside a batch (aggregate figures), in one transaction;
@@ -528,6 +493,57 @@ pub struct PartitionTx {
 }
 
 impl PartitionTx {
+    /// Moves another partition's stored offset from `expected` to `next` in this
+    /// transaction (a group of partition batches); `Fenced` as in
+    /// [`AnalyticsStore::begin_batch`].
+    pub async fn move_offset(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        expected: Option<i64>,
+        next: i64,
+    ) -> Result<(), StoreError> {
+        let fenced = StoreError::Fenced { partition };
+        match expected {
+            None => {
+                let r = sqlx::query(
+                    "INSERT INTO analytics_offsets (consumer_group, topic, partition_id, next_offset) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(group)
+                .bind(topic)
+                .bind(partition as i64)
+                .bind(next)
+                .execute(&mut *self.tx)
+                .await;
+                match r.map_err(classify) {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict(_)) => return Err(fenced),
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(expected) => {
+                let r = sqlx::query(
+                    "UPDATE analytics_offsets SET next_offset = $1 \
+                     WHERE consumer_group = $2 AND topic = $3 AND partition_id = $4 AND next_offset = $5",
+                )
+                .bind(next)
+                .bind(group)
+                .bind(topic)
+                .bind(partition as i64)
+                .bind(expected)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(classify)?;
+                if r.rows_affected() != 1 {
+                    return Err(fenced);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Records `ids` as processed for `tenant` and returns the ones that were not before.
     /// One statement both deduplicates and remembers: an id claimed by a transaction that
     /// has not committed yet (another partition's batch) waits for it, then counts as

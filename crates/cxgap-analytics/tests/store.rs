@@ -2,7 +2,7 @@
 //! stream with duplicates, out-of-order events and a bad record yields exactly the state
 //! the offline engine computes; replays change nothing; a zombie is fenced.
 
-use cxgap_analytics::processor::{Processor, ProcessorConfig};
+use cxgap_analytics::processor::{ProcessError, Processor, ProcessorConfig};
 use cxgap_analytics::store::{AnalyticsStore, BatchWrite, StoreError};
 use cxgap_bus::memory::MemoryBus;
 use cxgap_bus::{Consumed, Publisher, Record, TopicSpec, headers};
@@ -134,6 +134,44 @@ async fn conformance(store: AnalyticsStore) {
     assert_eq!(store.prune_processed(0).await.unwrap(), 0);
 
     signals(&store, &p, &offline).await;
+    groups(&store, &p).await;
+}
+
+/// Partition batches applied as one group come out as the same records applied one
+/// partition at a time; a group that one partition refuses (a gap) applies nothing of any.
+async fn groups(store: &AnalyticsStore, p: &Processor<MemoryBus>) {
+    let events: Vec<FeedbackEvent> = (0..90).map(event).collect();
+    let mut logs: std::collections::BTreeMap<i32, Vec<Consumed>> = Default::default();
+    for e in &events {
+        // A customer's records share a partition, as the record key makes them.
+        let partition = 1 + e.customer_id[1..].parse::<i32>().unwrap() % 3;
+        let log = logs.entry(partition).or_default();
+        log.push(Consumed { record: record("initech", e), partition, offset: log.len() as i64 });
+    }
+    let part = |p: i32, from: usize, to: usize| (p, &logs[&p][from..to.min(logs[&p].len())]);
+    let stats = p.process_group(&[part(1, 0, 5), part(2, 0, 5), part(3, 0, 5)]).await.unwrap();
+    assert_eq!((stats.records, stats.applied), (15, 15));
+
+    let before = report_text(&store.load("initech", None, true).await.unwrap());
+    let refused = p.process_group(&[part(1, 5, 10), part(2, 5, 10), part(3, 7, 10)]).await;
+    assert!(matches!(refused, Err(ProcessError::Gap(g)) if g.partition == 3), "{refused:?}");
+    assert_eq!(report_text(&store.load("initech", None, true).await.unwrap()), before, "nothing applied");
+    assert_eq!(store.next_offset("g", "feedback", 1).await.unwrap(), Some(5));
+
+    // A group that replays part of what it holds, then the rest one partition at a time.
+    let stats = p.process_group(&[part(1, 3, 20), part(2, 0, 20)]).await.unwrap();
+    assert_eq!((stats.replayed, stats.applied), (7, 30));
+    for (partition, log) in &logs {
+        p.process(*partition, log).await.unwrap();
+    }
+    let mut offline = GapState::new();
+    for e in &events {
+        offline.apply(e);
+    }
+    let stored = store.load("initech", None, true).await.unwrap();
+    assert_eq!(stored.snapshot().cells, offline.snapshot().cells);
+    assert_eq!(stored.snapshot().customers, offline.snapshot().customers);
+    assert_eq!(report_text(&stored), report_text(&offline));
 }
 
 /// The outbox: one customer signal per customer per batch that changed it, the newest

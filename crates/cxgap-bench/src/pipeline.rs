@@ -5,7 +5,7 @@
 use crate::report::{Figure, Results, Target, percentile};
 use crate::workload::{now_ms, probe, spec};
 use anyhow::Context;
-use cxgap_analytics::consumer::{self, BatchLimits};
+use cxgap_analytics::consumer;
 use cxgap_analytics::processor::{Processor, ProcessorConfig};
 use cxgap_analytics::store::AnalyticsStore;
 use cxgap_bus::Publisher;
@@ -281,7 +281,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
     let task = tokio::spawn(consumer::run(
         sub,
         processor,
-        BatchLimits::new(defaults.batch_max_events, defaults.batch_max_wait),
+        consumer::limits(&defaults),
         metrics,
         shutdown.clone(),
         Some(assignments),

@@ -1,11 +1,11 @@
 //! The consume loop every cxgap consumer shares. Batches are gathered up to a size or a
 //! time bound, split by partition and handed to a [`PartitionProcessor`], which applies
-//! each partition batch in one storage transaction together with the partition's next
-//! offset. The database is the truth about progress: Kafka offsets are committed after it
-//! only as a hint (and not at all when the database assigns the partitions), so a crash
-//! between the two replays records that the processor then skips. A transient failure
-//! retries the same records; nothing is acknowledged before it is durable. On shutdown the
-//! batch in hand is finished first.
+//! each partition batch (or a group of small ones) in one storage transaction together
+//! with the partitions' next offsets. The database is the truth about progress: Kafka
+//! offsets are committed after it only as a hint (and not at all when the database
+//! assigns the partitions), so a crash between the two replays records that the
+//! processor then skips. A transient failure retries the same records; nothing is
+//! acknowledged before it is durable. On shutdown the batch in hand is finished first.
 
 use crate::{Consumed, GapAction, Rewinds, Subscriber};
 use futures_util::StreamExt as _;
@@ -110,7 +110,20 @@ pub trait PartitionProcessor: Send + Sync {
     /// Whether the batch applied anything beyond replayed records.
     fn advanced(stats: &Self::Stats) -> bool;
 
-    /// Called after each committed batch (metrics, waking whoever waits for new state).
+    /// Applies several partitions' batches (offset order each, none being rewound) in one
+    /// transaction, each partition's offset moving as in [`PartitionProcessor::process`]; a
+    /// gap or a fence in any of them fails them all, and the loop then applies them one by
+    /// one. `None`: this processor does not group (the default).
+    fn process_group(
+        &self,
+        parts: &[(i32, &[Consumed])],
+    ) -> impl Future<Output = Option<Result<Self::Stats, Self::Error>>> + Send {
+        let _ = parts;
+        std::future::ready(None)
+    }
+
+    /// Called after each committed batch (metrics, waking whoever waits for new state); for
+    /// a group, once, with its first partition.
     fn committed(&self, partition: i32, stats: &Self::Stats, took: Duration);
 }
 
@@ -127,13 +140,22 @@ pub struct BatchLimits {
     /// only queue for the connection, and everything else that needs it (queries, the
     /// outbox relay, leases) waits behind all of them.
     pub max_in_flight: usize,
+    /// Partition batches ready together whose records total at most this go to the
+    /// processor as one group, one transaction (0: never). At low rates a batch spreads a
+    /// few records over many partitions, and a transaction (and a commit's WAL flush) for
+    /// each cost more than the records themselves.
+    pub group_below: usize,
 }
 
 impl BatchLimits {
     pub const IDLE: Duration = Duration::from_millis(3);
 
     pub fn new(max_events: usize, max_wait: Duration) -> BatchLimits {
-        BatchLimits { max_events, max_wait, idle: Self::IDLE.min(max_wait), max_in_flight: 8 }
+        BatchLimits { max_events, max_wait, idle: Self::IDLE.min(max_wait), max_in_flight: 8, group_below: 0 }
+    }
+
+    pub fn grouped(self, group_below: usize) -> BatchLimits {
+        BatchLimits { group_below, ..self }
     }
 
     pub fn in_flight(self, max_in_flight: usize) -> BatchLimits {
@@ -155,7 +177,9 @@ pub type Assignments = watch::Receiver<Option<Vec<i32>>>;
 /// one at a time). Partitions are independent — each has its own stored offset, and
 /// records are keyed so that one customer's events share a partition — so one
 /// partition's transaction no longer waits for another's, and the processor's work
-/// overlaps the database's. Reading pauses while too many records wait.
+/// overlaps the database's. Small partition batches that are ready together go as one
+/// group in one transaction instead ([`BatchLimits::group_below`]), when the processor
+/// groups. Reading pauses while too many records wait.
 pub async fn run<S: Subscriber, P: PartitionProcessor>(
     mut sub: S,
     processor: &P,
@@ -175,11 +199,28 @@ pub async fn run<S: Subscriber, P: PartitionProcessor>(
     let mut batch_deadline = tokio::time::Instant::now();
     let mut idle_deadline = tokio::time::Instant::now();
     let max_waiting = limits.max_events.saturating_mul(4);
-    let start = |partition: i32, records: Vec<Consumed>| {
+    let start = |unit: Vec<(i32, Vec<Consumed>)>| {
         let rewinds = &rewinds;
         async move {
-            let outcome = apply(processor, partition, &records, rewinds, shutdown).await;
-            (partition, records.last().map(|r| r.offset), outcome)
+            let last = |records: &[Consumed]| records.last().map(|r| r.offset);
+            if unit.len() > 1 {
+                let started = Instant::now();
+                let parts: Vec<(i32, &[Consumed])> = unit.iter().map(|(p, r)| (*p, r.as_slice())).collect();
+                match processor.process_group(&parts).await {
+                    Some(Ok(stats)) => {
+                        processor.committed(unit[0].0, &stats, started.elapsed());
+                        return unit.iter().map(|(p, r)| (*p, last(r), Ok(Outcome::Committed))).collect::<Vec<_>>();
+                    }
+                    Some(Err(e)) => {
+                        info!(error = %e, partitions = unit.len(), "grouped batch refused; applying its partitions one by one");
+                    }
+                    None => {}
+                }
+            }
+            let each = unit.iter().map(|(partition, records)| async move {
+                (*partition, last(records), apply(processor, *partition, records, rewinds, shutdown).await)
+            });
+            futures_util::future::join_all(each).await
         }
     };
     loop {
@@ -219,46 +260,61 @@ pub async fn run<S: Subscriber, P: PartitionProcessor>(
                     rx.mark_changed();
                 }
             }
-            Some((partition, last, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                match outcome? {
-                    Outcome::Committed => {
-                        if group_commits
-                            && let Some(last) = last
-                            && let Err(e) = sub.commit(&topic, partition, last)
-                        {
-                            warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                let done: Vec<(i32, Option<i64>, Result<Outcome, String>)> = done;
+                let mut finished = Vec::with_capacity(done.len());
+                for (partition, last, outcome) in done {
+                    match outcome? {
+                        Outcome::Committed => {
+                            if group_commits
+                                && let Some(last) = last
+                                && let Err(e) = sub.commit(&topic, partition, last)
+                            {
+                                warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
+                            }
                         }
-                    }
-                    Outcome::Rewind(to) => {
-                        // What was read after the refused batch is read again from `to`;
-                        // left in hand, it would look like another gap at the same offset,
-                        // and a gap seen again once the window reaches the start is accepted
-                        // as being in the log (records would be skipped).
-                        waiting.remove(&partition);
-                        batch.retain(|c| c.partition != partition);
-                        if let Err(e) = sub.seek(&topic, partition, to) {
-                            warn!(error = %e, partition, "seek failed; the batch is dropped and read again");
+                        Outcome::Rewind(to) => {
+                            // What was read after the refused batch is read again from `to`;
+                            // left in hand, it would look like another gap at the same offset,
+                            // and a gap seen again once the window reaches the start is accepted
+                            // as being in the log (records would be skipped).
+                            waiting.remove(&partition);
+                            batch.retain(|c| c.partition != partition);
+                            if let Err(e) = sub.seek(&topic, partition, to) {
+                                warn!(error = %e, partition, "seek failed; the batch is dropped and read again");
+                            }
                         }
+                        Outcome::Dropped => {}
                     }
-                    Outcome::Dropped => {}
+                    busy.remove(&partition);
+                    finished.push(partition);
                 }
-                busy.remove(&partition);
-                // The partition that finished first (its records have waited longest), then
-                // any other waiting partition while there is room.
-                let ready: Vec<i32> = std::iter::once(partition)
-                    .chain(waiting.keys().copied().filter(|p| *p != partition))
-                    .filter(|p| waiting.contains_key(p) && !busy.contains(p))
+                // The partitions that just finished first (their records have waited
+                // longest), then any other waiting partition while there is room.
+                let mut ready: Vec<i32> = finished.clone();
+                ready.extend(waiting.keys().copied().filter(|p| !finished.contains(p)));
+                let ready: Vec<(i32, Vec<Consumed>)> = ready
+                    .into_iter()
+                    .filter(|p| !busy.contains(p))
+                    .filter_map(|p| {
+                        let mut records = waiting.remove(&p)?;
+                        if records.len() > limits.max_events {
+                            waiting.insert(p, records.split_off(limits.max_events));
+                        }
+                        Some((p, records))
+                    })
                     .collect();
-                for p in ready {
-                    if busy.len() >= limits.max_in_flight {
-                        break;
+                for unit in units(ready, limits.group_below, &rewinds) {
+                    if in_flight.len() < limits.max_in_flight {
+                        busy.extend(unit.iter().map(|(p, _)| *p));
+                        in_flight.push(start(unit));
+                    } else {
+                        // Put back in front of anything read since.
+                        for (p, mut records) in unit {
+                            records.extend(waiting.remove(&p).unwrap_or_default());
+                            waiting.insert(p, records);
+                        }
                     }
-                    let Some(mut records) = waiting.remove(&p) else { continue };
-                    if records.len() > limits.max_events {
-                        waiting.insert(p, records.split_off(limits.max_events));
-                    }
-                    busy.insert(p);
-                    in_flight.push(start(p, records));
                 }
             }
             r = sub.next(), if read => match r {
@@ -290,28 +346,60 @@ pub async fn run<S: Subscriber, P: PartitionProcessor>(
             for c in batch.drain(..) {
                 by_partition.entry(c.partition).or_default().push(c);
             }
+            let mut ready = Vec::new();
             for (partition, mut records) in by_partition {
                 records.sort_by_key(|r| r.offset);
-                if !busy.contains(&partition) && busy.len() < limits.max_in_flight {
-                    busy.insert(partition);
-                    in_flight.push(start(partition, records));
-                } else {
+                if busy.contains(&partition) || waiting.contains_key(&partition) {
                     waiting.entry(partition).or_default().extend(records);
+                } else {
+                    ready.push((partition, records));
+                }
+            }
+            for unit in units(ready, limits.group_below, &rewinds) {
+                if in_flight.len() < limits.max_in_flight {
+                    busy.extend(unit.iter().map(|(p, _)| *p));
+                    in_flight.push(start(unit));
+                } else {
+                    for (p, records) in unit {
+                        waiting.entry(p).or_default().extend(records);
+                    }
                 }
             }
         }
     }
     // The batches in hand are finished first; records not yet handed over are read again
     // by whoever owns their partition next.
-    while let Some((partition, last, outcome)) = in_flight.next().await {
-        if let (Outcome::Committed, true, Some(last)) = (outcome?, group_commits, last)
-            && let Err(e) = sub.commit(&topic, partition, last)
-        {
-            warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
+    while let Some(done) = in_flight.next().await {
+        for (partition, last, outcome) in done {
+            if let (Outcome::Committed, true, Some(last)) = (outcome?, group_commits, last)
+                && let Err(e) = sub.commit(&topic, partition, last)
+            {
+                warn!(error = %e, partition, "offset hint not committed to Kafka (the database has it)");
+            }
         }
     }
     info!(topic, "consumer stopped");
     Ok(())
+}
+
+/// Splits partition batches ready to start into units of one transaction each: all of
+/// them together when they are several, hold at most `group_below` records and none is
+/// being rewound (a rewind's bookkeeping is per partition); otherwise one per partition.
+fn units(
+    ready: Vec<(i32, Vec<Consumed>)>,
+    group_below: usize,
+    rewinds: &Mutex<Rewinds>,
+) -> Vec<Vec<(i32, Vec<Consumed>)>> {
+    let total: usize = ready.iter().map(|(_, r)| r.len()).sum();
+    let rewinding = {
+        let r = lock(rewinds);
+        ready.iter().any(|(p, _)| r.rewinding(*p))
+    };
+    if ready.len() > 1 && total <= group_below && !rewinding {
+        vec![ready]
+    } else {
+        ready.into_iter().map(|part| vec![part]).collect()
+    }
 }
 
 /// Points the subscriber at `partitions`, each from its stored offset.
@@ -427,7 +515,9 @@ mod tests {
 
     impl Subscriber for Skipping {
         async fn next(&mut self) -> Result<Consumed, crate::BusError> {
-            let next = self.cursors.iter().find(|(p, c)| **c < self.logs[p]).map(|(p, c)| (*p, *c));
+            // The partition furthest behind: records of all partitions interleave.
+            let next =
+                self.cursors.iter().filter(|(p, c)| **c < self.logs[p]).min_by_key(|(_, c)| **c).map(|(p, c)| (*p, *c));
             let Some((partition, offset)) = next else { return std::future::pending().await };
             // Records trickle in, so a batch is still filling when an earlier one returns.
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -461,6 +551,8 @@ mod tests {
     struct Recorder {
         stored: Mutex<BTreeMap<i32, i64>>,
         applied: Mutex<Vec<(i32, i64)>>,
+        /// Whether it applies groups (all or nothing); the partitions of each group applied.
+        groups: Option<Mutex<Vec<Vec<i32>>>>,
     }
 
     impl PartitionProcessor for Recorder {
@@ -486,6 +578,30 @@ mod tests {
             Ok(records.len() - fresh.replayed)
         }
 
+        async fn process_group(&self, parts: &[(i32, &[Consumed])]) -> Option<Result<usize, Gap>> {
+            let groups = self.groups.as_ref()?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let mut stored = self.stored.lock().unwrap();
+            let mut moves = Vec::new();
+            for &(partition, records) in parts {
+                let expected = stored.get(&partition).copied().unwrap_or(0);
+                match fresh(partition, records, Some(expected), false) {
+                    Ok(f) => moves.push((partition, f)),
+                    Err(gap) => return Some(Err(gap)), // nothing applied
+                }
+            }
+            let mut applied = 0;
+            for (partition, f) in moves {
+                if let Some(next) = f.next_offset() {
+                    applied += f.records.len();
+                    self.applied.lock().unwrap().extend(f.records.iter().map(|r| (partition, r.offset)));
+                    stored.insert(partition, next);
+                }
+            }
+            groups.lock().unwrap().push(parts.iter().map(|(p, _)| *p).collect());
+            Some(Ok(applied))
+        }
+
         fn failure(error: &Gap) -> Failure {
             Failure::Gap(*error)
         }
@@ -497,29 +613,60 @@ mod tests {
         fn committed(&self, _: i32, _: &usize, _: Duration) {}
     }
 
-    #[tokio::test]
-    async fn records_the_broker_skips_are_read_again_while_other_partitions_go_on() {
-        let sub = Skipping { logs: [(0, 40), (1, 40)].into(), cursors: BTreeMap::new(), skipped: false };
-        let recorder = Recorder::default();
-        let (_assigner, mut assignments) = watch::channel(Some(vec![0, 1]));
+    /// Runs the loop over `logs` until every record is applied (or 3 s), as `recorder` applies
+    /// them; returns what it applied, sorted.
+    async fn consume_all(sub: Skipping, recorder: &Recorder, limits: BatchLimits) -> Vec<(i32, i64)> {
+        let total: i64 = sub.logs.values().sum();
+        let partitions: Vec<i32> = sub.logs.keys().copied().collect();
+        let (_assigner, mut assignments) = watch::channel(Some(partitions));
         assignments.mark_changed();
         let shutdown = CancellationToken::new();
-        let limits = BatchLimits::new(8, Duration::from_millis(20));
         let stop = async {
             for _ in 0..300 {
-                if recorder.applied.lock().unwrap().len() >= 80 {
+                if recorder.applied.lock().unwrap().len() as i64 >= total {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             shutdown.cancel();
         };
-        let (r, ()) = tokio::join!(run(sub, &recorder, limits, &shutdown, Some(assignments)), stop);
+        let (r, ()) = tokio::join!(run(sub, recorder, limits, &shutdown, Some(assignments)), stop);
         r.unwrap();
         let mut applied = recorder.applied.lock().unwrap().clone();
         applied.sort();
-        let expected: Vec<(i32, i64)> = (0..2).flat_map(|p| (0..40).map(move |o| (p, o))).collect();
-        assert_eq!(applied, expected, "every record of both partitions applied once, none skipped");
+        applied
+    }
+
+    fn every_record(logs: &[(i32, i64)]) -> Vec<(i32, i64)> {
+        logs.iter().flat_map(|&(p, n)| (0..n).map(move |o| (p, o))).collect()
+    }
+
+    #[tokio::test]
+    async fn records_the_broker_skips_are_read_again_while_other_partitions_go_on() {
+        for grouped in [false, true] {
+            let sub = Skipping { logs: [(0, 40), (1, 40)].into(), cursors: BTreeMap::new(), skipped: false };
+            let recorder = Recorder { groups: grouped.then(Mutex::default), ..Recorder::default() };
+            let limits = BatchLimits::new(8, Duration::from_millis(20)).grouped(if grouped { 8 } else { 0 });
+            let applied = consume_all(sub, &recorder, limits).await;
+            assert_eq!(
+                applied,
+                every_record(&[(0, 40), (1, 40)]),
+                "grouped: {grouped}: every record of both partitions applied once, none skipped"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn small_batches_of_several_partitions_share_a_transaction() {
+        let logs = [(0, 30), (1, 30), (2, 30)];
+        let sub = Skipping { logs: logs.into(), cursors: BTreeMap::new(), skipped: true };
+        let recorder = Recorder { groups: Some(Mutex::default()), ..Recorder::default() };
+        let limits = BatchLimits::new(64, Duration::from_millis(20)).grouped(16);
+        let applied = consume_all(sub, &recorder, limits).await;
+        assert_eq!(applied, every_record(&logs), "every record applied once");
+        let groups = recorder.groups.as_ref().unwrap().lock().unwrap().clone();
+        assert!(!groups.is_empty(), "batches of three partitions were applied together");
+        assert!(groups.iter().all(|g| g.len() > 1 && g.windows(2).all(|w| w[0] < w[1])), "{groups:?}");
     }
 
     #[test]

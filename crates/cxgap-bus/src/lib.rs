@@ -153,6 +153,11 @@ impl Rewinds {
         GapAction::Rewind((expected - window).max(0))
     }
 
+    /// Whether a rewind of `partition` is under way (its batches are applied alone).
+    pub fn rewinding(&self, partition: i32) -> bool {
+        self.open.contains_key(&partition)
+    }
+
     /// The partition continued where the database said: any rewind is over.
     pub fn resolved(&mut self, partition: i32) {
         self.open.remove(&partition);
