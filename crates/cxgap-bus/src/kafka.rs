@@ -46,12 +46,13 @@ impl KafkaConfig {
         self.client_with(&[])
     }
 
-    /// Consumers ask the broker to answer a fetch within 25 ms even when it has nothing
+    /// Consumers ask the broker to answer a fetch within 10 ms even when it has nothing
     /// (librdkafka's default is 500 ms): a broker that does not answer a waiting fetch as
-    /// soon as records arrive would otherwise add up to half a second per hop to the
-    /// accepted-to-alert latency. Idle consumers cost a few dozen fetches a second.
+    /// soon as records arrive (tansu) adds up to that much per hop to the accepted-to-alert
+    /// latency. 25 ms measured a p50 of 95–145 ms at 400 events/s, 10 ms 68–86 ms, side by
+    /// side. Idle consumers cost a hundred fetches a second each.
     fn consumer_client(&self) -> ClientConfig {
-        self.client_with(&[("fetch.wait.max.ms", "25")])
+        self.client_with(&[("fetch.wait.max.ms", "10")])
     }
 
     /// `defaults` first, so that settings given in `extra` win.
