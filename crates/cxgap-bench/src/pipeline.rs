@@ -466,11 +466,90 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
         }
         results.add(f);
     }
+    if rate.is_none() {
+        open_loop_sustained(results, &client, &key, &alerted, sustainable, seconds).await?;
+    }
     listener.abort();
     stop.cancel();
     stop_ingest.cancel();
     for s in services {
         let _ = tokio::time::timeout(Duration::from_secs(30), s).await;
+    }
+    Ok(())
+}
+
+/// The backlog drains in requests of 500 events; the open-loop load comes in requests of
+/// 20, which cost more per event. So the rate sustained in the load's own shape is found
+/// too: 10 s steps from half the backlog rate down by a quarter each until one keeps up
+/// ([`Step::kept_up`]), then a step at half that rate. Informative: the target stays on
+/// the ladder above, at half the backlog rate.
+async fn open_loop_sustained(
+    results: &mut Results,
+    client: &IngestServiceClient<tonic::transport::Channel>,
+    key: &str,
+    alerted: &Arc<Mutex<HashMap<String, Instant>>>,
+    backlog_rate: f64,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    // Each step's probes and events are its own (a probe's customer alerts once).
+    const STEPS: [&str; 6] = ["search-1", "search-2", "search-3", "search-4", "search-5", "search-6"];
+    let mut rate = backlog_rate / 2.0;
+    let mut tried = Vec::new();
+    let mut kept = None;
+    for run in STEPS {
+        let step = open_loop(client, key, alerted, rate, 10, run).await?;
+        tried.push(format!("{:.0} ({})", step.load, if step.kept_up() { "kept up" } else { "fell behind" }));
+        if step.kept_up() {
+            kept = Some(step.load);
+            break;
+        }
+        rate *= 0.75;
+    }
+    let Some(kept) = kept else {
+        results.add(
+            Figure::new(
+                "pipeline_sustainable_open_loop",
+                "pipeline sustained in 20-event requests (open loop)",
+                0.0,
+                "events/s",
+            )
+            .note(format!("no step kept up: {}", tried.join(", "))),
+        );
+        return Ok(());
+    };
+    results.add(
+        Figure::new(
+            "pipeline_sustainable_open_loop",
+            "pipeline sustained in 20-event requests (open loop)",
+            kept,
+            "events/s",
+        )
+        .note(format!("10 s steps, events/s: {}", tried.join(", "))),
+    );
+    let step = open_loop(client, key, alerted, kept / 2.0, seconds, "half-open-loop").await?;
+    let what = "half the rate sustained in 20-event requests";
+    results.add(Figure::new(
+        "latency_load_open_loop_half",
+        &format!("latency step at {what}: offered load (open loop)"),
+        step.load,
+        "events/s",
+    ));
+    for (k, p) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
+        let v = percentile(&step.ms, p).context("no probe raised an alert")?;
+        results.add(
+            Figure::new(
+                &format!("latency_{k}_open_loop_half"),
+                &format!("accepted-to-alert latency {k} at {what}"),
+                v,
+                "ms",
+            )
+            .note(format!(
+                "{} probes, {} without an alert, {} failed requests",
+                step.ms.len(),
+                step.missing,
+                step.failures
+            )),
+        );
     }
     Ok(())
 }
@@ -482,6 +561,18 @@ struct Step {
     missing: usize,
     failures: usize,
     load: f64,
+    /// The slowest probe acknowledged in the step's last second (ms; `None`: one of them
+    /// never alerted): a queue the pipeline did not work off shows here.
+    last_second_max: Option<f64>,
+}
+
+impl Step {
+    /// Whether the pipeline kept up: nothing missing or failed, and the probes of the last
+    /// second alerted within a second (a rate it cannot sustain leaves a queue that grows
+    /// through the step).
+    fn kept_up(&self) -> bool {
+        self.missing == 0 && self.failures == 0 && self.last_second_max.is_some_and(|ms| ms <= 1_000.0)
+    }
 }
 
 /// One open-loop step at `rate` events/s for `seconds`; probes and events are named `run`.
@@ -568,7 +659,15 @@ async fn open_loop(
         let missing = acked.len() - ms.len();
         (ms, missing)
     };
+    let last_second_max = {
+        let acked = acked.lock().expect("lock");
+        let alerted = alerted.lock().expect("lock");
+        let from = end.into_std() - Duration::from_secs(1);
+        acked.iter().filter(|(_, at)| **at >= from).try_fold(0.0f64, |max, (s, at)| {
+            alerted.get(s).map(|got| max.max(got.saturating_duration_since(*at).as_secs_f64() * 1e3))
+        })
+    };
     ms.sort_by(f64::total_cmp);
     let load = (sent_background + probes) as f64 / elapsed;
-    Ok(Step { ms, missing, failures: failures.load(std::sync::atomic::Ordering::Relaxed), load })
+    Ok(Step { ms, missing, failures: failures.load(std::sync::atomic::Ordering::Relaxed), load, last_second_max })
 }
