@@ -14,11 +14,7 @@ pub const SETTINGS: &[Setting] = &[
     ("CXGAP_FEEDBACK_TOPIC", Some("cxgap.feedback.v1"), "topic consumed"),
     ("CXGAP_DLQ_TOPIC", Some("cxgap.feedback.dlq.v1"), "where records that cannot be processed go"),
     ("CXGAP_SIGNALS_TOPIC", Some("cxgap.signals.v1"), "where risk and gap signals go (to alerting)"),
-    (
-        "CXGAP_SIGNAL_INTERVAL_MS",
-        Some("2000"),
-        "how often changed tenants' gap figures are re-evaluated (less often when evaluating takes over a tenth of the time)",
-    ),
+    ("CXGAP_SIGNAL_INTERVAL_MS", Some("2000"), "how often changed tenants' gap figures are re-evaluated"),
     ("CXGAP_SIGNAL_RETENTION_DAYS", Some("90"), "how long published signals (the risk history) are kept"),
     ("CXGAP_CONSUMER_GROUP", Some("cxgap-analytics"), "Kafka consumer group of the analytics instances"),
     (

@@ -237,30 +237,14 @@ async fn evaluate_tenant(
     Ok(store.add_signals(&signals, now).await? as usize)
 }
 
-/// The longest share of the time the aggregate evaluation may take.
-pub const EVALUATION_SHARE: f64 = 0.1;
-
-/// How long to wait after an evaluation that took `took`: `interval`, or longer when the
-/// evaluation was so slow that it would take more than [`EVALUATION_SHARE`] of the time.
-/// An evaluation reads every cell of the window (it grows with the tenant), and run back
-/// to back it would compete with the batches for the cores and the database; the figures
-/// it decides are over windows of days, so seconds more between them change nothing.
-pub fn evaluation_wait(interval: Duration, took: Duration) -> Duration {
-    interval.max(took.mul_f64(1.0 / EVALUATION_SHARE - 1.0))
-}
-
-/// Runs [`evaluate_dirty`] every `interval` (paced by [`evaluation_wait`]) until shutdown.
+/// Runs [`evaluate_dirty`] every `interval` until shutdown.
 pub async fn evaluate_loop(store: AnalyticsStore, hub: SignalHub, interval: Duration, shutdown: Shutdown) {
-    let mut wait = interval;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(interval) => {}
         }
-        let started = std::time::Instant::now();
-        let outcome = evaluate_dirty(&store, &hub).await;
-        wait = evaluation_wait(interval, started.elapsed());
-        match outcome {
+        match evaluate_dirty(&store, &hub).await {
             Ok(n) if n > 0 => debug!(signals = n, "aggregate signals decided"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "aggregate evaluation failed; will retry"),
@@ -346,21 +330,5 @@ pub async fn relay_loop<P: Publisher>(
     }
     if let Err(e) = relay(&store, &publisher, &topic, 10_000).await {
         warn!(error = %e, "signals left in the outbox at shutdown; they go out on the next start");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_slow_evaluation_waits_longer_so_it_keeps_to_its_share() {
-        let interval = Duration::from_secs(2);
-        assert_eq!(evaluation_wait(interval, Duration::from_millis(50)), interval);
-        assert_eq!(evaluation_wait(interval, Duration::from_millis(500)), Duration::from_millis(4500));
-        let took = Duration::from_secs(3);
-        let wait = evaluation_wait(interval, took);
-        let share = took.as_secs_f64() / (took + wait).as_secs_f64();
-        assert!((share - EVALUATION_SHARE).abs() < 1e-9, "{share}");
     }
 }
