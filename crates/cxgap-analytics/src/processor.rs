@@ -1,8 +1,9 @@
-//! Turns one partition's batch of consumed records into one storage transaction. Records
-//! below the stored offset were already applied (redelivery after a crash or rebalance)
-//! and are skipped; events whose id was already applied are skipped; what is left becomes
-//! cell deltas and updated customers, written with the new offset atomically. Records that
-//! cannot be processed go to the dead-letter topic with the reason — never dropped silently.
+//! Turns one partition's batch of consumed records (or a group of small ones from several
+//! partitions) into one storage transaction. Records below the stored offset were already
+//! applied (redelivery after a crash or rebalance) and are skipped; events whose id was
+//! already applied are skipped; what is left becomes cell deltas and updated customers,
+//! written with the new offsets atomically. Records that cannot be processed go to the
+//! dead-letter topic with the reason — never dropped silently.
 
 use crate::signals::{SignalHub, customer_signal, day_of_ms};
 use crate::store::{AnalyticsStore, StoreError, TenantWrite};
