@@ -130,10 +130,12 @@ fn cell_upsert_unnest_sql() -> &'static str {
             .map(|i| format!("${}::text::{}[]", i + 2, if (1..=4).contains(&i) { "text" } else { "bigint" }))
             .collect();
         let sets: Vec<String> = cols.iter().map(|c| format!("{c} = analytics_cells.{c} + excluded.{c}")).collect();
+        // Each row is stamped with the writing transaction (see `cells_since`).
         format!(
-            "INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}) \
-             SELECT $1, * FROM UNNEST({}) \
-             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}",
+            "INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}, changed_xid) \
+             SELECT $1, *, pg_current_xact_id()::text::bigint FROM UNNEST({}) \
+             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}, \
+             changed_xid = excluded.changed_xid",
             cols.join(", "),
             arrays.join(", "),
             sets.join(", ")
@@ -229,6 +231,30 @@ async fn read_customers(
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// What [`AnalyticsStore::cells_since`] read.
+#[derive(Debug)]
+pub struct CellRead {
+    pub cells: Vec<(CellCoords, CellAgg)>,
+    /// Where the next read continues (`None`: this backend has no marks).
+    pub mark: Option<i64>,
+    /// Every cell of the window, not only the changed ones.
+    pub whole: bool,
+}
+
+fn decode_cell(r: &AnyRow) -> Result<(CellCoords, CellAgg), StoreError> {
+    let get_s = |i: usize| r.try_get::<String, _>(i).map_err(|e| corrupt("cell", e));
+    let day: i64 = r.try_get(0).map_err(|e| corrupt("cell day", e))?;
+    let channel = Channel::parse(&get_s(1)?).ok_or_else(|| corrupt("cell", "unknown channel"))?;
+    let stage = JourneyStage::parse(&get_s(2)?).ok_or_else(|| corrupt("cell", "unknown stage"))?;
+    let touchpoint = Some(get_s(3)?).filter(|t| !t.is_empty());
+    let attributes: Attributes = serde_json::from_str(&get_s(4)?).map_err(|e| corrupt("segment", e))?;
+    let mut row = [0i64; CELL_ROW_WIDTH];
+    for (i, v) in row.iter_mut().enumerate() {
+        *v = r.try_get(5 + i).map_err(|e| corrupt("cell value", e))?;
+    }
+    Ok(((Day(day as i32), channel, stage, touchpoint, attributes), CellAgg::from_row(&row)))
 }
 
 impl AnalyticsStore {
@@ -430,42 +456,67 @@ impl AnalyticsStore {
             .map_err(classify)
     }
 
+    /// The cells of `tenant` from `from_day` on that changed since `since`, a mark
+    /// from an earlier read (all of them when `None`), for a state kept between reads.
+    ///
+    /// On PostgreSQL the mark is the xmin of a snapshot taken just before the read: every
+    /// transaction that read could not see has an id at least that, and a batch stamps
+    /// the cells it writes with its id, so the next read from that mark finds every cell
+    /// changed since, in whatever order the batches committed. Rows come with their whole
+    /// sums ([`GapState::set_cell`]); a row read twice is harmless. SQLite gives no mark
+    /// and every read is whole.
+    pub async fn cells_since(&self, tenant: &str, from_day: Day, since: Option<i64>) -> Result<CellRead, StoreError> {
+        if !self.postgres {
+            let cells = self.read_cells(tenant, from_day.0 as i64, None).await?;
+            return Ok(CellRead { cells, mark: None, whole: true });
+        }
+        let (mark,): (i64,) = sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        let cells = self.read_cells(tenant, from_day.0 as i64, since).await?;
+        Ok(CellRead { cells, mark: Some(mark), whole: since.is_none() })
+    }
+
+    async fn read_cells(
+        &self,
+        tenant: &str,
+        from_day: i64,
+        since: Option<i64>,
+    ) -> Result<Vec<(CellCoords, CellAgg)>, StoreError> {
+        let cols: Vec<String> = (0..CELL_ROW_WIDTH).map(|i| format!("v{i}")).collect();
+        let sql = format!(
+            "SELECT day, channel, stage, touchpoint, segment, {} FROM analytics_cells \
+             WHERE tenant_id = $1 AND day >= $2{}",
+            cols.join(", "),
+            if since.is_some() { " AND changed_xid >= $3" } else { "" }
+        );
+        let mut q = sqlx::query(&sql).bind(tenant).bind(from_day);
+        if let Some(since) = since {
+            q = q.bind(since);
+        }
+        let rows: Vec<AnyRow> = q.fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(decode_cell).collect()
+    }
+
+    /// A tenant's stored internal assessments (each assessor's latest per key).
+    pub async fn assessments(&self, tenant: &str) -> Result<Vec<InternalAssessment>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT assessment FROM analytics_assessments WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(|(json,)| serde_json::from_str(json).map_err(|e| corrupt("assessment", e))).collect()
+    }
+
     /// A tenant's state from storage: cells from `from_day` on (all when `None`),
     /// assessments, and customers when asked for.
     pub async fn load(&self, tenant: &str, from_day: Option<Day>, customers: bool) -> Result<GapState, StoreError> {
         let mut state = GapState::new();
-        let cols: Vec<String> = (0..CELL_ROW_WIDTH).map(|i| format!("v{i}")).collect();
-        let sql = format!(
-            "SELECT day, channel, stage, touchpoint, segment, {} FROM analytics_cells WHERE tenant_id = $1 AND day >= $2",
-            cols.join(", ")
-        );
-        let rows: Vec<AnyRow> = sqlx::query(&sql)
-            .bind(tenant)
-            .bind(from_day.map_or(i64::MIN, |d| d.0 as i64))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        for r in rows {
-            let get_s = |i: usize| r.try_get::<String, _>(i).map_err(|e| corrupt("cell", e));
-            let day: i64 = r.try_get(0).map_err(|e| corrupt("cell day", e))?;
-            let channel = Channel::parse(&get_s(1)?).ok_or_else(|| corrupt("cell", "unknown channel"))?;
-            let stage = JourneyStage::parse(&get_s(2)?).ok_or_else(|| corrupt("cell", "unknown stage"))?;
-            let touchpoint = Some(get_s(3)?).filter(|t| !t.is_empty());
-            let attributes: Attributes = serde_json::from_str(&get_s(4)?).map_err(|e| corrupt("segment", e))?;
-            let mut row = [0i64; CELL_ROW_WIDTH];
-            for (i, v) in row.iter_mut().enumerate() {
-                *v = r.try_get(5 + i).map_err(|e| corrupt("cell value", e))?;
-            }
-            state.merge_cell(&(Day(day as i32), channel, stage, touchpoint, attributes), &CellAgg::from_row(&row));
+        for (coords, agg) in self.read_cells(tenant, from_day.map_or(i64::MIN, |d| d.0 as i64), None).await? {
+            state.merge_cell(&coords, &agg);
         }
-        let assessments: Vec<(String,)> =
-            sqlx::query_as("SELECT assessment FROM analytics_assessments WHERE tenant_id = $1")
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(classify)?;
-        for (json,) in assessments {
-            let a: InternalAssessment = serde_json::from_str(&json).map_err(|e| corrupt("assessment", e))?;
+        for a in self.assessments(tenant).await? {
             state.apply_assessment(&a);
         }
         if customers {

@@ -219,21 +219,47 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
     assert_eq!(evaluate_dirty(store, &p.signals).await.unwrap(), 0, "unchanged figures are not stored again");
     relay(store, &bus, "signals", 10_000).await.unwrap();
     let as_of = Day(D0 + 59);
+    // The newest helpline figures published for acme.
+    let helpline_signal = || {
+        bus.records("signals")
+            .into_iter()
+            .filter_map(|c| match spb::Signal::decode(c.record.payload.as_slice()).unwrap() {
+                spb::Signal { tenant_id, body: Some(spb::signal::Body::Aggregate(a)), .. } if tenant_id == "acme" => {
+                    Some(a)
+                }
+                _ => None,
+            })
+            .rfind(|a| a.subject == "helpline" && a.window_days == 30)
+            .expect("a helpline signal")
+    };
     let expected = cxgap_domain::signals::aggregate_figures(offline, as_of, &[30]);
     let helpline = expected.iter().find(|f| f.subject == "helpline").unwrap();
-    let got = bus
-        .records("signals")
-        .into_iter()
-        .filter_map(|c| match spb::Signal::decode(c.record.payload.as_slice()).unwrap() {
-            spb::Signal { tenant_id, body: Some(spb::signal::Body::Aggregate(a)), .. } if tenant_id == "acme" => {
-                Some(a)
-            }
-            _ => None,
-        })
-        .find(|a| a.subject == "helpline" && a.window_days == 30)
-        .expect("a helpline signal");
+    let got = helpline_signal();
     assert_eq!(got.current, helpline.current.to_row().unwrap().to_vec());
     assert_eq!(got.previous, helpline.previous.to_row().unwrap().to_vec());
+
+    // More events after that evaluation: the next one (on PostgreSQL it reads only the
+    // cells that changed) decides the figures of everything, as the offline engine does.
+    let next = store.next_offset("g", "feedback", 0).await.unwrap().unwrap();
+    let more: Vec<FeedbackEvent> = (120..160).map(event).collect();
+    let batch: Vec<Consumed> = more
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Consumed { record: record("acme", e), partition: 0, offset: next + i as i64 })
+        .collect();
+    p.process(0, &batch).await.unwrap();
+    assert!(evaluate_dirty(store, &p.signals).await.unwrap() > 0);
+    relay(store, &bus, "signals", 10_000).await.unwrap();
+    let mut offline = offline.clone();
+    for e in &more {
+        offline.apply(e);
+    }
+    let expected = cxgap_domain::signals::aggregate_figures(&offline, as_of, &[30]);
+    let helpline = expected.iter().find(|f| f.subject == "helpline").unwrap();
+    let newer = helpline_signal();
+    assert_ne!(newer.current, got.current, "the new events are in the helpline's window");
+    assert_eq!(newer.current, helpline.current.to_row().unwrap().to_vec());
+    assert_eq!(newer.previous, helpline.previous.to_row().unwrap().to_vec());
     assert_eq!(store.prune_signals(0).await.unwrap(), 0, "nothing is older than the epoch");
 }
 
@@ -241,6 +267,64 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
 async fn postgres_backend() {
     let db = cxgap_testkit::TestDb::new().await.unwrap();
     conformance(AnalyticsStore::connect(&db.url).await.unwrap()).await;
+}
+
+/// The evaluation's incremental read: a batch that commits after a read began, even one
+/// whose transaction is older than a batch already seen, is in the next read; a state kept
+/// and refreshed that way equals one loaded whole.
+#[tokio::test]
+async fn changed_cells_include_late_commits() {
+    use cxgap_analytics::store::TenantWrite;
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    let store = AnalyticsStore::connect(&db.url).await.unwrap();
+    let mut s = GapState::new();
+    for i in 0..40 {
+        s.apply(&event(i));
+    }
+    let cells = s.snapshot().cells;
+    let (a, b) = cells.split_at(cells.len() / 2);
+    let write = |partition: i32, expected: Option<i64>, cells: &[_]| BatchWrite {
+        group: "g".into(),
+        topic: "feedback".into(),
+        partition,
+        expected,
+        next: expected.unwrap_or(0) + 1,
+        now_ms: 0,
+        tenants: vec![TenantWrite { tenant: "acme".into(), cells: cells.to_vec(), ..Default::default() }],
+    };
+    store.commit(&write(0, None, a)).await.unwrap();
+    let first = store.cells_since("acme", Day(D0), None).await.unwrap();
+    assert!(first.whole);
+    assert_eq!(first.cells.len(), a.len());
+
+    // Batch B writes and stays open while the next read runs.
+    let late = write(1, None, b);
+    let mut tx = store.begin_batch("g", "feedback", 1, None, 1, 0).await.unwrap();
+    tx.write(&late.tenants[0]).await.unwrap();
+    let second = store.cells_since("acme", Day(D0), first.mark).await.unwrap();
+    assert!(!second.whole);
+    let keys = |r: &[(cxgap_domain::state::CellCoords, cxgap_domain::aggregate::CellAgg)]| {
+        r.iter().map(|(k, _)| k.clone()).collect::<std::collections::BTreeSet<_>>()
+    };
+    assert!(keys(&second.cells).is_disjoint(&keys(b)), "an open transaction's cells are not read");
+    // A later batch commits first, adding to a cell of A; then B commits.
+    store.commit(&write(0, Some(1), &a[..1])).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let third = store.cells_since("acme", Day(D0), second.mark).await.unwrap();
+    let got = keys(&third.cells);
+    assert!(keys(b).is_subset(&got), "the batch that committed late is read");
+    assert!(got.contains(&a[0].0), "the cell added to is read");
+
+    let mut kept = GapState::new();
+    for read in [&first, &second, &third] {
+        for (coords, agg) in &read.cells {
+            kept.set_cell(coords, agg);
+        }
+    }
+    let whole = store.load("acme", Some(Day(D0)), false).await.unwrap();
+    assert_eq!(kept.snapshot().cells, whole.snapshot().cells);
+    assert_ne!(whole.snapshot().cells, s.snapshot().cells, "A's first cell counts twice");
 }
 
 #[tokio::test]

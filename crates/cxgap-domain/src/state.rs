@@ -228,15 +228,25 @@ impl GapState {
     /// Merges a stored cell into the state: rebuilding reports from storage, where each
     /// row holds additive sums.
     pub fn merge_cell(&mut self, coords: &CellCoords, agg: &CellAgg) {
-        let (day, channel, stage, touchpoint, attributes) = coords;
-        let key = CellKey {
+        let key = self.cell_key(coords);
+        self.cell_mut(key).merge(agg);
+    }
+
+    fn cell_key(&mut self, (day, channel, stage, touchpoint, attributes): &CellCoords) -> CellKey {
+        CellKey {
             day: *day,
             channel: *channel,
             stage: *stage,
             touchpoint: self.touchpoints.intern(touchpoint),
             segment: self.segments.intern(attributes),
-        };
-        self.cell_mut(key).merge(agg);
+        }
+    }
+
+    /// Replaces a cell with its stored value: refreshing a state kept between reads of
+    /// storage, where a changed row holds the cell's whole sums, not a delta.
+    pub fn set_cell(&mut self, coords: &CellCoords, agg: &CellAgg) {
+        let key = self.cell_key(coords);
+        *self.cell_mut(key) = agg.clone();
     }
 
     /// Puts a stored customer back, replacing what is in memory, so new events for that
