@@ -386,6 +386,17 @@ impl AnalyticsStore {
     }
 
     pub async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        if self.postgres {
+            // One prepared statement for any number of ids, as the batch writes do.
+            if !ids.is_empty() {
+                sqlx::query("UPDATE analytics_signals SET published = 1 WHERE signal_id = ANY($1::text::text[])")
+                    .bind(pgarray::text(ids.iter().map(String::as_str)))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(classify)?;
+            }
+            return Ok(());
+        }
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "UPDATE analytics_signals SET published = 1 WHERE signal_id IN ({})",
