@@ -4,6 +4,7 @@
 //! transaction: a notification exists exactly when the change that caused it committed.
 
 use crate::model::{AlertFacts, Rule, Silence, Subscription, Target};
+use cxgap_domain::Instrument;
 use cxgap_domain::alerts::{AlertState, AlertStatus, notification_id};
 use cxgap_domain::rules::Severity;
 use serde::{Deserialize, Serialize};
@@ -774,10 +775,11 @@ pub(crate) async fn subscriptions(
 }
 
 /// The tenant's alerts about one subject and, with `per_instrument`, about its
-/// instruments too (`subject:instrument`, as aggregate rules name them). A customer's
-/// alerts are found by the exact subject, through the (tenant, subject) index: a prefix
-/// match cannot use it under PostgreSQL's default collation and scanned every alert of
-/// the tenant for each signal (and would have mixed up customers "a" and "a:b").
+/// instruments too (`subject:instrument`, as aggregate rules name them). Every subject is
+/// matched exactly, through the (tenant, subject) index: a prefix match cannot use it
+/// under PostgreSQL's default collation and scanned every alert of the tenant for each
+/// signal (3.3 ms a signal at 1,000 events/s, growing with the alerts), and it returned
+/// the alerts of a touchpoint "a:b" with those of "a".
 pub(crate) async fn alerts_about(
     conn: &mut AnyConnection,
     tenant: &str,
@@ -785,11 +787,19 @@ pub(crate) async fn alerts_about(
     per_instrument: bool,
 ) -> Result<Vec<Alert>, StoreError> {
     let rows = if per_instrument {
+        // A fixed list, so the statement is prepared once.
+        let subjects: Vec<String> = std::iter::once(subject.to_string())
+            .chain(Instrument::all().map(|i| format!("{subject}:{}", i.name())))
+            .collect();
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND (subject = $2 OR subject LIKE $3 ESCAPE '\\')"
+            "SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND subject IN ({})",
+            placeholders(2, subjects.len())
         );
-        let like = format!("{}:%", subject.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        sqlx::query(&sql).bind(tenant).bind(subject).bind(like).fetch_all(&mut *conn).await
+        let mut q = sqlx::query(&sql).bind(tenant);
+        for s in &subjects {
+            q = q.bind(s);
+        }
+        q.fetch_all(&mut *conn).await
     } else {
         let sql = format!("SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND subject = $2");
         sqlx::query(&sql).bind(tenant).bind(subject).fetch_all(&mut *conn).await

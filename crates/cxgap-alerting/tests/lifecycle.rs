@@ -431,3 +431,62 @@ fn touchpoint_nps_collapsed(id: &str, touchpoint: &str) -> pb::Signal {
         })),
     }
 }
+
+/// Perception-gap alerts are per touchpoint and instrument (`touchpoint:helpline:nps`):
+/// the next signal about the touchpoint finds them, so the gap that closes resolves its
+/// alert and the one still open stays firing.
+#[tokio::test]
+async fn a_perception_gap_alert_resolves_when_its_instruments_gap_closes() {
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    let store = AlertStore::connect(&db.url).await.unwrap();
+    let p = Processor {
+        store: store.clone(),
+        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
+    };
+    let mut stream = Stream { next: 0 };
+    let state = |subject: &'static str| {
+        let store = store.clone();
+        async move {
+            let alerts = store.alerts("acme", &[], 100, None).await.unwrap();
+            let about: Vec<AlertState> = alerts.iter().filter(|a| a.subject == subject).map(|a| a.state).collect();
+            assert!(about.len() <= 1, "one alert per subject: {alerts:?}");
+            about.first().copied()
+        }
+    };
+    p.process(0, &stream.batch(&[perception_gaps("agg1", &[("nps", 0.3), ("ces", 0.4)])])).await.unwrap();
+    assert_eq!(state("touchpoint:helpline:nps").await, Some(AlertState::Firing));
+    assert_eq!(state("touchpoint:helpline:ces").await, Some(AlertState::Firing));
+    p.process(0, &stream.batch(&[perception_gaps("agg2", &[("nps", -0.1), ("ces", 0.4)])])).await.unwrap();
+    assert_eq!(state("touchpoint:helpline:nps").await, Some(AlertState::Resolved));
+    assert_eq!(state("touchpoint:helpline:ces").await, Some(AlertState::Firing));
+}
+
+/// Tenant acme's helpline with management's rating above customers' by a gap whose 95 %
+/// interval starts at `lower`, per instrument (n = 50, above the default rule's 20).
+fn perception_gaps(id: &str, gaps: &[(&str, f64)]) -> pb::Signal {
+    use cxgap_proto::common as cpb;
+    let empty = cxgap_domain::aggregate::CellAgg::default().to_row().unwrap().to_vec();
+    pb::Signal {
+        signal_id: id.into(),
+        tenant_id: "acme".into(),
+        emitted_at: None,
+        body: Some(pb::signal::Body::Aggregate(pb::AggregateChanged {
+            subject_kind: pb::SubjectKind::Touchpoint as i32,
+            subject: "helpline".into(),
+            window_days: 30,
+            current: empty.clone(),
+            previous: empty,
+            perception: gaps
+                .iter()
+                .map(|&(instrument, lower)| pb::PerceptionFigure {
+                    instrument: instrument.into(),
+                    journey_stage: 0,
+                    internal: 0.9,
+                    customer: Some(cpb::Estimate { value: 0.5, n: 50, lower: 0.4, upper: 0.6 }),
+                    gap: Some(cpb::Estimate { value: lower + 0.1, n: 50, lower, upper: lower + 0.2 }),
+                })
+                .collect(),
+            ..Default::default()
+        })),
+    }
+}

@@ -202,6 +202,13 @@ impl Instrument {
         (score - lo as f64) / (hi - lo) as f64
     }
 
+    /// Every instrument: the three scores, then the service-quality dimensions.
+    pub fn all() -> impl Iterator<Item = Instrument> {
+        [Instrument::Nps, Instrument::Csat, Instrument::Ces]
+            .into_iter()
+            .chain(Dimension::ALL.iter().copied().map(Instrument::Dimension))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Instrument::Nps => "nps",
