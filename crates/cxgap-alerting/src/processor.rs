@@ -150,7 +150,6 @@ impl Processor {
             }
         }
         store::insert_risk(&mut tx, &risk_points).await?;
-        store::log_changes(&mut tx, changes, now).await?;
         let moved = match expected {
             None => sqlx::query(
                 "INSERT INTO alerting_offsets (consumer_group, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
@@ -179,6 +178,9 @@ impl Processor {
         if moved.rows_affected() != 1 {
             return Err(StoreError::Fenced { partition });
         }
+        // Last before the commit: it takes the log's cursor row, which every notifying
+        // transaction waits for until this one commits.
+        store::log_changes(&mut tx, changes, now).await?;
         tx.commit().await.map_err(classify)?;
         Ok(stats)
     }

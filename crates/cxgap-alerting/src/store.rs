@@ -1048,10 +1048,10 @@ pub(crate) async fn prepare_change(
 
 /// Appends changes to the notification log, in order, with their pending deliveries.
 /// The log's position comes from the single cursor row, whose update serialises writers
-/// until they commit (so a reader resuming after seq N never skips one): it is taken here,
-/// at the end of a batch's transaction, for all of the batch's changes at once, rather
-/// than at its first change, which held every other partition's batch back for the rest
-/// of this one.
+/// until they commit (so a reader resuming after seq N never skips one). Every notifying
+/// transaction waits for that row, so it is taken last, for all of the batch's changes at
+/// once, after the deliveries are decided and written (they name the notification, not
+/// its position); then one statement writes the log rows. The caller commits right after.
 pub(crate) async fn log_changes(
     conn: &mut AnyConnection,
     changes: Vec<PendingChange>,
@@ -1060,65 +1060,74 @@ pub(crate) async fn log_changes(
     if changes.is_empty() {
         return Ok(Vec::new());
     }
+    // A tenant's subscriptions, read once for all of the batch's changes.
+    let mut subscribers: std::collections::HashMap<String, Vec<(Subscription, String)>> = Default::default();
+    for PendingChange { alert: a, notification: n } in &changes {
+        if !n.silenced_by.is_empty() {
+            continue;
+        }
+        if !subscribers.contains_key(&a.tenant_id) {
+            let subs = subscriptions(conn, &a.tenant_id).await?;
+            subscribers.insert(a.tenant_id.clone(), subs);
+        }
+        for (sub, disabled) in &subscribers[&a.tenant_id] {
+            if !disabled.is_empty() || matches!(sub.target, Target::GrpcStream) || !sub.filter.accepts(&a.facts()) {
+                continue;
+            }
+            let (group_key, next_at) = match (&sub.grouping, &sub.target) {
+                (Some(g), Target::Webhook { .. }) => {
+                    let key = g.key(&a.labels);
+                    (key.clone(), group_due(conn, &a.tenant_id, &sub.id, &key, g, now).await?)
+                }
+                _ => (String::new(), now),
+            };
+            sqlx::query(
+                "INSERT INTO alerting_deliveries (notification_id, subscription_id, tenant_id, status, attempts, \
+                 next_at, last_error, updated_at, group_key) VALUES ($1, $2, $3, 'pending', 0, $4, '', $5, $6)",
+            )
+            .bind(&n.notification_id)
+            .bind(&sub.id)
+            .bind(&a.tenant_id)
+            .bind(next_at)
+            .bind(now)
+            .bind(group_key)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+        }
+    }
     let (last,): (i64,) = sqlx::query_as("UPDATE alerting_cursor SET seq = seq + $1 WHERE id = 1 RETURNING seq")
         .bind(changes.len() as i64)
         .fetch_one(&mut *conn)
         .await
         .map_err(classify)?;
     let first = last - changes.len() as i64 + 1;
-    let mut logged = Vec::with_capacity(changes.len());
-    // A tenant's subscriptions, read once for all of the batch's changes.
-    let mut subscribers: std::collections::HashMap<String, Vec<(Subscription, String)>> = Default::default();
-    for (i, PendingChange { alert, mut notification }) in changes.into_iter().enumerate() {
-        notification.seq = first + i as i64;
-        let (a, n) = (&alert, &notification);
-        sqlx::query(
-            "INSERT INTO alerting_notifications (seq, notification_id, tenant_id, alert_id, state, at, silenced_by, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(n.seq)
-        .bind(&n.notification_id)
-        .bind(&n.tenant_id)
-        .bind(&n.alert_id)
-        .bind(n.state.as_str())
-        .bind(n.at)
-        .bind(&n.silenced_by)
-        .bind(&n.payload)
-        .execute(&mut *conn)
-        .await
-        .map_err(classify)?;
-        if n.silenced_by.is_empty() {
-            if !subscribers.contains_key(&a.tenant_id) {
-                let subs = subscriptions(conn, &a.tenant_id).await?;
-                subscribers.insert(a.tenant_id.clone(), subs);
-            }
-            for (sub, disabled) in &subscribers[&a.tenant_id] {
-                if !disabled.is_empty() || matches!(sub.target, Target::GrpcStream) || !sub.filter.accepts(&a.facts()) {
-                    continue;
-                }
-                let (group_key, next_at) = match (&sub.grouping, &sub.target) {
-                    (Some(g), Target::Webhook { .. }) => {
-                        let key = g.key(&a.labels);
-                        (key.clone(), group_due(conn, &a.tenant_id, &sub.id, &key, g, now).await?)
-                    }
-                    _ => (String::new(), now),
-                };
-                sqlx::query(
-                    "INSERT INTO alerting_deliveries (notification_id, subscription_id, tenant_id, status, attempts, \
-                     next_at, last_error, updated_at, group_key) VALUES ($1, $2, $3, 'pending', 0, $4, '', $5, $6)",
-                )
+    let logged: Vec<Notification> = changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Notification { seq: first + i as i64, ..c.notification })
+        .collect();
+    for chunk in logged.chunks(500) {
+        let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 8, 8))).collect();
+        let sql = format!(
+            "INSERT INTO alerting_notifications (seq, notification_id, tenant_id, alert_id, state, at, silenced_by, \
+             payload) VALUES {}",
+            values.join(", ")
+        );
+        // Unprepared: the list's length varies from batch to batch.
+        let mut q = sqlx::query(&sql).persistent(false);
+        for n in chunk {
+            q = q
+                .bind(n.seq)
                 .bind(&n.notification_id)
-                .bind(&sub.id)
-                .bind(&a.tenant_id)
-                .bind(next_at)
-                .bind(now)
-                .bind(group_key)
-                .execute(&mut *conn)
-                .await
-                .map_err(classify)?;
-            }
+                .bind(&n.tenant_id)
+                .bind(&n.alert_id)
+                .bind(n.state.as_str())
+                .bind(n.at)
+                .bind(&n.silenced_by)
+                .bind(&n.payload);
         }
-        logged.push(notification);
+        q.execute(&mut *conn).await.map_err(classify)?;
     }
     Ok(logged)
 }
