@@ -417,6 +417,17 @@ fn touchpoint_nps_collapsed(id: &str, touchpoint: &str) -> pb::Signal {
     let (mut cur, mut prev) = (CellAgg::default(), CellAgg::default());
     (cur.nps.detractors, cur.nps.promoters, cur.events) = (60, 10, 70);
     (prev.nps.detractors, prev.nps.promoters, prev.events) = (10, 60, 70);
+    touchpoint_figures(id, touchpoint, &cur, &prev, Vec::new())
+}
+
+/// Tenant acme's 30-day figures of a touchpoint.
+fn touchpoint_figures(
+    id: &str,
+    touchpoint: &str,
+    current: &cxgap_domain::aggregate::CellAgg,
+    previous: &cxgap_domain::aggregate::CellAgg,
+    perception: Vec<pb::PerceptionFigure>,
+) -> pb::Signal {
     pb::Signal {
         signal_id: id.into(),
         tenant_id: "acme".into(),
@@ -425,8 +436,9 @@ fn touchpoint_nps_collapsed(id: &str, touchpoint: &str) -> pb::Signal {
             subject_kind: pb::SubjectKind::Touchpoint as i32,
             subject: touchpoint.into(),
             window_days: 30,
-            current: cur.to_row().unwrap().to_vec(),
-            previous: prev.to_row().unwrap().to_vec(),
+            current: current.to_row().unwrap().to_vec(),
+            previous: previous.to_row().unwrap().to_vec(),
+            perception,
             ..Default::default()
         })),
     }
@@ -465,28 +477,16 @@ async fn a_perception_gap_alert_resolves_when_its_instruments_gap_closes() {
 /// interval starts at `lower`, per instrument (n = 50, above the default rule's 20).
 fn perception_gaps(id: &str, gaps: &[(&str, f64)]) -> pb::Signal {
     use cxgap_proto::common as cpb;
-    let empty = cxgap_domain::aggregate::CellAgg::default().to_row().unwrap().to_vec();
-    pb::Signal {
-        signal_id: id.into(),
-        tenant_id: "acme".into(),
-        emitted_at: None,
-        body: Some(pb::signal::Body::Aggregate(pb::AggregateChanged {
-            subject_kind: pb::SubjectKind::Touchpoint as i32,
-            subject: "helpline".into(),
-            window_days: 30,
-            current: empty.clone(),
-            previous: empty,
-            perception: gaps
-                .iter()
-                .map(|&(instrument, lower)| pb::PerceptionFigure {
-                    instrument: instrument.into(),
-                    journey_stage: 0,
-                    internal: 0.9,
-                    customer: Some(cpb::Estimate { value: 0.5, n: 50, lower: 0.4, upper: 0.6 }),
-                    gap: Some(cpb::Estimate { value: lower + 0.1, n: 50, lower, upper: lower + 0.2 }),
-                })
-                .collect(),
-            ..Default::default()
-        })),
-    }
+    let perception = gaps
+        .iter()
+        .map(|&(instrument, lower)| pb::PerceptionFigure {
+            instrument: instrument.into(),
+            journey_stage: 0,
+            internal: 0.9,
+            customer: Some(cpb::Estimate { value: 0.5, n: 50, lower: 0.4, upper: 0.6 }),
+            gap: Some(cpb::Estimate { value: lower + 0.1, n: 50, lower, upper: lower + 0.2 }),
+        })
+        .collect();
+    let none = cxgap_domain::aggregate::CellAgg::default();
+    touchpoint_figures(id, "helpline", &none, &none, perception)
 }
