@@ -275,7 +275,7 @@ async fn apply_signal(
             customers.alerts.remove(&key).unwrap_or_default(),
             customers.history.get(&(tenant.to_string(), c.customer_id.clone())).cloned().unwrap_or_default(),
         ),
-        None => (store::alerts_about(conn, tenant, &subject, true).await?, Vec::new()),
+        None => (store::alerts_about_aggregate(conn, tenant, &subject).await?, Vec::new()),
     };
     let mut existing: HashMap<String, Alert> = alerts.into_iter().map(|a| (a.alert_id.clone(), a)).collect();
     let known = Known {

@@ -774,38 +774,21 @@ pub(crate) async fn subscriptions(
     rows.into_iter().map(|(j, d)| Ok((serde_json::from_str(&j).map_err(|e| corrupt("subscription", e))?, d))).collect()
 }
 
-/// The tenant's alerts about one subject and, with `per_instrument`, about its
-/// instruments too (`subject:instrument`, as aggregate rules name them). Every subject is
-/// matched exactly, through the (tenant, subject) index: a prefix match cannot use it
-/// under PostgreSQL's default collation and scanned every alert of the tenant for each
-/// signal (3.3 ms a signal at 1,000 events/s, growing with the alerts), and it returned
-/// the alerts of a touchpoint "a:b" with those of "a".
-pub(crate) async fn alerts_about(
+/// The tenant's alerts about an aggregate subject and about its instruments
+/// (`subject:instrument`, as perception-gap rules name them). Every subject is matched
+/// exactly, through the (tenant, subject) index: a prefix match cannot use it under
+/// PostgreSQL's default collation and scanned every alert of the tenant for each signal
+/// (3.3 ms a signal at 1,000 events/s, growing with the alerts), and it returned the
+/// alerts of a touchpoint "a:b" with those of "a".
+pub(crate) async fn alerts_about_aggregate(
     conn: &mut AnyConnection,
     tenant: &str,
     subject: &str,
-    per_instrument: bool,
 ) -> Result<Vec<Alert>, StoreError> {
-    let rows = if per_instrument {
-        // A fixed list, so the statement is prepared once.
-        let subjects: Vec<String> = std::iter::once(subject.to_string())
-            .chain(Instrument::all().map(|i| format!("{subject}:{}", i.name())))
-            .collect();
-        let sql = format!(
-            "SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND subject IN ({})",
-            placeholders(2, subjects.len())
-        );
-        let mut q = sqlx::query(&sql).bind(tenant);
-        for s in &subjects {
-            q = q.bind(s);
-        }
-        q.fetch_all(&mut *conn).await
-    } else {
-        let sql = format!("SELECT {ALERT_COLUMNS} FROM alerting_alerts WHERE tenant_id = $1 AND subject = $2");
-        sqlx::query(&sql).bind(tenant).bind(subject).fetch_all(&mut *conn).await
-    }
-    .map_err(classify)?;
-    rows.iter().map(alert_from_row).collect()
+    let subjects: Vec<String> = std::iter::once(subject.to_string())
+        .chain(Instrument::all().map(|i| format!("{subject}:{}", i.name())))
+        .collect();
+    alerts_about_subjects(conn, tenant, &subjects).await
 }
 
 /// Alerts about any of `subjects` (exact subjects, as for customers).
