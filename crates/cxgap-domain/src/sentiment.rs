@@ -92,31 +92,68 @@ const NEGATORS: &[&str] = &[
     "kein", "keine", "nicht", "nie", "nunca", "jamais", "non", "não", "pas",
 ];
 
+/// What the rules need to know of a word, from all three lists, found with one lookup.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// The lexicon's valence; 0 for words not in the lexicon (no lexicon word has 0).
+    valence: f64,
+    /// The booster's (positive) or dampener's (negative) increment; 0 for other words.
+    boost: f64,
+    negator: bool,
+}
+
 struct Tables {
-    lexicon: FxHashMap<&'static str, f64>,
-    boosters: FxHashMap<&'static str, f64>,
+    words: FxHashMap<&'static str, Entry>,
+    /// The longest lexicon entry that punctuation trimming would change (emoticons,
+    /// emoji): a longer raw word cannot be one, so its raw form need not be looked up.
+    longest_symbol: usize,
 }
 
 fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
-    T.get_or_init(|| Tables {
-        lexicon: LEXICON.iter().copied().collect(),
-        boosters: BOOSTERS.iter().copied().collect(),
+    T.get_or_init(|| {
+        let mut words: FxHashMap<&'static str, Entry> = FxHashMap::default();
+        for &(w, v) in LEXICON {
+            words.entry(w).or_default().valence = v;
+        }
+        for &(w, b) in BOOSTERS {
+            words.entry(w).or_default().boost = b;
+        }
+        for &w in NEGATORS {
+            words.entry(w).or_default().negator = true;
+        }
+        let longest_symbol = LEXICON.iter().filter(|(w, _)| trim_word(w) != *w).map(|(w, _)| w.len()).max();
+        Tables { words, longest_symbol: longest_symbol.unwrap_or(0) }
     })
 }
 
+/// A word of the comment with everything the scoring rules ask of it, looked up once.
 struct Token {
-    lower: String,
+    /// The lexicon's valence of the word, 0 when it has none.
+    valence: f64,
+    /// The booster's (positive) or dampener's (negative) increment, 0 for other words.
+    boost: f64,
     caps: bool,
     /// The raw word ended a clause (`.`, `!`, `?`, `;`, `,`): negation and boosters do not
     /// reach across it ("nobody answered. Awful!" is not "not awful").
     ends_clause: bool,
     negator: bool,
+    /// "but" or "however": the contrast pivot.
+    contrast: bool,
 }
 
 /// Whether a word of more than one letter is written in capitals only ("AWFUL").
 fn all_caps(raw: &str) -> bool {
     let mut letters = 0;
+    if raw.is_ascii() {
+        for b in raw.bytes().filter(u8::is_ascii_alphabetic) {
+            if !b.is_ascii_uppercase() {
+                return false;
+            }
+            letters += 1;
+        }
+        return letters > 1;
+    }
     for c in raw.chars().filter(|c| c.is_alphabetic()) {
         if !c.is_uppercase() {
             return false;
@@ -126,69 +163,125 @@ fn all_caps(raw: &str) -> bool {
     letters > 1
 }
 
-fn lowercase(s: &str) -> String {
-    // Most comment words are ASCII: no Unicode case tables needed.
-    if s.is_ascii() { s.to_ascii_lowercase() } else { s.to_lowercase() }
+/// Lower-cases `s` into `buf` (cleared first), reusing its allocation: comments are
+/// scored on every event that has one, and most of their words are ASCII.
+fn lowercase_into<'b>(buf: &'b mut String, s: &str) -> &'b str {
+    buf.clear();
+    if s.is_ascii() {
+        buf.push_str(s);
+        buf.make_ascii_lowercase();
+    } else {
+        buf.push_str(&s.to_lowercase());
+    }
+    buf
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '\'' || c == '’'
+}
+
+/// The word inside `raw`: without the punctuation around it, then without the
+/// apostrophes (quotes) around that.
+fn trim_word(raw: &str) -> &str {
+    if raw.is_ascii() {
+        let b = raw.as_bytes();
+        let keep = |c: &u8| c.is_ascii_alphanumeric() || *c == b'\'';
+        let Some(start) = b.iter().position(keep) else { return "" };
+        let end = b.iter().rposition(keep).map_or(start, |e| e + 1);
+        return raw[start..end].trim_matches('\'');
+    }
+    raw.trim_matches(|c: char| !is_word_char(c)).trim_matches(|c| c == '\'' || c == '’')
+}
+
+/// The whitespace-separated words of `text`, as `str::split_whitespace` gives them.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    // Comments are mostly ASCII: split on bytes there, without decoding characters.
+    let ascii = text.is_ascii();
+    let mut pos = 0;
+    let bytes = text.as_bytes();
+    let mut other = (!ascii).then(|| text.split_whitespace());
+    std::iter::from_fn(move || {
+        if let Some(other) = &mut other {
+            return other.next();
+        }
+        // `char::is_whitespace` over ASCII: vertical tab included (unlike
+        // `u8::is_ascii_whitespace`).
+        let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r');
+        let start = pos + bytes[pos..].iter().position(|b| !space(b))?;
+        let end = bytes[start..].iter().position(space).map_or(bytes.len(), |n| start + n);
+        pos = end;
+        Some(&text[start..end])
+    })
 }
 
 fn tokenize(text: &str) -> Vec<Token> {
     let t = tables();
-    text.split_whitespace()
-        .filter_map(|raw| {
-            let caps = all_caps(raw);
-            let ends_clause = raw.ends_with(['.', '!', '?', ';', ',']);
-            let word = raw.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'' && c != '’');
-            let word = word.trim_matches(|c| c == '\'' || c == '’');
-            // Emoticons keep their punctuation; words lose the punctuation around them.
-            let lower = if word.len() == raw.len() {
-                lowercase(raw)
-            } else {
-                let lower_raw = lowercase(raw);
-                if t.lexicon.contains_key(lower_raw.as_str()) {
-                    lower_raw
-                } else if word.is_empty() {
-                    return None;
-                } else {
-                    lowercase(word)
-                }
-            };
-            let negator = is_negator(&lower);
-            Some(Token { lower, caps, ends_clause, negator })
-        })
-        .collect()
+    // Long enough for nearly every word, so it is allocated once per comment.
+    let mut lower = String::with_capacity(32);
+    let mut tokens = Vec::with_capacity(16);
+    for raw in words(text) {
+        let word = trim_word(raw);
+        // Emoticons keep their punctuation; words lose the punctuation around them.
+        let entry = if word.len() == raw.len() {
+            t.words.get(lowercase_into(&mut lower, raw))
+        } else {
+            let symbol = (raw.len() <= t.longest_symbol)
+                .then(|| t.words.get(lowercase_into(&mut lower, raw)))
+                .flatten()
+                .filter(|e| e.valence != 0.0);
+            match symbol {
+                Some(e) => Some(e),
+                None if word.is_empty() => continue,
+                None => t.words.get(lowercase_into(&mut lower, word)),
+            }
+        };
+        let entry = entry.copied().unwrap_or_default();
+        tokens.push(Token {
+            valence: entry.valence,
+            boost: entry.boost,
+            caps: all_caps(raw),
+            ends_clause: raw.as_bytes().last().is_some_and(|b| matches!(b, b'.' | b'!' | b'?' | b';' | b',')),
+            negator: entry.negator || is_contracted_negator(t, &lower),
+            contrast: lower == "but" || lower == "however",
+        });
+    }
+    tokens
 }
 
-fn is_negator(word: &str) -> bool {
+/// "isn't", "dont’" and the like: a negation written with an apostrophe.
+fn is_contracted_negator(t: &Tables, word: &str) -> bool {
     if word.ends_with("n't") || word.ends_with("n’t") {
         return true;
     }
-    if word.contains(['\'', '’']) {
-        let squashed: String = word.chars().filter(|c| *c != '\'' && *c != '’').collect();
-        NEGATORS.contains(&squashed.as_str())
-    } else {
-        NEGATORS.contains(&word)
+    if !word.as_bytes().contains(&b'\'') && !word.contains('’') {
+        return false;
     }
+    let squashed: String = word.chars().filter(|c| *c != '\'' && *c != '’').collect();
+    t.words.get(squashed.as_str()).is_some_and(|e| e.negator)
 }
 
 /// VADER compound score of `text` in [−1, 1]; 0 for empty or unknown-language text.
 pub fn compound(text: &str) -> f64 {
-    let t = tables();
-    let tokens = tokenize(text);
+    let mut tokens = tokenize(text);
     let any_caps = tokens.iter().any(|w| w.caps);
     let caps_differential = any_caps && !tokens.iter().all(|w| w.caps);
-    let mut valences = vec![0.0f64; tokens.len()];
-    for (i, tok) in tokens.iter().enumerate() {
-        let Some(&base) = t.lexicon.get(tok.lower.as_str()) else { continue };
-        let mut v = base;
+    // Each word's valence after emphasis, boosters and negation, kept in `valence`; the
+    // rules read only the earlier words' flags and boosts, which this pass leaves as is.
+    for i in 0..tokens.len() {
+        let tok = &tokens[i];
+        if tok.valence == 0.0 {
+            continue;
+        }
+        let mut v = tok.valence;
         if tok.caps && caps_differential {
             v += CAPS_BOOST.copysign(v);
         }
         let reach = (1..=3usize.min(i)).take_while(|&back| !tokens[i - back].ends_clause).count();
         for back in 1..=reach {
             let prev = &tokens[i - back];
-            if let Some(&b) = t.boosters.get(prev.lower.as_str()) {
+            if prev.boost != 0.0 {
                 // A booster adds magnitude in the word's direction; a dampener removes it.
-                let mut b = if v < 0.0 { -b } else { b };
+                let mut b = if v < 0.0 { -prev.boost } else { prev.boost };
                 if prev.caps && caps_differential {
                     b += CAPS_BOOST.copysign(v);
                 }
@@ -199,22 +292,20 @@ pub fn compound(text: &str) -> f64 {
         if (1..=reach).any(|back| tokens[i - back].negator) {
             v *= NEGATION;
         }
-        valences[i] = v;
+        tokens[i].valence = v;
     }
-    if let Some(but) = tokens.iter().position(|w| w.lower == "but" || w.lower == "however") {
-        for (i, v) in valences.iter_mut().enumerate() {
-            *v *= if i < but {
-                0.5
-            } else if i > but {
-                1.5
-            } else {
-                1.0
-            };
-        }
+    let but = tokens.iter().position(|w| w.contrast);
+    let mut sum = 0.0;
+    for (i, tok) in tokens.iter().enumerate() {
+        let weight = match but {
+            Some(b) if i < b => 0.5,
+            Some(b) if i > b => 1.5,
+            _ => 1.0,
+        };
+        sum += tok.valence * weight;
     }
-    let mut sum: f64 = valences.iter().sum();
     if sum != 0.0 {
-        let bangs = text.chars().filter(|c| *c == '!').count().min(4) as f64;
+        let bangs = text.bytes().filter(|b| *b == b'!').count().min(4) as f64;
         sum += (bangs * 0.292).copysign(sum);
     }
     let c = sum / (sum * sum + NORM_ALPHA).sqrt();
@@ -260,6 +351,12 @@ mod tests {
             let c = compound(s);
             assert!((-1.0..=1.0).contains(&c));
         }
+    }
+
+    #[test]
+    fn no_lexicon_word_is_neutral() {
+        // The tokenizer tells lexicon words by a valence other than 0.
+        assert!(LEXICON.iter().all(|(_, v)| *v != 0.0));
     }
 
     #[test]
