@@ -201,21 +201,16 @@ impl<P: Publisher> Processor<P> {
                 customer_ids.iter().filter_map(|id| view.customer(id).map(|r| (id.as_str(), r.risk))).collect()
             };
             let mut processed = Vec::new();
-            for e in &events {
-                // Claimed by an earlier batch (a retry, a redelivery from another partition).
-                if !claimed.contains(&e.event_id) {
-                    stats.duplicates += 1;
-                    continue;
+            // Claimed by an earlier batch (a retry, a redelivery from another partition).
+            stats.duplicates += events.iter().filter(|e| !claimed.contains(&e.event_id)).count();
+            delta.apply_all(events.iter().filter(|e| claimed.contains(&e.event_id)), |e, applied| match applied {
+                cxgap_domain::Applied::New => {
+                    stats.applied += 1;
+                    processed.push(e.event_id.clone());
                 }
-                match delta.apply(e) {
-                    cxgap_domain::Applied::New => {
-                        stats.applied += 1;
-                        processed.push(e.event_id.clone());
-                    }
-                    // The same id twice in this batch.
-                    cxgap_domain::Applied::Duplicate => stats.duplicates += 1,
-                }
-            }
+                // The same id twice in this batch.
+                cxgap_domain::Applied::Duplicate => stats.duplicates += 1,
+            });
             let applied: std::collections::HashSet<&str> = processed.iter().map(String::as_str).collect();
             let touched: std::collections::HashSet<&str> = events
                 .iter()

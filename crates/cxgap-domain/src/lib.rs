@@ -20,6 +20,7 @@ pub mod score;
 pub mod sentiment;
 pub mod servqual;
 pub mod signals;
+mod slots;
 pub mod state;
 pub mod stats;
 pub mod validate;

@@ -8,6 +8,7 @@ use crate::calendar::Day;
 use crate::customer::{CustomerState, EventOrder, stable_hash};
 use crate::model::{Attributes, Channel, FeedbackEvent, Instrument, InternalAssessment, JourneyStage};
 use crate::score::derive;
+use crate::slots::{SlotIndex, SmallId, hash32};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
@@ -136,23 +137,28 @@ fn event_key(id: &str) -> u128 {
 }
 
 /// The big values (cells are ~800 bytes, customers ~130) live in [`Chunked`] vectors and
-/// the hash tables hold their index: growing a table then moves small entries instead of
+/// the indexes hold their position: growing an index then moves small entries instead of
 /// whole accumulators, and the values never move (measured: table growth and the page
 /// faults behind it were about 40 % of the engine's time when cells were stored inline).
+/// The indexes keep 8 bytes a record (see [`SlotIndex`]) and the records their own keys.
 #[derive(Debug, Default, Clone)]
 pub struct GapState {
     seen: FxHashSet<u128>,
     duplicates: u64,
     touchpoints: Interner<Option<String>>,
     segments: Interner<Attributes>,
-    cell_index: FxHashMap<CellKey, u32>,
+    cell_index: SlotIndex,
     cells: Chunked<(CellKey, CellAgg)>,
-    customer_index: FxHashMap<Box<str>, u32>,
-    customers: Chunked<CustomerState<u32>>,
-    customer_ids: Chunked<Box<str>>,
+    customer_index: SlotIndex,
+    /// Each customer beside its id: finding a customer reads the line its state starts on.
+    customers: Chunked<(SmallId, CustomerState<u32>)>,
     assessments: FxHashMap<AssessmentKey, (EventOrder, InternalAssessment)>,
     seen_assessments: FxHashSet<Box<str>>,
 }
+
+/// Events are applied in groups of this many, each step of the work done for the whole
+/// group before the next (see [`GapState::apply_all`]).
+const GROUP: usize = 32;
 
 impl GapState {
     pub fn new() -> Self {
@@ -161,47 +167,127 @@ impl GapState {
 
     /// Applies one event; a second event with the same id is a no-op (first one wins).
     pub fn apply(&mut self, ev: &FeedbackEvent) -> Applied {
-        if !self.seen.insert(event_key(&ev.event_id)) {
-            self.duplicates += 1;
-            return Applied::Duplicate;
-        }
-        let d = derive(ev);
-        let key = CellKey {
-            day: ev.occurred_at.day(),
-            channel: ev.channel,
-            stage: ev.journey_stage,
-            touchpoint: self.touchpoints.intern(&ev.touchpoint),
-            segment: self.segments.intern(&ev.attributes),
-        };
-        self.cell_mut(key).add(ev, &d);
-        let seg = key.segment;
-        match self.customer_index.get(ev.customer_id.as_str()) {
-            Some(&i) => self.customers[i as usize].add(ev, &d, seg),
-            None => {
-                let mut c = CustomerState::new(ev, seg);
-                c.add(ev, &d, seg);
-                self.insert_customer(&ev.customer_id, c);
+        let mut result = Applied::Duplicate;
+        self.apply_all([ev], |_, a| result = a);
+        result
+    }
+
+    /// Applies events in order, with the same result as [`GapState::apply`] on each, and
+    /// tells `applied` what became of each one, in order.
+    ///
+    /// On a large state most of the time goes to cache misses: the event's id in the
+    /// deduplication set, its cell and its customer. Taken one event at a time they follow
+    /// one another, because the work between them (sentiment, the accumulators) fills the
+    /// processor's window. So events go through in groups, each step done for the whole
+    /// group before the next: hashing the ids, the deduplication set, the cells' and the
+    /// customers' indexes, a first read of each record, and only then the accumulators.
+    /// Within a step the misses of a group's events are independent and overlap.
+    pub fn apply_all<'e>(
+        &mut self,
+        events: impl IntoIterator<Item = &'e FeedbackEvent>,
+        mut applied: impl FnMut(&'e FeedbackEvent, Applied),
+    ) {
+        let mut events = events.into_iter();
+        let mut group: Vec<&'e FeedbackEvent> = Vec::with_capacity(GROUP);
+        let mut ids: Vec<u128> = Vec::with_capacity(GROUP);
+        let mut new: Vec<bool> = Vec::with_capacity(GROUP);
+        let mut fresh: Vec<&'e FeedbackEvent> = Vec::with_capacity(GROUP);
+        let mut keys: Vec<CellKey> = Vec::with_capacity(GROUP);
+        let mut cells: Vec<u32> = Vec::with_capacity(GROUP);
+        let mut customers: Vec<u32> = Vec::with_capacity(GROUP);
+        loop {
+            group.clear();
+            group.extend(events.by_ref().take(GROUP));
+            if group.is_empty() {
+                return;
+            }
+            ids.clear();
+            ids.extend(group.iter().map(|ev| event_key(&ev.event_id)));
+            new.clear();
+            new.extend(ids.iter().map(|&id| self.seen.insert(id)));
+            fresh.clear();
+            fresh.extend(group.iter().zip(&new).filter(|(_, new)| **new).map(|(ev, _)| *ev));
+            keys.clear();
+            for ev in &fresh {
+                let key = CellKey {
+                    day: ev.occurred_at.day(),
+                    channel: ev.channel,
+                    stage: ev.journey_stage,
+                    touchpoint: self.touchpoints.intern(&ev.touchpoint),
+                    segment: self.segments.intern(&ev.attributes),
+                };
+                keys.push(key);
+            }
+            cells.clear();
+            for &key in &keys {
+                let pos = self.cell_position(key);
+                cells.push(pos);
+            }
+            customers.clear();
+            for (ev, key) in fresh.iter().zip(&keys) {
+                let pos = match self.customer_position(&ev.customer_id) {
+                    Some(pos) => pos,
+                    None => self.insert_customer(&ev.customer_id, CustomerState::new(ev, key.segment)),
+                };
+                customers.push(pos);
+            }
+            // One read of each record the group will update, all independent of one
+            // another, so the processor has their misses in flight together.
+            let mut touch = 0u64;
+            for (&cell, &customer) in cells.iter().zip(&customers) {
+                let c = &self.customers[customer as usize].1;
+                touch ^= self.cells[cell as usize].1.events
+                    ^ c.buckets.iter().fold(0, |t, b| t ^ u64::from(b.events))
+                    ^ c.channels.first().map_or(0, |c| u64::from(c.n));
+            }
+            std::hint::black_box(touch);
+            for (((ev, key), &cell), &customer) in fresh.iter().zip(&keys).zip(&cells).zip(&customers) {
+                let d = derive(ev);
+                self.cells[cell as usize].1.add(ev, &d);
+                self.customers[customer as usize].1.add(ev, &d, key.segment);
+            }
+            for (&ev, &new) in group.iter().zip(&new) {
+                if new {
+                    applied(ev, Applied::New);
+                } else {
+                    self.duplicates += 1;
+                    applied(ev, Applied::Duplicate);
+                }
             }
         }
-        Applied::New
+    }
+
+    /// The position of a cell, made empty if it is not there yet.
+    fn cell_position(&mut self, key: CellKey) -> u32 {
+        let h = hash32(&key);
+        let cells = &self.cells;
+        if let Some(pos) = self.cell_index.find(h, |pos| cells[pos as usize].0 == key) {
+            return pos;
+        }
+        let pos = self.cells.push((key, CellAgg::default())) as u32;
+        self.cell_index.insert(h, pos);
+        pos
     }
 
     fn cell_mut(&mut self, key: CellKey) -> &mut CellAgg {
-        let cells = &mut self.cells;
-        let i = *self.cell_index.entry(key).or_insert_with(|| cells.push((key, CellAgg::default())) as u32);
-        &mut self.cells[i as usize].1
+        let pos = self.cell_position(key);
+        &mut self.cells[pos as usize].1
     }
 
-    /// Inserts or replaces a customer.
-    fn insert_customer(&mut self, id: &str, c: CustomerState<u32>) {
-        match self.customer_index.get(id) {
-            Some(&i) => self.customers[i as usize] = c,
-            None => {
-                self.customer_index.insert(id.into(), self.customers.len() as u32);
-                self.customers.push(c);
-                self.customer_ids.push(id.into());
-            }
+    fn customer_position(&self, id: &str) -> Option<u32> {
+        let customers = &self.customers;
+        self.customer_index.find(hash32(id), |pos| customers[pos as usize].0.as_bytes() == id.as_bytes())
+    }
+
+    /// Inserts or replaces a customer; returns its position.
+    fn insert_customer(&mut self, id: &str, c: CustomerState<u32>) -> u32 {
+        if let Some(pos) = self.customer_position(id) {
+            self.customers[pos as usize].1 = c;
+            return pos;
         }
+        let pos = self.customers.push((SmallId::new(id), c)) as u32;
+        self.customer_index.insert(hash32(id), pos);
+        pos
     }
 
     /// Keeps each assessor's latest assessment per touchpoint, stage and instrument.
@@ -262,7 +348,7 @@ impl GapState {
     }
 
     fn customer_ref(&self, id: &str) -> Option<&CustomerState<u32>> {
-        self.customer_index.get(id).map(|&i| &self.customers[i as usize])
+        self.customer_position(id).map(|pos| &self.customers[pos as usize].1)
     }
 
     pub fn events(&self) -> usize {
@@ -297,7 +383,7 @@ impl GapState {
     }
 
     pub fn customers(&self) -> impl Iterator<Item = (&str, &CustomerState<u32>, &Attributes)> {
-        self.customer_ids.iter().zip(self.customers.iter()).map(|(id, c)| (&**id, c, self.segments.get(c.segment)))
+        self.customers.iter().map(|(id, c)| (id.as_str(), c, self.segments.get(c.segment)))
     }
 
     pub fn customer(&self, id: &str) -> Option<(&CustomerState<u32>, &Attributes)> {

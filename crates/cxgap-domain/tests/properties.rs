@@ -171,6 +171,22 @@ proptest! {
         prop_assert_eq!(once.snapshot(), twice.snapshot());
         prop_assert_eq!(reports(&once), reports(&twice));
     }
+
+    /// `apply_all` works through events in groups (of 32), each step for the whole group
+    /// first; the streams here span several groups, with duplicates inside one group and
+    /// across groups.
+    #[test]
+    fn applying_in_groups_equals_one_at_a_time((_events, stream, _a, _as) in arb_streams()) {
+        let mut one = GapState::new();
+        let singly: Vec<(String, Applied)> = stream.iter().map(|e| (e.event_id.clone(), one.apply(e))).collect();
+        let mut all = GapState::new();
+        let mut grouped = Vec::new();
+        all.apply_all(&stream, |e, applied| grouped.push((e.event_id.clone(), applied)));
+        prop_assert_eq!(singly, grouped);
+        prop_assert_eq!(one.duplicates(), all.duplicates());
+        prop_assert_eq!(one.snapshot(), all.snapshot());
+        prop_assert_eq!(reports(&one), reports(&all));
+    }
 }
 
 /// The analytics service's persistence, in pure form: each batch starts from an empty
