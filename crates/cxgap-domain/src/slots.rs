@@ -29,6 +29,12 @@ impl SlotIndex {
         self.table.find(spread(h), |&(pos, tag)| tag == h && is(pos)).map(|&(pos, _)| pos)
     }
 
+    /// The position of the first record whose key hashes to `h`, read from the index
+    /// alone: usually the record sought, but only a comparison of keys tells.
+    pub fn candidate(&self, h: u32) -> Option<u32> {
+        self.table.find(spread(h), |&(_, tag)| tag == h).map(|&(pos, _)| pos)
+    }
+
     /// Records a new key's position; the caller has checked that it is not there yet.
     pub fn insert(&mut self, h: u32, pos: u32) {
         self.table.insert_unique(spread(h), (pos, h), |&(_, tag)| spread(tag));

@@ -218,26 +218,46 @@ impl GapState {
                 };
                 keys.push(key);
             }
+            // Candidates from the indexes first, then one read of each (their misses
+            // overlap), then the comparisons of keys, which settle each lookup.
             cells.clear();
-            for &key in &keys {
-                let pos = self.cell_position(key);
-                cells.push(pos);
-            }
+            cells.extend(keys.iter().map(|key| self.cell_index.candidate(hash32(key)).unwrap_or(u32::MAX)));
             customers.clear();
-            for (ev, key) in fresh.iter().zip(&keys) {
-                let pos = match self.customer_position(&ev.customer_id) {
-                    Some(pos) => pos,
-                    None => self.insert_customer(&ev.customer_id, CustomerState::new(ev, key.segment)),
-                };
-                customers.push(pos);
-            }
-            // One read of each record the group will update, all independent of one
-            // another, so the processor has their misses in flight together.
+            customers.extend(
+                fresh
+                    .iter()
+                    .map(|ev| self.customer_index.candidate(hash32(ev.customer_id.as_str())).unwrap_or(u32::MAX)),
+            );
             let mut touch = 0u64;
             for (&cell, &customer) in cells.iter().zip(&customers) {
+                if cell != u32::MAX {
+                    touch ^= self.cells[cell as usize].1.events;
+                }
+                if customer != u32::MAX {
+                    touch ^= self.customers[customer as usize].1.events;
+                }
+            }
+            std::hint::black_box(touch);
+            for (cell, key) in cells.iter_mut().zip(&keys) {
+                if *cell == u32::MAX || self.cells[*cell as usize].0 != *key {
+                    *cell = self.cell_position(*key);
+                }
+            }
+            for ((customer, ev), key) in customers.iter_mut().zip(&fresh).zip(&keys) {
+                let id = ev.customer_id.as_str();
+                if *customer == u32::MAX || self.customers[*customer as usize].0.as_bytes() != id.as_bytes() {
+                    *customer = match self.customer_position(id) {
+                        Some(pos) => pos,
+                        None => self.insert_customer(id, CustomerState::new(ev, key.segment)),
+                    };
+                }
+            }
+            // The customers' weekly buckets and channel scores live apart from them: one
+            // read of each, all independent of one another, so their misses overlap too.
+            let mut touch = 0u64;
+            for &customer in &customers {
                 let c = &self.customers[customer as usize].1;
-                touch ^= self.cells[cell as usize].1.events
-                    ^ c.buckets.iter().fold(0, |t, b| t ^ u64::from(b.events))
+                touch ^= c.buckets.iter().fold(0, |t, b| t ^ u64::from(b.events))
                     ^ c.channels.first().map_or(0, |c| u64::from(c.n));
             }
             std::hint::black_box(touch);
@@ -432,7 +452,44 @@ pub type CellCoords = (Day, Channel, JourneyStage, Option<String>, Attributes);
 
 #[cfg(test)]
 mod tests {
-    use super::Chunked;
+    use super::{Applied, Chunked, GapState, hash32};
+    use crate::calendar::Timestamp;
+    use crate::model::{Channel, JourneyStage};
+    use crate::validate::FeedbackDraft;
+
+    #[test]
+    fn customers_whose_ids_share_a_hash_stay_apart() {
+        // Two ids with the same 32 hash bits (found by search): each lookup takes the
+        // other's record as its first candidate, which only the comparison of ids rejects.
+        let mut first = rustc_hash::FxHashMap::default();
+        let (a, b) = (0u64..)
+            .find_map(|i| {
+                let id = format!("c{i}");
+                first.insert(hash32(id.as_str()), id.clone()).map(|other| (other, id))
+            })
+            .expect("a 32-bit collision among 2^32+1 ids");
+        let event = |n: usize, customer: &str| {
+            FeedbackDraft {
+                event_id: format!("e{n}"),
+                customer_id: customer.into(),
+                channel: Some(Channel::Web),
+                journey_stage: Some(JourneyStage::Usage),
+                occurred_at: Some(Timestamp(0)),
+                nps: Some(9),
+                ..Default::default()
+            }
+            .validate(Timestamp(0), Default::default())
+            .unwrap()
+        };
+        let events: Vec<_> = (0..10).map(|n| event(n, if n % 3 == 0 { &a } else { &b })).collect();
+        let mut s = GapState::new();
+        // `a` first on its own, so that it is in the index when `b` is looked up.
+        s.apply_all(&events[..1], |_, applied| assert_eq!(applied, Applied::New));
+        s.apply_all(&events[1..], |_, applied| assert_eq!(applied, Applied::New));
+        assert_eq!(s.customer_count(), 2);
+        assert_eq!(s.customer(&a).map(|(c, _)| c.events), Some(4));
+        assert_eq!(s.customer(&b).map(|(c, _)| c.events), Some(6));
+    }
 
     #[test]
     fn chunked_indexes_across_chunks_in_push_order() {
