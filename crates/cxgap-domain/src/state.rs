@@ -187,49 +187,59 @@ impl GapState {
         events: impl IntoIterator<Item = &'e FeedbackEvent>,
         mut applied: impl FnMut(&'e FeedbackEvent, Applied),
     ) {
+        // Fixed arrays, not vectors: `apply` is `apply_all` of one event, and allocating
+        // per call would cost it more than the lookups.
         let mut events = events.into_iter();
-        let mut group: Vec<&'e FeedbackEvent> = Vec::with_capacity(GROUP);
-        let mut ids: Vec<u128> = Vec::with_capacity(GROUP);
-        let mut new: Vec<bool> = Vec::with_capacity(GROUP);
-        let mut fresh: Vec<&'e FeedbackEvent> = Vec::with_capacity(GROUP);
-        let mut keys: Vec<CellKey> = Vec::with_capacity(GROUP);
-        let mut cells: Vec<u32> = Vec::with_capacity(GROUP);
-        let mut customers: Vec<u32> = Vec::with_capacity(GROUP);
+        let unset =
+            CellKey { day: Day(0), channel: Channel::Web, stage: JourneyStage::Usage, touchpoint: 0, segment: 0 };
         loop {
-            group.clear();
-            group.extend(events.by_ref().take(GROUP));
-            if group.is_empty() {
-                return;
+            let Some(first) = events.next() else { return };
+            let mut group = [first; GROUP];
+            let mut n = 1;
+            for ev in events.by_ref().take(GROUP - 1) {
+                group[n] = ev;
+                n += 1;
             }
-            ids.clear();
-            ids.extend(group.iter().map(|ev| event_key(&ev.event_id)));
-            new.clear();
-            new.extend(ids.iter().map(|&id| self.seen.insert(id)));
-            fresh.clear();
-            fresh.extend(group.iter().zip(&new).filter(|(_, new)| **new).map(|(ev, _)| *ev));
-            keys.clear();
-            for ev in &fresh {
-                let key = CellKey {
+            let group = &group[..n];
+            let mut ids = [0u128; GROUP];
+            for (id, ev) in ids.iter_mut().zip(group) {
+                *id = event_key(&ev.event_id);
+            }
+            let mut new = [false; GROUP];
+            for (new, id) in new.iter_mut().zip(&ids[..n]) {
+                *new = self.seen.insert(*id);
+            }
+            let mut fresh = [first; GROUP];
+            let mut m = 0;
+            for (&ev, _) in group.iter().zip(&new).filter(|(_, new)| **new) {
+                fresh[m] = ev;
+                m += 1;
+            }
+            let fresh = &fresh[..m];
+            let mut keys = [unset; GROUP];
+            for (key, ev) in keys.iter_mut().zip(fresh) {
+                *key = CellKey {
                     day: ev.occurred_at.day(),
                     channel: ev.channel,
                     stage: ev.journey_stage,
                     touchpoint: self.touchpoints.intern(&ev.touchpoint),
                     segment: self.segments.intern(&ev.attributes),
                 };
-                keys.push(key);
             }
+            let keys = &keys[..m];
             // Candidates from the indexes first, then one read of each (their misses
             // overlap), then the comparisons of keys, which settle each lookup.
-            cells.clear();
-            cells.extend(keys.iter().map(|key| self.cell_index.candidate(hash32(key)).unwrap_or(u32::MAX)));
-            customers.clear();
-            customers.extend(
-                fresh
-                    .iter()
-                    .map(|ev| self.customer_index.candidate(hash32(ev.customer_id.as_str())).unwrap_or(u32::MAX)),
-            );
+            let mut cells = [u32::MAX; GROUP];
+            for (cell, key) in cells.iter_mut().zip(keys) {
+                *cell = self.cell_index.candidate(hash32(key)).unwrap_or(u32::MAX);
+            }
+            let mut customers = [u32::MAX; GROUP];
+            for (customer, ev) in customers.iter_mut().zip(fresh) {
+                *customer = self.customer_index.candidate(hash32(ev.customer_id.as_str())).unwrap_or(u32::MAX);
+            }
+            let (cells, customers) = (&mut cells[..m], &mut customers[..m]);
             let mut touch = 0u64;
-            for (&cell, &customer) in cells.iter().zip(&customers) {
+            for (&cell, &customer) in cells.iter().zip(customers.iter()) {
                 if cell != u32::MAX {
                     touch ^= self.cells[cell as usize].1.events;
                 }
@@ -238,12 +248,12 @@ impl GapState {
                 }
             }
             std::hint::black_box(touch);
-            for (cell, key) in cells.iter_mut().zip(&keys) {
+            for (cell, key) in cells.iter_mut().zip(keys) {
                 if *cell == u32::MAX || self.cells[*cell as usize].0 != *key {
                     *cell = self.cell_position(*key);
                 }
             }
-            for ((customer, ev), key) in customers.iter_mut().zip(&fresh).zip(&keys) {
+            for ((customer, ev), key) in customers.iter_mut().zip(fresh).zip(keys) {
                 let id = ev.customer_id.as_str();
                 if *customer == u32::MAX || self.customers[*customer as usize].0.as_bytes() != id.as_bytes() {
                     *customer = match self.customer_position(id) {
@@ -255,13 +265,13 @@ impl GapState {
             // The customers' weekly buckets and channel scores live apart from them: one
             // read of each, all independent of one another, so their misses overlap too.
             let mut touch = 0u64;
-            for &customer in &customers {
+            for &customer in customers.iter() {
                 let c = &self.customers[customer as usize].1;
                 touch ^= c.buckets.iter().fold(0, |t, b| t ^ u64::from(b.events))
                     ^ c.channels.first().map_or(0, |c| u64::from(c.n));
             }
             std::hint::black_box(touch);
-            for (((ev, key), &cell), &customer) in fresh.iter().zip(&keys).zip(&cells).zip(&customers) {
+            for (((ev, key), &cell), &customer) in fresh.iter().zip(keys).zip(cells.iter()).zip(customers.iter()) {
                 let d = derive(ev);
                 self.cells[cell as usize].1.add(ev, &d);
                 self.customers[customer as usize].1.add(ev, &d, key.segment);
