@@ -68,7 +68,7 @@ fn decode(r: &Record) -> Result<Decoded, String> {
             let e = pb::FeedbackEvent::decode(r.payload.as_slice())
                 .map_err(|e| format!("undecodable FeedbackEvent: {e}"))?;
             let tenant = e.tenant_id.clone();
-            let ev = convert::feedback_from_pb(&e, far).map_err(|v| format!("invalid FeedbackEvent: {v}"))?;
+            let ev = convert::feedback_from_pb(e, far).map_err(|v| format!("invalid FeedbackEvent: {v}"))?;
             (tenant.clone(), Decoded::Feedback(tenant, ev))
         }
         Some(ASSESSMENT_SCHEMA) => {

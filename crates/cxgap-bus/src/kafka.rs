@@ -5,7 +5,7 @@
 //! is backpressure (wait and retry until the delivery deadline), never a drop. Blocking
 //! librdkafka calls (metadata, flush) run off the async runtime.
 
-use crate::{BusError, Consumed, Delivered, Publisher, Record, Subscriber, TopicSpec};
+use crate::{BusError, Consumed, Delivered, Publisher, Record, Subscriber, TopicSpec, headers};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -14,6 +14,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -173,7 +174,7 @@ impl KafkaPublisher {
     }
 }
 
-fn owned_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
+fn owned_headers(headers: &[(Cow<'static, str>, Vec<u8>)]) -> OwnedHeaders {
     headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |h, (k, v)| {
         h.insert(Header { key: k, value: Some(v.as_slice()) })
     })
@@ -345,7 +346,7 @@ impl Subscriber for KafkaSubscriber {
         let m = self.consumer.recv().await.map_err(|e| classify(&e))?;
         let headers = m
             .headers()
-            .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec())).collect())
+            .map(|h| h.iter().map(|x| (headers::name(x.key), x.value.unwrap_or_default().to_vec())).collect())
             .unwrap_or_default();
         Ok(Consumed {
             record: Record {
@@ -396,7 +397,7 @@ mod tests {
                 topic: "t".into(),
                 key: format!("k{}", i % 3).into_bytes(),
                 payload: format!("p{i}").into_bytes(),
-                headers: vec![(crate::headers::ID.into(), format!("id-{i}").into_bytes())],
+                headers: vec![(headers::ID.into(), format!("id-{i}").into_bytes())],
             })
             .collect();
         let acks = publisher.publish(recs.clone()).await;

@@ -9,6 +9,7 @@ pub mod membership;
 pub mod memory;
 pub mod sql;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -23,6 +24,14 @@ pub mod headers {
     pub const TENANT: &str = "cxgap-tenant";
     /// Why a record went to a dead-letter topic.
     pub const REASON: &str = "cxgap-reason";
+
+    /// A header name read off the wire: one of ours is borrowed, not allocated per record.
+    pub fn name(k: &str) -> std::borrow::Cow<'static, str> {
+        match [ID, SCHEMA, SCHEMA_VERSION, TENANT, REASON].into_iter().find(|n| *n == k) {
+            Some(n) => n.into(),
+            None => k.to_string().into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +39,8 @@ pub struct Record {
     pub topic: String,
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Names are mostly the constants of [`headers`]: borrowed, not allocated per record.
+    pub headers: Vec<(Cow<'static, str>, Vec<u8>)>,
 }
 
 impl Record {
@@ -161,6 +171,21 @@ impl Rewinds {
     /// The partition continued where the database said: any rewind is over.
     pub fn resolved(&mut self, partition: i32) {
         self.open.remove(&partition);
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::headers;
+    use std::borrow::Cow;
+
+    #[test]
+    fn our_header_names_are_borrowed_others_kept_as_read() {
+        for n in [headers::ID, headers::SCHEMA, headers::SCHEMA_VERSION, headers::TENANT, headers::REASON] {
+            assert!(matches!(headers::name(n), Cow::Borrowed(b) if b == n), "{n}");
+        }
+        assert!(matches!(headers::name("traceparent"), Cow::Owned(o) if o == "traceparent"));
+        assert!(matches!(headers::name("cxgap-id "), Cow::Owned(_)), "only an exact name is ours");
     }
 }
 

@@ -3,7 +3,7 @@
 //! over a SQLite file, so feedback accepted before a restart is still there after it.
 //! Consumers in one process are woken as soon as a record is appended.
 
-use crate::{BusError, Consumed, Delivered, Publisher, Record, Subscriber, TopicSpec};
+use crate::{BusError, Consumed, Delivered, Publisher, Record, Subscriber, TopicSpec, headers};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sqlx::AnyPool;
@@ -116,7 +116,7 @@ impl Publisher for SqlBus {
                         .await
                         .map_err(unavailable)?;
                 let headers: Vec<(String, String)> =
-                    r.headers.iter().map(|(k, v)| (k.clone(), STANDARD.encode(v))).collect();
+                    r.headers.iter().map(|(k, v)| (k.to_string(), STANDARD.encode(v))).collect();
                 sqlx::query(
                     "INSERT INTO bus_log (topic, part, off, rkey, payload, headers) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
@@ -231,7 +231,7 @@ impl SqlSubscriber {
                             payload: decode(&p)?,
                             headers: headers
                                 .into_iter()
-                                .map(|(k, v)| Ok((k, decode(&v)?)))
+                                .map(|(k, v)| Ok((headers::name(&k), decode(&v)?)))
                                 .collect::<Result<_, BusError>>()?,
                         },
                         partition: part,

@@ -92,13 +92,19 @@ pub struct FeedbackDraft {
     pub contact_reason: String,
 }
 
+/// Length in characters exceeds `max`; the byte length bounds it, so short strings are
+/// not decoded.
+fn longer_than(value: &str, max: usize) -> bool {
+    value.len() > max && value.chars().count() > max
+}
+
 fn check_id(v: &mut Violations, field: &str, value: &str) {
     if v.has(field) {
         return;
     }
     if value.is_empty() {
         v.push(field, "is required");
-    } else if value.chars().count() > MAX_ID_CHARS {
+    } else if longer_than(value, MAX_ID_CHARS) {
         v.push(field, format!("is longer than {MAX_ID_CHARS} characters"));
     } else if value.chars().any(char::is_control) {
         v.push(field, "must be printable characters (no control characters)");
@@ -115,14 +121,15 @@ fn check_scale(v: &mut Violations, field: &str, value: Option<i64>, lo: i64, hi:
     }
 }
 
-fn check_text(v: &mut Violations, field: &str, value: &str, max: usize) -> Option<String> {
-    if value.chars().count() > max {
+/// Takes the text by value: a valid one is kept, not copied.
+fn check_text(v: &mut Violations, field: &str, value: String, max: usize) -> Option<String> {
+    if longer_than(&value, max) {
         v.push(field, format!("is longer than {max} characters"));
         None
     } else if value.trim().is_empty() {
         None
     } else {
-        Some(value.to_string())
+        Some(value)
     }
 }
 
@@ -145,7 +152,7 @@ impl FeedbackDraft {
         if !v.has("customer_id") {
             if self.customer_id.is_empty() {
                 v.push("customer_id", "is required");
-            } else if self.customer_id.chars().count() > MAX_ID_CHARS {
+            } else if longer_than(&self.customer_id, MAX_ID_CHARS) {
                 v.push("customer_id", format!("is longer than {MAX_ID_CHARS} characters"));
             }
         }
@@ -160,8 +167,14 @@ impl FeedbackDraft {
             Some(t) if t.0 > now.0 + MAX_FUTURE_MS => v.push("occurred_at", "is more than 5 minutes in the future"),
             _ => {}
         }
-        let touchpoint = check_text(&mut v, "touchpoint", &self.touchpoint, MAX_TOUCHPOINT_CHARS);
-        let attributes = self.check_attributes(&mut v);
+        // Read before the texts move out below.
+        let measured = self.nps.is_some()
+            || self.csat.is_some()
+            || self.ces.is_some()
+            || !self.ratings.is_empty()
+            || !self.comment.trim().is_empty();
+        let touchpoint = check_text(&mut v, "touchpoint", self.touchpoint, MAX_TOUCHPOINT_CHARS);
+        let attributes = check_attributes(&mut v, self.attributes);
         if let Some(x) = self.customer_value
             && (!x.is_finite() || x < 0.0)
         {
@@ -170,42 +183,12 @@ impl FeedbackDraft {
         let nps = check_scale(&mut v, "nps", self.nps, 0, 10);
         let csat = check_scale(&mut v, "csat", self.csat, 1, 5);
         let ces = check_scale(&mut v, "ces", self.ces, 1, 7);
-        let mut ratings: [Option<Rating>; 5] = [None; 5];
-        for (i, r) in self.ratings.iter().enumerate() {
-            let base = format!("ratings[{i}]");
-            let dim_field = format!("{base}.dimension");
-            let Some(dim) = r.dimension else {
-                if !v.has(&dim_field) {
-                    v.push(dim_field, format!("is required; one of {}", Dimension::allowed()));
-                }
-                continue;
-            };
-            let e_field = format!("{base}.expectation");
-            let p_field = format!("{base}.perception");
-            if r.expectation.is_none() && !v.has(&e_field) {
-                v.push(&e_field, "is required (1–7)");
-            }
-            if r.perception.is_none() && !v.has(&p_field) {
-                v.push(&p_field, "is required (1–7)");
-            }
-            let e = check_scale(&mut v, &e_field, r.expectation, 1, 7);
-            let p = check_scale(&mut v, &p_field, r.perception, 1, 7);
-            if ratings[dim.index()].is_some() {
-                v.push(dim_field, format!("{dim} is rated twice"));
-            } else if let (Some(expectation), Some(perception)) = (e, p) {
-                ratings[dim.index()] = Some(Rating { expectation, perception });
-            }
-        }
-        let comment = check_text(&mut v, "comment", &self.comment, MAX_COMMENT_CHARS);
+        let ratings = check_ratings(&mut v, &self.ratings);
+        let comment = check_text(&mut v, "comment", self.comment, MAX_COMMENT_CHARS);
         let wait = check_seconds(&mut v, "operational.wait_seconds", self.wait_seconds);
         let promised = check_seconds(&mut v, "operational.promised_wait_seconds", self.promised_wait_seconds);
         let contact_reason =
-            check_text(&mut v, "operational.contact_reason", &self.contact_reason, MAX_TOUCHPOINT_CHARS);
-        let measured = self.nps.is_some()
-            || self.csat.is_some()
-            || self.ces.is_some()
-            || !self.ratings.is_empty()
-            || !self.comment.trim().is_empty();
+            check_text(&mut v, "operational.contact_reason", self.contact_reason, MAX_TOUCHPOINT_CHARS);
         if !measured {
             v.push("event", "needs at least one of nps, csat, ces, ratings or comment");
         }
@@ -234,28 +217,76 @@ impl FeedbackDraft {
             },
         })
     }
+}
 
-    fn check_attributes(&self, v: &mut Violations) -> Attributes {
-        if self.attributes.len() > MAX_ATTRIBUTES {
-            v.push("segment.attributes", format!("has {} attributes; at most {MAX_ATTRIBUTES}", self.attributes.len()));
+/// Ratings by dimension. A valid rating is taken as it is; field names are spelled out
+/// only for a rating with something wrong.
+fn check_ratings(v: &mut Violations, drafts: &[RatingDraft]) -> [Option<Rating>; 5] {
+    let mut ratings: [Option<Rating>; 5] = [None; 5];
+    let on_scale = |x: Option<i64>| x.filter(|x| (1..=7).contains(x)).map(|x| x as u8);
+    for (i, r) in drafts.iter().enumerate() {
+        if let (Some(dim), Some(expectation), Some(perception)) =
+            (r.dimension, on_scale(r.expectation), on_scale(r.perception))
+            && ratings[dim.index()].is_none()
+        {
+            ratings[dim.index()] = Some(Rating { expectation, perception });
+            continue;
         }
-        let mut attrs: Vec<(String, String)> = Vec::with_capacity(self.attributes.len());
-        for (k, val) in &self.attributes {
-            let field = format!("segment.attributes[{k}]");
-            if k.is_empty() || k.chars().count() > MAX_ATTRIBUTE_CHARS || k.chars().any(char::is_control) {
-                v.push(field, format!("key must be 1–{MAX_ATTRIBUTE_CHARS} printable characters"));
-            } else if val.chars().count() > MAX_ATTRIBUTE_CHARS || val.chars().any(char::is_control) {
-                v.push(field, format!("value must be at most {MAX_ATTRIBUTE_CHARS} printable characters"));
-            } else if !val.is_empty() {
-                attrs.push((k.clone(), val.clone()));
+        let base = format!("ratings[{i}]");
+        let dim_field = format!("{base}.dimension");
+        let Some(dim) = r.dimension else {
+            if !v.has(&dim_field) {
+                v.push(dim_field, format!("is required; one of {}", Dimension::allowed()));
             }
+            continue;
+        };
+        let e_field = format!("{base}.expectation");
+        let p_field = format!("{base}.perception");
+        if r.expectation.is_none() && !v.has(&e_field) {
+            v.push(&e_field, "is required (1–7)");
         }
-        attrs.sort();
-        if let Some(w) = attrs.windows(2).find(|w| w[0].0 == w[1].0) {
-            v.push(format!("segment.attributes[{}]", w[0].0), "is given twice");
+        if r.perception.is_none() && !v.has(&p_field) {
+            v.push(&p_field, "is required (1–7)");
         }
-        Attributes(attrs)
+        let e = check_scale(v, &e_field, r.expectation, 1, 7);
+        let p = check_scale(v, &p_field, r.perception, 1, 7);
+        if ratings[dim.index()].is_some() {
+            v.push(dim_field, format!("{dim} is rated twice"));
+        } else if let (Some(expectation), Some(perception)) = (e, p) {
+            ratings[dim.index()] = Some(Rating { expectation, perception });
+        }
     }
+    ratings
+}
+
+/// Attributes with an empty value are dropped (an unset attribute); the rest are kept
+/// sorted by key, moved rather than copied.
+fn check_attributes(v: &mut Violations, given: Vec<(String, String)>) -> Attributes {
+    if given.len() > MAX_ATTRIBUTES {
+        v.push("segment.attributes", format!("has {} attributes; at most {MAX_ATTRIBUTES}", given.len()));
+    }
+    let bad = |s: &str| longer_than(s, MAX_ATTRIBUTE_CHARS) || s.chars().any(char::is_control);
+    let mut attrs: Vec<(String, String)> = Vec::with_capacity(given.len());
+    for (k, val) in given {
+        if k.is_empty() || bad(&k) {
+            v.push(
+                format!("segment.attributes[{k}]"),
+                format!("key must be 1–{MAX_ATTRIBUTE_CHARS} printable characters"),
+            );
+        } else if bad(&val) {
+            v.push(
+                format!("segment.attributes[{k}]"),
+                format!("value must be at most {MAX_ATTRIBUTE_CHARS} printable characters"),
+            );
+        } else if !val.is_empty() {
+            attrs.push((k, val));
+        }
+    }
+    attrs.sort();
+    if let Some(w) = attrs.windows(2).find(|w| w[0].0 == w[1].0) {
+        v.push(format!("segment.attributes[{}]", w[0].0), "is given twice");
+    }
+    Attributes(attrs)
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -273,11 +304,11 @@ impl AssessmentDraft {
     pub fn validate(self, now: Timestamp, pre: Violations) -> Result<InternalAssessment, Violations> {
         let mut v = pre;
         check_id(&mut v, "assessment_id", &self.assessment_id);
-        let touchpoint = check_text(&mut v, "touchpoint", &self.touchpoint, MAX_TOUCHPOINT_CHARS);
+        let touchpoint = check_text(&mut v, "touchpoint", self.touchpoint, MAX_TOUCHPOINT_CHARS);
         if touchpoint.is_none() && !v.has("touchpoint") {
             v.push("touchpoint", "is required");
         }
-        let assessor = check_text(&mut v, "assessor", &self.assessor, MAX_ID_CHARS);
+        let assessor = check_text(&mut v, "assessor", self.assessor, MAX_ID_CHARS);
         match self.assessed_at {
             None if !v.has("assessed_at") => v.push("assessed_at", "is required"),
             Some(t) if t.0 > now.0 + MAX_FUTURE_MS => v.push("assessed_at", "is more than 5 minutes in the future"),

@@ -79,8 +79,7 @@ impl<P: Publisher> IngestService for GrpcIngest<P> {
                 return Err(IngestError::invalid(v));
             };
             let id = ev.event_id.clone();
-            let duplicate =
-                self.ingestor.submit_one(&tenant, id.clone(), convert::feedback_from_pb(&ev, now())).await?;
+            let duplicate = self.ingestor.submit_one(&tenant, id.clone(), convert::feedback_from_pb(ev, now())).await?;
             Ok(SubmitFeedbackResponse { event_id: id, duplicate })
         }
         .await;
@@ -96,7 +95,8 @@ impl<P: Publisher> IngestService for GrpcIngest<P> {
             self.check_size(req.get_ref())?;
             let body = req.into_inner();
             let t = now();
-            let items = body.events.iter().map(|e| (e.event_id.clone(), convert::feedback_from_pb(e, t))).collect();
+            let items =
+                body.events.into_iter().map(|e| (e.event_id.clone(), convert::feedback_from_pb(e, t))).collect();
             let out = self.ingestor.submit(&tenant, items, body.atomic).await?;
             Ok(SubmitFeedbackBatchResponse {
                 accepted: out.accepted,
@@ -125,7 +125,7 @@ impl<P: Publisher> IngestService for GrpcIngest<P> {
                 if let Some(m) = msg {
                     self.check_size(&m)?;
                     let ev = m.event.unwrap_or_default();
-                    buf.push((ev.event_id.clone(), convert::feedback_from_pb(&ev, now())));
+                    buf.push((ev.event_id.clone(), convert::feedback_from_pb(ev, now())));
                 }
                 if buf.len() >= chunk || (end && !buf.is_empty()) {
                     let n = buf.len();

@@ -160,15 +160,18 @@ impl<P: Publisher> Ingestor<P> {
         &self.publisher
     }
 
-    fn record(&self, tenant: &str, ev: &FeedbackEvent, received: Timestamp) -> (Record, usize) {
-        let payload = convert::feedback_to_pb(ev, tenant, received).encode_to_vec();
+    /// The record for an accepted event; takes the event, whose strings move into the payload.
+    fn record(&self, tenant: &str, ev: FeedbackEvent, received: Timestamp) -> (Record, usize) {
+        let key = format!("{tenant}/{}", ev.customer_id).into_bytes();
+        let id = ev.event_id.as_bytes().to_vec();
+        let payload = convert::feedback_into_pb(ev, tenant, received).encode_to_vec();
         let size = payload.len();
         let record = Record {
             topic: self.topic.clone(),
-            key: format!("{tenant}/{}", ev.customer_id).into_bytes(),
+            key,
             payload,
             headers: vec![
-                (headers::ID.into(), ev.event_id.clone().into_bytes()),
+                (headers::ID.into(), id),
                 (headers::SCHEMA.into(), FEEDBACK_SCHEMA.into()),
                 (headers::SCHEMA_VERSION.into(), SCHEMA_VERSION.into()),
                 (headers::TENANT.into(), tenant.as_bytes().to_vec()),
@@ -206,7 +209,9 @@ impl<P: Publisher> Ingestor<P> {
                     continue;
                 }
             };
-            let (record, size) = self.record(tenant, &ev, received);
+            let channel = ev.channel.as_str();
+            let key = self.pairs.key(tenant, &ev.event_id);
+            let (record, size) = self.record(tenant, ev, received);
             if size > self.limits.max_event_bytes {
                 let mut v = Violations::default();
                 v.push(
@@ -216,14 +221,13 @@ impl<P: Publisher> Ingestor<P> {
                 out.rejected.push(Rejection { index, event_id, violations: v });
                 continue;
             }
-            let key = self.pairs.key(tenant, &ev.event_id);
             if !in_request.insert(key) {
                 out.duplicates += 1;
-                out.duplicate_ids.push(ev.event_id);
-                tally.add(ev.channel.as_str(), "duplicate");
+                out.duplicate_ids.push(event_id);
+                tally.add(channel, "duplicate");
                 continue;
             }
-            candidates.push((record, ev.event_id, ev.channel.as_str(), key));
+            candidates.push((record, event_id, channel, key));
         }
         let (recently, to_publish): (Vec<_>, Vec<_>) = {
             let recent = self.recent.lock().expect("recent lock");

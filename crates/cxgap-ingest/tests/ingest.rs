@@ -18,7 +18,7 @@ async fn every_accepted_event_is_on_the_topic_exactly_once_as_sent() {
     let mut client = env.client().await;
     let mut sent: HashMap<String, cxgap_domain::FeedbackEvent> = HashMap::new();
     let mut remember = |e: &pb::FeedbackEvent| {
-        sent.insert(e.event_id.clone(), convert::feedback_from_pb(e, FAR).unwrap());
+        sent.insert(e.event_id.clone(), convert::feedback_from_pb(e.clone(), FAR).unwrap());
     };
 
     // gRPC: single, batch, client stream.
@@ -106,7 +106,7 @@ async fn every_accepted_event_is_on_the_topic_exactly_once_as_sent() {
         assert_eq!(rec.key, format!("{}/{}", env.acme, wire.customer_id).into_bytes());
         assert!(wire.received_at.is_some());
         if let Some(expected) = sent.get(&id) {
-            assert_eq!(&convert::feedback_from_pb(&wire, FAR).unwrap(), expected, "{id} as sent");
+            assert_eq!(&convert::feedback_from_pb(wire.clone(), FAR).unwrap(), expected, "{id} as sent");
         } else {
             assert!(http_ids.contains(&id), "{id} was never sent");
         }

@@ -9,13 +9,20 @@ use cxgap_domain::{
     Timestamp, Violations,
 };
 
-/// Proto enum numbers are the domain's index + 1 (0 is UNSPECIFIED).
-fn from_enum<T: Copy>(v: &mut Violations, field: &str, n: i32, all: &[T], allowed: String) -> Option<T> {
+/// Proto enum numbers are the domain's index + 1 (0 is UNSPECIFIED). The field's name
+/// and the allowed values are only spelled out for a violation: valid input formats nothing.
+fn from_enum<T: Copy>(
+    v: &mut Violations,
+    field: impl FnOnce() -> String,
+    n: i32,
+    all: &[T],
+    allowed: fn() -> String,
+) -> Option<T> {
     match n {
         0 => None,
         n if n > 0 && (n as usize) <= all.len() => Some(all[n as usize - 1]),
         n => {
-            v.push(field, format!("{n} is not a known value; one of {allowed}"));
+            v.push(field(), format!("{n} is not a known value; one of {}", allowed()));
             None
         }
     }
@@ -53,11 +60,12 @@ pub fn timestamp_to_pb(t: Timestamp) -> prost_types::Timestamp {
 }
 
 /// The draft of an inbound event and the violations found while converting it. The
-/// message's `tenant_id` is ignored: the caller's API key decides the tenant.
-pub fn feedback_draft(e: &pb::FeedbackEvent) -> (FeedbackDraft, Violations) {
+/// message's `tenant_id` is ignored: the caller's API key decides the tenant. Takes the
+/// message by value: its strings move into the draft, and on into the event, uncopied.
+pub fn feedback_draft(e: pb::FeedbackEvent) -> (FeedbackDraft, Violations) {
     let mut v = Violations::default();
-    let segment = e.segment.clone().unwrap_or_default();
-    let op = e.operational.clone().unwrap_or_default();
+    let segment = e.segment.unwrap_or_default();
+    let op = e.operational.unwrap_or_default();
     let ratings = e
         .ratings
         .iter()
@@ -65,31 +73,38 @@ pub fn feedback_draft(e: &pb::FeedbackEvent) -> (FeedbackDraft, Violations) {
         .map(|(i, r)| RatingDraft {
             dimension: from_enum(
                 &mut v,
-                &format!("ratings[{i}].dimension"),
+                || format!("ratings[{i}].dimension"),
                 r.dimension,
                 Dimension::ALL,
-                Dimension::allowed(),
+                Dimension::allowed,
             ),
             expectation: Some(r.expectation as i64),
             perception: Some(r.perception as i64),
         })
         .collect();
+    // Sorted so violations come in the same order whatever the map's order was.
     let mut attributes: Vec<(String, String)> = segment.attributes.into_iter().collect();
-    attributes.sort();
+    attributes.sort_unstable();
     let draft = FeedbackDraft {
-        event_id: e.event_id.clone(),
-        customer_id: e.customer_id.clone(),
+        event_id: e.event_id,
+        customer_id: e.customer_id,
         attributes,
         customer_value: segment.customer_value,
-        channel: from_enum(&mut v, "channel", e.channel, Channel::ALL, Channel::allowed()),
-        journey_stage: from_enum(&mut v, "journey_stage", e.journey_stage, JourneyStage::ALL, JourneyStage::allowed()),
-        touchpoint: e.touchpoint.clone(),
+        channel: from_enum(&mut v, || "channel".into(), e.channel, Channel::ALL, Channel::allowed),
+        journey_stage: from_enum(
+            &mut v,
+            || "journey_stage".into(),
+            e.journey_stage,
+            JourneyStage::ALL,
+            JourneyStage::allowed,
+        ),
+        touchpoint: e.touchpoint,
         occurred_at: timestamp_from_pb(&mut v, "occurred_at", e.occurred_at.as_ref()),
         nps: e.nps.map(i64::from),
         csat: e.csat.map(i64::from),
         ces: e.ces.map(i64::from),
         ratings,
-        comment: e.comment.clone(),
+        comment: e.comment,
         wait_seconds: op.wait_seconds,
         promised_wait_seconds: op.promised_wait_seconds,
         resolved: op.resolved,
@@ -99,24 +114,29 @@ pub fn feedback_draft(e: &pb::FeedbackEvent) -> (FeedbackDraft, Violations) {
 }
 
 /// Converts and validates in one step.
-pub fn feedback_from_pb(e: &pb::FeedbackEvent, now: Timestamp) -> Result<FeedbackEvent, Violations> {
+pub fn feedback_from_pb(e: pb::FeedbackEvent, now: Timestamp) -> Result<FeedbackEvent, Violations> {
     let (draft, v) = feedback_draft(e);
     draft.validate(now, v)
 }
 
 /// The event as it is published on the feedback topic: tenant and receipt time filled in.
 pub fn feedback_to_pb(e: &FeedbackEvent, tenant_id: &str, received_at: Timestamp) -> pb::FeedbackEvent {
+    feedback_into_pb(e.clone(), tenant_id, received_at)
+}
+
+/// [`feedback_to_pb`] for an event the caller is done with: its strings move, uncopied.
+pub fn feedback_into_pb(e: FeedbackEvent, tenant_id: &str, received_at: Timestamp) -> pb::FeedbackEvent {
     pb::FeedbackEvent {
-        event_id: e.event_id.clone(),
+        event_id: e.event_id,
         tenant_id: tenant_id.to_string(),
-        customer_id: e.customer_id.clone(),
+        customer_id: e.customer_id,
         segment: Some(pb::Segment {
-            attributes: e.attributes.0.iter().cloned().collect(),
+            attributes: e.attributes.0.into_iter().collect(),
             customer_value: e.customer_value,
         }),
         channel: channel_to_pb(e.channel),
         journey_stage: stage_to_pb(e.journey_stage),
-        touchpoint: e.touchpoint.clone().unwrap_or_default(),
+        touchpoint: e.touchpoint.unwrap_or_default(),
         occurred_at: Some(timestamp_to_pb(e.occurred_at)),
         nps: e.nps.map(u32::from),
         csat: e.csat.map(u32::from),
@@ -131,12 +151,12 @@ pub fn feedback_to_pb(e: &FeedbackEvent, tenant_id: &str, received_at: Timestamp
                 })
             })
             .collect(),
-        comment: e.comment.clone().unwrap_or_default(),
+        comment: e.comment.unwrap_or_default(),
         operational: Some(pb::Operational {
             wait_seconds: e.operational.wait_seconds,
             promised_wait_seconds: e.operational.promised_wait_seconds,
             resolved: e.operational.resolved,
-            contact_reason: e.operational.contact_reason.clone(),
+            contact_reason: e.operational.contact_reason,
         }),
         received_at: Some(timestamp_to_pb(received_at)),
     }
@@ -151,7 +171,7 @@ pub fn assessment_from_pb(a: &pb::InternalAssessment, now: Timestamp) -> Result<
         Some(Score::Csat(s)) => (Some(Instrument::Csat), Some(*s as i64)),
         Some(Score::Ces(s)) => (Some(Instrument::Ces), Some(*s as i64)),
         Some(Score::Dimension(d)) => (
-            from_enum(&mut v, "dimension.dimension", d.dimension, Dimension::ALL, Dimension::allowed())
+            from_enum(&mut v, || "dimension.dimension".into(), d.dimension, Dimension::ALL, Dimension::allowed)
                 .map(Instrument::Dimension),
             Some(d.perception as i64),
         ),
@@ -163,7 +183,13 @@ pub fn assessment_from_pb(a: &pb::InternalAssessment, now: Timestamp) -> Result<
     AssessmentDraft {
         assessment_id: a.assessment_id.clone(),
         touchpoint: a.touchpoint.clone(),
-        journey_stage: from_enum(&mut v, "journey_stage", a.journey_stage, JourneyStage::ALL, JourneyStage::allowed()),
+        journey_stage: from_enum(
+            &mut v,
+            || "journey_stage".into(),
+            a.journey_stage,
+            JourneyStage::ALL,
+            JourneyStage::allowed,
+        ),
         assessor: a.assessor.clone(),
         assessed_at: timestamp_from_pb(&mut v, "assessed_at", a.assessed_at.as_ref()),
         instrument,
@@ -244,11 +270,37 @@ mod tests {
             }),
             ..Default::default()
         };
-        let ev = feedback_from_pb(&wire, NOW).unwrap();
+        let ev = feedback_from_pb(wire.clone(), NOW).unwrap();
         let back = feedback_to_pb(&ev, "tenant-a", NOW);
         assert_eq!(back.tenant_id, "tenant-a", "the key's tenant, never the payload's");
-        assert_eq!(feedback_from_pb(&back, NOW).unwrap(), ev);
+        assert_eq!(feedback_from_pb(back.clone(), NOW).unwrap(), ev);
         assert_eq!(back.occurred_at, wire.occurred_at);
+    }
+
+    #[test]
+    fn an_event_encodes_to_the_same_bytes_whatever_order_its_attributes_came_in() {
+        use prost::Message;
+        let attrs = [("tier", "gold"), ("region", "emea"), ("plan", "annual"), ("seats", "40"), ("lang", "de")];
+        let wire = |order: &mut dyn Iterator<Item = &(&str, &str)>| pb::FeedbackEvent {
+            event_id: "e1".into(),
+            customer_id: "c1".into(),
+            segment: Some(pb::Segment {
+                attributes: order.map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                customer_value: None,
+            }),
+            channel: pb::Channel::Web as i32,
+            journey_stage: pb::JourneyStage::Purchase as i32,
+            occurred_at: Some(timestamp_to_pb(NOW)),
+            csat: Some(4),
+            ..Default::default()
+        };
+        let forward = feedback_from_pb(wire(&mut attrs.iter()), NOW).unwrap();
+        let backward = feedback_from_pb(wire(&mut attrs.iter().rev()), NOW).unwrap();
+        let bytes = feedback_into_pb(forward.clone(), "t", NOW).encode_to_vec();
+        assert_eq!(bytes, feedback_into_pb(backward, "t", NOW).encode_to_vec());
+        assert_eq!(bytes, feedback_to_pb(&forward, "t", NOW).encode_to_vec(), "borrowed and owned agree");
+        let decoded = pb::FeedbackEvent::decode(bytes.as_slice()).unwrap();
+        assert_eq!(feedback_from_pb(decoded, NOW).unwrap(), forward);
     }
 
     #[test]
@@ -263,7 +315,7 @@ mod tests {
             nps: Some(5),
             ..Default::default()
         };
-        let v = feedback_from_pb(&wire, NOW).unwrap_err();
+        let v = feedback_from_pb(wire.clone(), NOW).unwrap_err();
         let fields: Vec<&str> = v.iter().map(|x| x.field.as_str()).collect();
         assert_eq!(fields, ["ratings[0].dimension", "channel", "occurred_at", "journey_stage"]);
     }
