@@ -12,6 +12,7 @@
 //! (comma list of parts: throughput, latency, engine, memory), `CXGAP_BENCH_OUT` (the
 //! JSON file, default `target/cxgap-bench.json`).
 
+pub mod cpu;
 pub mod engine;
 pub mod pipeline;
 pub mod report;

@@ -2,6 +2,7 @@
 //! consumer (the baselines), gRPC and HTTP ingest, analytics with exactly-once state, and
 //! the accepted-to-alert latency through all three services.
 
+use crate::cpu::CpuMeter;
 use crate::report::{Figure, Results, Target, percentile};
 use crate::workload::{now_ms, probe, spec};
 use anyhow::Context;
@@ -59,6 +60,25 @@ fn authed<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
     Ok(r)
 }
 
+/// The CPU a phase cost per event, in this process (services, clients, librdkafka) and in
+/// the broker, as two figures beside the phase's rate; `baseline` is the phase whose
+/// CPU it is compared with.
+fn cpu_figures(results: &mut Results, key: &str, what: &str, meter: CpuMeter, events: usize, baseline: Option<&str>) {
+    let Some(per) = meter.per_event(events) else {
+        return;
+    };
+    let mut ours =
+        Figure::new(&format!("{key}_cpu"), &format!("{what}: CPU per event, this process"), per.ours_us, "µs");
+    let mut theirs =
+        Figure::new(&format!("{key}_broker_cpu"), &format!("{what}: CPU per event, broker"), per.broker_us, "µs");
+    if let Some(b) = baseline {
+        ours = ours.against(&format!("{b}_cpu"));
+        theirs = theirs.against(&format!("{b}_broker_cpu"));
+    }
+    results.add(ours);
+    results.add(theirs);
+}
+
 async fn tenant_key(db: &TestDb) -> anyhow::Result<String> {
     let store = cxgap_ingest::TenantStore::connect(&db.url, PEPPER).await?;
     store.create_tenant("bench").await?;
@@ -107,6 +127,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         .send(FutureRecord::to("bare").key("warm").payload(b"warm".as_slice()), Duration::from_secs(30))
         .await
         .map_err(|(e, _)| e)?;
+    let meter = CpuMeter::start(broker.pid());
     let t = Instant::now();
     let mut pending = Vec::with_capacity(n);
     for e in &events {
@@ -137,6 +158,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         bare_producer,
         "events/s",
     ));
+    cpu_figures(results, "bare_producer", "bare producer", meter, n, None);
 
     // gRPC SubmitFeedbackBatch: validate, authenticate, publish, acknowledge.
     let warm = spec("warm", 0, CUSTOMERS).to_pb(now);
@@ -158,6 +180,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
     for _ in 0..CONNECTIONS {
         clients.push(IngestServiceClient::connect(format!("http://{grpc}")).await?);
     }
+    let meter = CpuMeter::start(broker.pid());
     let t = Instant::now();
     let mut tasks = Vec::new();
     for (i, part) in parts.into_iter().enumerate() {
@@ -188,6 +211,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         .against("bare_producer")
         .target(Target::RatioAtLeast(0.5)),
     );
+    cpu_figures(results, "grpc_ingest", "gRPC batch ingest", meter, n, Some("bare_producer"));
 
     // HTTP JSON batches: the same work plus JSON parsing.
     let m = n / 2;
@@ -199,6 +223,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
             serde_json::to_vec(&serde_json::json!({ "events": events })).expect("JSON")
         })
         .collect();
+    let meter = CpuMeter::start(broker.pid());
     let t = Instant::now();
     let mut tasks = Vec::new();
     for part in bodies.chunks(bodies.len().div_ceil(CONNECTIONS)).map(<[_]>::to_vec) {
@@ -230,6 +255,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         )
         .against("bare_producer"),
     );
+    cpu_figures(results, "http_ingest", "HTTP JSON batch ingest", meter, m, Some("bare_producer"));
     stop_ingest.cancel();
 
     // Baseline: a bare consumer reading every record ingest wrote (no decoding, no state),

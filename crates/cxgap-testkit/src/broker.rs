@@ -76,7 +76,8 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn pid(&self) -> Option<u32> {
+    /// The broker's process id while it runs (for signals, and for reading its CPU time).
+    pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
