@@ -82,9 +82,9 @@ pub fn feedback_draft(e: pb::FeedbackEvent) -> (FeedbackDraft, Violations) {
             perception: Some(r.perception as i64),
         })
         .collect();
-    // Sorted so violations come in the same order whatever the map's order was.
-    let mut attributes: Vec<(String, String)> = segment.attributes.into_iter().collect();
-    attributes.sort_unstable();
+    // The map is ordered (prost's btree_map), so the attributes, and any violations about
+    // them, come sorted by key whatever order the client sent them in.
+    let attributes: Vec<(String, String)> = segment.attributes.into_iter().collect();
     let draft = FeedbackDraft {
         event_id: e.event_id,
         customer_id: e.customer_id,
