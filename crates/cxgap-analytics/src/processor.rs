@@ -65,9 +65,10 @@ fn decode(r: &Record) -> Result<Decoded, String> {
     let far = Timestamp(i64::MAX / 4);
     let (tenant, decoded) = match schema.as_deref() {
         Some(FEEDBACK_SCHEMA) | None => {
-            let e = pb::FeedbackEvent::decode(r.payload.as_slice())
+            let mut e = pb::FeedbackEvent::decode(r.payload.as_slice())
                 .map_err(|e| format!("undecodable FeedbackEvent: {e}"))?;
-            let tenant = e.tenant_id.clone();
+            // The conversion ignores the message's tenant, so it is taken, not copied.
+            let tenant = std::mem::take(&mut e.tenant_id);
             let ev = convert::feedback_from_pb(e, far).map_err(|v| format!("invalid FeedbackEvent: {v}"))?;
             (tenant.clone(), Decoded::Feedback(tenant, ev))
         }
