@@ -2,7 +2,7 @@
 //! consumer (the baselines), gRPC and HTTP ingest, analytics with exactly-once state, and
 //! the accepted-to-alert latency through all three services.
 
-use crate::cpu::CpuMeter;
+use crate::cpu::{CpuMeter, PerEvent};
 use crate::report::{Figure, Results, Target, percentile};
 use crate::workload::{now_ms, probe, spec};
 use anyhow::Context;
@@ -63,8 +63,8 @@ fn authed<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
 /// The CPU a phase cost per event, in this process (services, clients, librdkafka) and in
 /// the broker, as two figures beside the phase's rate; `baseline` is the phase whose
 /// CPU it is compared with.
-fn cpu_figures(results: &mut Results, key: &str, what: &str, meter: CpuMeter, events: usize, baseline: Option<&str>) {
-    let Some(per) = meter.per_event(events) else {
+fn cpu_figures(results: &mut Results, key: &str, what: &str, per: Option<PerEvent>, baseline: Option<&str>) {
+    let Some(per) = per else {
         return;
     };
     let mut ours =
@@ -77,6 +77,123 @@ fn cpu_figures(results: &mut Results, key: &str, what: &str, meter: CpuMeter, ev
     }
     results.add(ours);
     results.add(theirs);
+}
+
+/// One round of the two producer-side measures, taken one right after the other.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    bare: f64,
+    grpc: f64,
+    /// CPU per event of the bare producer and of gRPC ingest.
+    cpu: Option<(PerEvent, PerEvent)>,
+}
+
+/// Rounds of bare producer and gRPC ingest (`CXGAP_BENCH_ROUNDS`, at least 1).
+fn rounds_wanted() -> usize {
+    std::env::var("CXGAP_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1)
+}
+
+/// `round 2: 169331 / 385871 events/s = 0.44×, CPU …`: gRPC over bare.
+fn round_line(number: usize, r: &Round) -> String {
+    let cpu = r.cpu.map_or(String::new(), |(b, g)| {
+        format!(", CPU {:.2} / {:.2} µs per event ({:.2}×)", g.ours_us, b.ours_us, g.ours_us / b.ours_us)
+    });
+    format!("round {number}: {:.0} / {:.0} events/s = {:.2}×{cpu}", r.grpc, r.bare, r.grpc / r.bare)
+}
+
+/// The gRPC target's figure: the median of the rounds' ratios, every round in the note.
+fn rounds_figure(rounds: &[Round], label: &str) -> Figure {
+    let mut ratios: Vec<f64> = rounds.iter().map(|r| r.grpc / r.bare).collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = percentile(&ratios, 50.0).unwrap_or(0.0);
+    let each: Vec<String> = rounds.iter().enumerate().map(|(i, r)| round_line(i + 1, r)).collect();
+    Figure::new(
+        "grpc_ingest_ratio",
+        &format!("{label} ÷ bare producer, median of {} alternating rounds", rounds.len()),
+        median,
+        "×",
+    )
+    .target(Target::AtLeast(0.5))
+    .note(each.join("; "))
+}
+
+/// The bare producer over `events` (payload, key and id header), all in flight: events/s
+/// until the last acknowledgement, and CPU per event.
+async fn bare_pass(
+    producer: &FutureProducer,
+    events: &[pb::FeedbackEvent],
+    broker: Option<u32>,
+) -> anyhow::Result<(f64, Option<PerEvent>)> {
+    let meter = CpuMeter::start(broker);
+    let t = Instant::now();
+    let mut pending = Vec::with_capacity(events.len());
+    for e in events {
+        let payload = e.encode_to_vec();
+        let key = format!("bench/{}", e.customer_id);
+        let headers = OwnedHeaders::new().insert(Header { key: "cxgap-id", value: Some(e.event_id.as_bytes()) });
+        let mut rec = FutureRecord::to("bare").key(&key).payload(&payload).headers(headers);
+        loop {
+            match producer.send_result(rec) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((_, back)) => {
+                    rec = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    for f in pending {
+        f.await?.map_err(|(e, _)| e)?;
+    }
+    let rate = events.len() as f64 / t.elapsed().as_secs_f64();
+    Ok((rate, meter.per_event(events.len())))
+}
+
+/// gRPC ingest of `events` in requests of [`BATCH`], spread over the connections with
+/// `in_flight` calls on each: events/s until every call returned, and CPU per event.
+async fn grpc_pass(
+    clients: &[IngestServiceClient<tonic::transport::Channel>],
+    key: &str,
+    events: Vec<pb::FeedbackEvent>,
+    in_flight: usize,
+    broker: Option<u32>,
+) -> anyhow::Result<(f64, Option<PerEvent>)> {
+    let n = events.len();
+    // The requests' events are laid out before the clock starts (as the HTTP bodies are):
+    // copying them is the load generator's work, not ingest's. Encoding them stays in, as
+    // the bare producer's encoding does.
+    let chunks: Vec<Vec<pb::FeedbackEvent>> = events.chunks(BATCH).map(<[_]>::to_vec).collect();
+    drop(events);
+    let streams = clients.len() * in_flight;
+    let parts: Vec<Vec<Vec<pb::FeedbackEvent>>> =
+        chunks.chunks(chunks.len().div_ceil(streams)).map(<[_]>::to_vec).collect();
+    drop(chunks);
+    let meter = CpuMeter::start(broker);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, part) in parts.into_iter().enumerate() {
+        let key = key.to_string();
+        // HTTP/2 multiplexes the requests of one connection.
+        let mut client = clients[i % clients.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = 0usize;
+            for events in part {
+                let req = authed(&key, SubmitFeedbackBatchRequest { events, atomic: false })?;
+                accepted += client.submit_feedback_batch(req).await?.into_inner().accepted as usize;
+            }
+            anyhow::Ok(accepted)
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await??;
+    }
+    anyhow::ensure!(accepted == n, "gRPC ingest accepted {accepted} of {n}");
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    Ok((rate, meter.per_event(n)))
 }
 
 async fn tenant_key(db: &TestDb) -> anyhow::Result<String> {
@@ -127,38 +244,14 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         .send(FutureRecord::to("bare").key("warm").payload(b"warm".as_slice()), Duration::from_secs(30))
         .await
         .map_err(|(e, _)| e)?;
-    let meter = CpuMeter::start(broker.pid());
-    let t = Instant::now();
-    let mut pending = Vec::with_capacity(n);
-    for e in &events {
-        let payload = e.encode_to_vec();
-        let key = format!("bench/{}", e.customer_id);
-        let headers = OwnedHeaders::new().insert(Header { key: "cxgap-id", value: Some(e.event_id.as_bytes()) });
-        let mut rec = FutureRecord::to("bare").key(&key).payload(&payload).headers(headers);
-        loop {
-            match producer.send_result(rec) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((_, back)) => {
-                    rec = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        }
-    }
-    for f in pending {
-        f.await?.map_err(|(e, _)| e)?;
-    }
-    let bare_producer = n as f64 / t.elapsed().as_secs_f64();
+    let (bare_producer, cpu_bare) = bare_pass(&producer, &events, broker.pid()).await?;
     results.add(Figure::new(
         "bare_producer",
         "bare rdkafka producer (idempotent, acks=all)",
         bare_producer,
         "events/s",
     ));
-    cpu_figures(results, "bare_producer", "bare producer", meter, n, None);
+    cpu_figures(results, "bare_producer", "bare producer", cpu_bare, None);
 
     // gRPC SubmitFeedbackBatch: validate, authenticate, publish, acknowledge.
     let warm = spec("warm", 0, CUSTOMERS).to_pb(now);
@@ -166,52 +259,17 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         .await?
         .submit_feedback(authed(&key, SubmitFeedbackRequest { event: Some(warm) })?)
         .await?;
-    // The requests' events are laid out before the clock starts (as the HTTP bodies below
-    // are): copying them is the load generator's work, not ingest's. Encoding them stays
-    // in, as the bare producer's encoding does.
-    let chunks: Vec<Vec<pb::FeedbackEvent>> = events.chunks(BATCH).map(<[_]>::to_vec).collect();
     let in_flight: usize =
         std::env::var("CXGAP_BENCH_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(IN_FLIGHT);
-    let streams = CONNECTIONS * in_flight;
-    let parts: Vec<Vec<Vec<pb::FeedbackEvent>>> =
-        chunks.chunks(chunks.len().div_ceil(streams)).map(<[_]>::to_vec).collect();
-    drop(chunks);
     let mut clients = Vec::new();
     for _ in 0..CONNECTIONS {
         clients.push(IngestServiceClient::connect(format!("http://{grpc}")).await?);
     }
-    let meter = CpuMeter::start(broker.pid());
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for (i, part) in parts.into_iter().enumerate() {
-        let key = key.clone();
-        // HTTP/2 multiplexes the requests of one connection.
-        let mut client = clients[i % CONNECTIONS].clone();
-        tasks.push(tokio::spawn(async move {
-            let mut accepted = 0usize;
-            for events in part {
-                let req = authed(&key, SubmitFeedbackBatchRequest { events, atomic: false })?;
-                accepted += client.submit_feedback_batch(req).await?.into_inner().accepted as usize;
-            }
-            anyhow::Ok(accepted)
-        }));
-    }
-    let mut accepted = 0;
-    for t in tasks {
-        accepted += t.await??;
-    }
-    anyhow::ensure!(accepted == n, "gRPC ingest accepted {accepted} of {n}");
-    results.add(
-        Figure::new(
-            "grpc_ingest",
-            &format!("gRPC batch ingest (batches of 500, {CONNECTIONS} connections × {in_flight} in flight)"),
-            n as f64 / t.elapsed().as_secs_f64(),
-            "events/s",
-        )
-        .against("bare_producer")
-        .target(Target::RatioAtLeast(0.5)),
-    );
-    cpu_figures(results, "grpc_ingest", "gRPC batch ingest", meter, n, Some("bare_producer"));
+    let (grpc_rate, cpu_grpc) = grpc_pass(&clients, &key, events, in_flight, broker.pid()).await?;
+    let grpc_label = format!("gRPC batch ingest (batches of 500, {CONNECTIONS} connections × {in_flight} in flight)");
+    results.add(Figure::new("grpc_ingest", &grpc_label, grpc_rate, "events/s").against("bare_producer"));
+    cpu_figures(results, "grpc_ingest", "gRPC batch ingest", cpu_grpc, Some("bare_producer"));
+    let mut rounds = vec![Round { bare: bare_producer, grpc: grpc_rate, cpu: cpu_bare.zip(cpu_grpc) }];
 
     // HTTP JSON batches: the same work plus JSON parsing.
     let m = n / 2;
@@ -255,8 +313,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         )
         .against("bare_producer"),
     );
-    cpu_figures(results, "http_ingest", "HTTP JSON batch ingest", meter, m, Some("bare_producer"));
-    stop_ingest.cancel();
+    cpu_figures(results, "http_ingest", "HTTP JSON batch ingest", meter.per_event(m), Some("bare_producer"));
 
     // Baseline: a bare consumer reading every record ingest wrote (no decoding, no state),
     // assigned every partition from the start as analytics is below (no group join).
@@ -348,6 +405,27 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         )
         .note(format!("{customers} customers")),
     );
+
+    // More rounds of the bare producer and gRPC ingest, alternating which goes first, on
+    // the same broker and service: one round's ratio swings with the machine (0.36× to
+    // 0.66× for the same code), so the target is judged on the median round.
+    for r in 1..rounds_wanted() {
+        let events: Vec<pb::FeedbackEvent> =
+            (0..n as u64).map(|i| spec(&format!("grpc-r{r}"), i, CUSTOMERS).to_pb(now)).collect();
+        let round = if r % 2 == 1 {
+            let (grpc, cpu_grpc) = grpc_pass(&clients, &key, events.clone(), in_flight, broker.pid()).await?;
+            let (bare, cpu_bare) = bare_pass(&producer, &events, broker.pid()).await?;
+            Round { bare, grpc, cpu: cpu_bare.zip(cpu_grpc) }
+        } else {
+            let (bare, cpu_bare) = bare_pass(&producer, &events, broker.pid()).await?;
+            let (grpc, cpu_grpc) = grpc_pass(&clients, &key, events, in_flight, broker.pid()).await?;
+            Round { bare, grpc, cpu: cpu_bare.zip(cpu_grpc) }
+        };
+        println!("    {}", round_line(r + 1, &round));
+        rounds.push(round);
+    }
+    stop_ingest.cancel();
+    results.add(rounds_figure(&rounds, &grpc_label));
     Ok(())
 }
 
@@ -703,4 +781,29 @@ async fn open_loop(
     ms.sort_by(f64::total_cmp);
     let load = (sent_background + probes) as f64 / elapsed;
     Ok(Step { ms, missing, failures: failures.load(std::sync::atomic::Ordering::Relaxed), load, last_second_median })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(bare: f64, grpc: f64) -> Round {
+        Round { bare, grpc, cpu: None }
+    }
+
+    #[test]
+    fn the_grpc_target_is_judged_on_the_median_round_and_every_round_is_shown() {
+        let rounds = [round(400.0, 160.0), round(300.0, 180.0), round(500.0, 250.0)];
+        let f = rounds_figure(&rounds, "gRPC");
+        assert_eq!(f.value, 0.5, "ratios 0.4, 0.6 and 0.5: the median is 0.5");
+        let mut results = Results::default();
+        results.add(f.clone());
+        assert_eq!(results.met(&f), Some(true));
+        let note = &f.note;
+        assert!(note.contains("round 1: 160 / 400 events/s = 0.40×"), "{note}");
+        assert!(note.contains("round 3: 250 / 500 events/s = 0.50×"), "{note}");
+
+        let below = rounds_figure(&[round(400.0, 160.0), round(300.0, 180.0), round(500.0, 240.0)], "gRPC");
+        assert_eq!(results.met(&below), Some(false), "a median of 0.48 misses 0.5");
+    }
 }
