@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 const PEPPER: &str = "bench-pepper-0123456789";
 const FEEDBACK: &str = "cxgap.feedback.v1";
+/// Where the gRPC rounds after the first publish (see [`rounds_figure`]).
+const ROUNDS_TOPIC: &str = "cxgap.feedback.rounds";
 /// Customers of the throughput workload.
 const CUSTOMERS: u64 = 10_000;
 const BATCH: usize = 500;
@@ -204,10 +206,19 @@ async fn tenant_key(db: &TestDb) -> anyhow::Result<String> {
 
 /// The ingest service in this process.
 async fn ingest(broker: &Broker, db: &TestDb) -> anyhow::Result<(SocketAddr, SocketAddr, Shutdown)> {
+    ingest_on(broker, db, FEEDBACK).await
+}
+
+/// The ingest service in this process, publishing to `topic`.
+async fn ingest_on(broker: &Broker, db: &TestDb, topic: &str) -> anyhow::Result<(SocketAddr, SocketAddr, Shutdown)> {
     let config = cxgap_ingest::IngestConfig::load(&settings(
         broker,
         db,
-        &[("CXGAP_RATE_LIMIT_PER_SECOND", "1000000000"), ("CXGAP_RATE_LIMIT_BURST", "1000000000")],
+        &[
+            ("CXGAP_RATE_LIMIT_PER_SECOND", "1000000000"),
+            ("CXGAP_RATE_LIMIT_BURST", "1000000000"),
+            ("CXGAP_FEEDBACK_TOPIC", topic),
+        ],
     ))?;
     let app = cxgap_ingest::App::build(config).await?;
     let (grpc, http) = (app.grpc_addr(), app.http_addr());
@@ -271,6 +282,42 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
     cpu_figures(results, "grpc_ingest", "gRPC batch ingest", cpu_grpc, Some("bare_producer"));
     let mut rounds = vec![Round { bare: bare_producer, grpc: grpc_rate, cpu: cpu_bare.zip(cpu_grpc) }];
 
+    // More rounds right away, alternating which goes first: one round's ratio swings with
+    // the machine (0.32× to 0.66× for the same code), so the target is judged on the
+    // median round. Their gRPC events go through a second ingest instance to a topic of
+    // their own, so that analytics below reads what it always read.
+    if rounds_wanted() > 1 {
+        let (addr, _, stop) = ingest_on(&broker, &db, ROUNDS_TOPIC).await?;
+        let mut clients = Vec::new();
+        for _ in 0..CONNECTIONS {
+            clients.push(IngestServiceClient::connect(format!("http://{addr}")).await?);
+        }
+        clients[0]
+            .clone()
+            .submit_feedback(authed(
+                &key,
+                SubmitFeedbackRequest { event: Some(spec("warm", 0, CUSTOMERS).to_pb(now)) },
+            )?)
+            .await?;
+        for r in 1..rounds_wanted() {
+            let events: Vec<pb::FeedbackEvent> =
+                (0..n as u64).map(|i| spec(&format!("grpc-r{r}"), i, CUSTOMERS).to_pb(now)).collect();
+            let round = if r % 2 == 1 {
+                let (grpc, cpu_grpc) = grpc_pass(&clients, &key, events.clone(), in_flight, broker.pid()).await?;
+                let (bare, cpu_bare) = bare_pass(&producer, &events, broker.pid()).await?;
+                Round { bare, grpc, cpu: cpu_bare.zip(cpu_grpc) }
+            } else {
+                let (bare, cpu_bare) = bare_pass(&producer, &events, broker.pid()).await?;
+                let (grpc, cpu_grpc) = grpc_pass(&clients, &key, events, in_flight, broker.pid()).await?;
+                Round { bare, grpc, cpu: cpu_bare.zip(cpu_grpc) }
+            };
+            println!("    {}", round_line(r + 1, &round));
+            rounds.push(round);
+        }
+        stop.cancel();
+    }
+    results.add(rounds_figure(&rounds, &grpc_label));
+
     // HTTP JSON batches: the same work plus JSON parsing.
     let m = n / 2;
     let bodies: Vec<Vec<u8>> = (0..m as u64)
@@ -314,6 +361,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         .against("bare_producer"),
     );
     cpu_figures(results, "http_ingest", "HTTP JSON batch ingest", meter.per_event(m), Some("bare_producer"));
+    stop_ingest.cancel();
 
     // Baseline: a bare consumer reading every record ingest wrote (no decoding, no state),
     // assigned every partition from the start as analytics is below (no group join).
@@ -406,26 +454,6 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
         .note(format!("{customers} customers")),
     );
 
-    // More rounds of the bare producer and gRPC ingest, alternating which goes first, on
-    // the same broker and service: one round's ratio swings with the machine (0.36× to
-    // 0.66× for the same code), so the target is judged on the median round.
-    for r in 1..rounds_wanted() {
-        let events: Vec<pb::FeedbackEvent> =
-            (0..n as u64).map(|i| spec(&format!("grpc-r{r}"), i, CUSTOMERS).to_pb(now)).collect();
-        let round = if r % 2 == 1 {
-            let (grpc, cpu_grpc) = grpc_pass(&clients, &key, events.clone(), in_flight, broker.pid()).await?;
-            let (bare, cpu_bare) = bare_pass(&producer, &events, broker.pid()).await?;
-            Round { bare, grpc, cpu: cpu_bare.zip(cpu_grpc) }
-        } else {
-            let (bare, cpu_bare) = bare_pass(&producer, &events, broker.pid()).await?;
-            let (grpc, cpu_grpc) = grpc_pass(&clients, &key, events, in_flight, broker.pid()).await?;
-            Round { bare, grpc, cpu: cpu_bare.zip(cpu_grpc) }
-        };
-        println!("    {}", round_line(r + 1, &round));
-        rounds.push(round);
-    }
-    stop_ingest.cancel();
-    results.add(rounds_figure(&rounds, &grpc_label));
     Ok(())
 }
 
