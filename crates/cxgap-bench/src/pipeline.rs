@@ -283,7 +283,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
     let mut rounds = vec![Round { bare: bare_producer, grpc: grpc_rate, cpu: cpu_bare.zip(cpu_grpc) }];
 
     // More rounds right away, alternating which goes first: one round's ratio swings with
-    // the machine (0.32× to 0.66× for the same code), so the target is judged on the
+    // the machine (0.30× to 0.66× for the same code), so the target is judged on the
     // median round. Their gRPC events go through a second ingest instance to a topic of
     // their own, so that analytics below reads what it always read.
     if rounds_wanted() > 1 {
