@@ -11,7 +11,7 @@ pub mod consumer;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
-mod pgarray;
+mod pgbatch;
 pub mod processor;
 pub mod queries;
 pub mod signals;

@@ -3,14 +3,14 @@
 //! expected value, then cell deltas (additive upserts that commute across instances),
 //! customers, assessments and processed event ids. Either all of it lands or none does.
 
-use crate::pgarray;
+use crate::pgbatch::{self, CellRow};
 use cxgap_domain::aggregate::{CELL_ROW_WIDTH, CellAgg};
 use cxgap_domain::customer::{CustomerState, stable_hash};
 use cxgap_domain::model::Attributes;
 use cxgap_domain::state::CellCoords;
 use cxgap_domain::{Channel, Day, GapState, InternalAssessment, JourneyStage};
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, PgPool, Row};
 use std::collections::HashSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,7 @@ pub enum StoreError {
 }
 
 /// The one place database errors are classified (SQLSTATE / SQLite extended codes).
-fn classify(e: sqlx::Error) -> StoreError {
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match cxgap_runtime::db::retryable(&e) {
         Some(m) => StoreError::Conflict(m),
         None => StoreError::Unavailable(e.to_string()),
@@ -89,8 +89,9 @@ pub struct BatchWrite {
 #[derive(Clone)]
 pub struct AnalyticsStore {
     pool: AnyPool,
-    /// Batch writes take the array path (see [`crate::pgarray`]); SQLite has no arrays.
-    postgres: bool,
+    /// On PostgreSQL, batch transactions and the outbox's writes go through the native
+    /// driver, which binds arrays (see [`crate::pgbatch`]); SQLite has no arrays.
+    pg: Option<PgPool>,
 }
 
 impl std::fmt::Debug for AnalyticsStore {
@@ -100,7 +101,7 @@ impl std::fmt::Debug for AnalyticsStore {
 }
 
 /// Rows per multi-row cell upsert on SQLite: 83 parameters each stays under its bind limit
-/// of 32,766 (PostgreSQL takes the rows as arrays, see [`crate::pgarray`]).
+/// of 32,766 (PostgreSQL takes the rows as arrays, see [`crate::pgbatch`]).
 const CELL_ROWS_PER_STATEMENT: usize = 300;
 const CELL_PARAMS: usize = 6 + CELL_ROW_WIDTH;
 
@@ -120,68 +121,23 @@ fn cell_upsert_sql(rows: usize) -> String {
     )
 }
 
-/// The same upsert for PostgreSQL with the rows as arrays: one statement text for any
-/// number of rows, so it is prepared once per connection and planned once.
-fn cell_upsert_unnest_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let cols: Vec<String> = (0..CELL_ROW_WIDTH).map(|i| format!("v{i}")).collect();
-        let arrays: Vec<String> = (0..CELL_PARAMS - 1)
-            .map(|i| format!("${}::text::{}[]", i + 2, if (1..=4).contains(&i) { "text" } else { "bigint" }))
-            .collect();
-        let sets: Vec<String> = cols.iter().map(|c| format!("{c} = analytics_cells.{c} + excluded.{c}")).collect();
-        // Each row is stamped with the writing transaction (see `cells_since`).
-        format!(
-            "INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}, changed_xid) \
-             SELECT $1, *, pg_current_xact_id()::text::bigint FROM UNNEST({}) \
-             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}, \
-             changed_xid = excluded.changed_xid",
-            cols.join(", "),
-            arrays.join(", "),
-            sets.join(", ")
-        )
-    })
-}
-
 fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Multi-row `INSERT … ON CONFLICT DO NOTHING`: a signal id already stored is the same
-/// signal, decided again. On PostgreSQL the rows go as arrays in one statement.
+/// A signal's encoded payload as the outbox stores it (a text column on both backends).
+pub(crate) fn payload_text(sg: &OutboxSignal) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(&sg.payload)
+}
+
+/// SQLite: multi-row `INSERT … ON CONFLICT DO NOTHING`, within its bind limit (a signal id
+/// already stored is the same signal, decided again). PostgreSQL: [`pgbatch::insert_signals`].
 async fn insert_signals(
     conn: &mut sqlx::AnyConnection,
     signals: &[OutboxSignal],
     now_ms: i64,
-    postgres: bool,
 ) -> Result<u64, StoreError> {
-    use base64::Engine as _;
-    let b64 = |sg: &OutboxSignal| base64::engine::general_purpose::STANDARD.encode(&sg.payload);
-    if postgres {
-        if signals.is_empty() {
-            return Ok(0);
-        }
-        let payloads: Vec<String> = signals.iter().map(b64).collect();
-        let r = sqlx::query(
-            "INSERT INTO analytics_signals (signal_id, tenant_id, kind, subject, msg_key, created_at, risk, payload) \
-             SELECT id, tenant, kind, subject, msg_key, $1, risk, payload FROM UNNEST($2::text::text[], \
-             $3::text::text[], $4::text::text[], $5::text::text[], $6::text::text[], $7::text::float8[], \
-             $8::text::text[]) AS u(id, tenant, kind, subject, msg_key, risk, payload) \
-             ON CONFLICT (signal_id) DO NOTHING",
-        )
-        .bind(now_ms)
-        .bind(pgarray::text(signals.iter().map(|s| s.id.as_str())))
-        .bind(pgarray::text(signals.iter().map(|s| s.tenant.as_str())))
-        .bind(pgarray::text(signals.iter().map(|s| s.kind)))
-        .bind(pgarray::text(signals.iter().map(|s| s.subject.as_str())))
-        .bind(pgarray::text(signals.iter().map(|s| s.key.as_str())))
-        .bind(pgarray::float_opt(signals.iter().map(|s| s.risk)))
-        .bind(pgarray::text(payloads.iter().map(String::as_str)))
-        .execute(&mut *conn)
-        .await
-        .map_err(classify)?;
-        return Ok(r.rows_affected());
-    }
     let mut inserted = 0;
     for chunk in signals.chunks(500) {
         let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 8, 8))).collect();
@@ -200,7 +156,7 @@ async fn insert_signals(
                 .bind(&sg.key)
                 .bind(now_ms)
                 .bind(sg.risk)
-                .bind(b64(sg));
+                .bind(payload_text(sg));
         }
         inserted += q.execute(&mut *conn).await.map_err(classify)?.rows_affected();
     }
@@ -229,7 +185,7 @@ async fn read_customers(
     Ok(out)
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
@@ -264,7 +220,17 @@ impl AnalyticsStore {
             cxgap_runtime::db::DbError::Unavailable(m) => StoreError::Unavailable(m),
             cxgap_runtime::db::DbError::Migration(m) => StoreError::Migration(m),
         })?;
-        Ok(AnalyticsStore { pool, postgres: url.starts_with("postgres") })
+        // Lazy: its connections open with the first batch. Sized as the `Any` pool, whose
+        // size bounds the consumer's concurrency (`cxgap_runtime::db::pool_size`).
+        let pg = if url.starts_with("postgres") {
+            let options = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(cxgap_runtime::db::pool_size(url))
+                .acquire_timeout(std::time::Duration::from_secs(10));
+            Some(options.connect_lazy(url).map_err(|e| StoreError::Unavailable(e.to_string()))?)
+        } else {
+            None
+        };
+        Ok(AnalyticsStore { pool, pg })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -349,8 +315,11 @@ impl AnalyticsStore {
         next: i64,
         now_ms: i64,
     ) -> Result<PartitionTx, StoreError> {
-        let tx = self.pool.begin().await.map_err(classify)?;
-        let mut tx = PartitionTx { tx, now_ms, postgres: self.postgres };
+        let tx = match &self.pg {
+            Some(pg) => Tx::Pg(pg.begin().await.map_err(classify)?),
+            None => Tx::Any(self.pool.begin().await.map_err(classify)?),
+        };
+        let mut tx = PartitionTx { tx, now_ms };
         tx.move_offset(group, topic, partition, expected, next).await?;
         Ok(tx)
     }
@@ -358,8 +327,13 @@ impl AnalyticsStore {
     /// Stores signals decided outside a batch (aggregate figures), in one transaction;
     /// returns how many were new.
     pub async fn add_signals(&self, signals: &[OutboxSignal], now_ms: i64) -> Result<u64, StoreError> {
+        if let Some(pg) = &self.pg {
+            // One statement: atomic without a transaction of its own.
+            let mut conn = pg.acquire().await.map_err(classify)?;
+            return pgbatch::insert_signals(&mut conn, signals, now_ms).await;
+        }
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let n = insert_signals(&mut tx, signals, now_ms, self.postgres).await?;
+        let n = insert_signals(&mut tx, signals, now_ms).await?;
         tx.commit().await.map_err(classify)?;
         Ok(n)
     }
@@ -386,16 +360,9 @@ impl AnalyticsStore {
     }
 
     pub async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
-        if self.postgres {
-            // One prepared statement for any number of ids, as the batch writes do.
-            if !ids.is_empty() {
-                sqlx::query("UPDATE analytics_signals SET published = 1 WHERE signal_id = ANY($1::text::text[])")
-                    .bind(pgarray::text(ids.iter().map(String::as_str)))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(classify)?;
-            }
-            return Ok(());
+        if let Some(pg) = &self.pg {
+            let mut conn = pg.acquire().await.map_err(classify)?;
+            return pgbatch::mark_published(&mut conn, ids).await;
         }
         for chunk in ids.chunks(500) {
             let sql = format!(
@@ -477,7 +444,7 @@ impl AnalyticsStore {
     /// sums ([`GapState::set_cell`]); a row read twice is harmless. SQLite gives no mark
     /// and every read is whole.
     pub async fn cells_since(&self, tenant: &str, from_day: Day, since: Option<i64>) -> Result<CellRead, StoreError> {
-        if !self.postgres {
+        if self.pg.is_none() {
             let cells = self.read_cells(tenant, from_day.0 as i64, None).await?;
             return Ok(CellRead { cells, mark: None, whole: true });
         }
@@ -549,10 +516,41 @@ impl AnalyticsStore {
 /// A partition batch's open transaction (see [`AnalyticsStore::begin_batch`]).
 #[derive(Debug)]
 pub struct PartitionTx {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    tx: Tx,
     now_ms: i64,
-    postgres: bool,
 }
+
+#[derive(Debug)]
+enum Tx {
+    Pg(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// SQLite (embedded mode).
+    Any(sqlx::Transaction<'static, sqlx::Any>),
+}
+
+/// Runs one statement whose text and binds serve both drivers (the query expression is
+/// typed once per arm), and gives its row count.
+macro_rules! execute {
+    ($tx:expr, $query:expr) => {
+        match $tx {
+            Tx::Pg(tx) => $query.execute(&mut **tx).await.map(|r| r.rows_affected()),
+            Tx::Any(tx) => $query.execute(&mut **tx).await.map(|r| r.rows_affected()),
+        }
+    };
+}
+
+const INSERT_OFFSET: &str =
+    "INSERT INTO analytics_offsets (consumer_group, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4)";
+const MOVE_OFFSET: &str = "UPDATE analytics_offsets SET next_offset = $1 \
+     WHERE consumer_group = $2 AND topic = $3 AND partition_id = $4 AND next_offset = $5";
+/// Latest wins, by (assessed_at, id hash): the same rule as in memory.
+const UPSERT_ASSESSMENT: &str = "INSERT INTO analytics_assessments \
+     (tenant_id, touchpoint, stage, instrument, assessor, assessed_at, id_hash, assessment) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (tenant_id, touchpoint, stage, instrument, assessor) DO UPDATE SET \
+     assessed_at = excluded.assessed_at, id_hash = excluded.id_hash, assessment = excluded.assessment \
+     WHERE excluded.assessed_at > analytics_assessments.assessed_at \
+     OR (excluded.assessed_at = analytics_assessments.assessed_at \
+         AND excluded.id_hash > analytics_assessments.id_hash)";
 
 impl PartitionTx {
     /// Moves another partition's stored offset from `expected` to `next` in this
@@ -567,43 +565,22 @@ impl PartitionTx {
         next: i64,
     ) -> Result<(), StoreError> {
         let fenced = StoreError::Fenced { partition };
-        match expected {
-            None => {
-                let r = sqlx::query(
-                    "INSERT INTO analytics_offsets (consumer_group, topic, partition_id, next_offset) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(group)
-                .bind(topic)
-                .bind(partition as i64)
-                .bind(next)
-                .execute(&mut *self.tx)
-                .await;
-                match r.map_err(classify) {
-                    Ok(_) => {}
-                    Err(StoreError::Conflict(_)) => return Err(fenced),
-                    Err(e) => return Err(e),
-                }
-            }
-            Some(expected) => {
-                let r = sqlx::query(
-                    "UPDATE analytics_offsets SET next_offset = $1 \
-                     WHERE consumer_group = $2 AND topic = $3 AND partition_id = $4 AND next_offset = $5",
-                )
-                .bind(next)
-                .bind(group)
-                .bind(topic)
-                .bind(partition as i64)
-                .bind(expected)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(classify)?;
-                if r.rows_affected() != 1 {
-                    return Err(fenced);
-                }
-            }
+        let moved = match expected {
+            None => execute!(
+                &mut self.tx,
+                sqlx::query(INSERT_OFFSET).bind(group).bind(topic).bind(partition as i64).bind(next)
+            ),
+            Some(expected) => execute!(
+                &mut self.tx,
+                sqlx::query(MOVE_OFFSET).bind(next).bind(group).bind(topic).bind(partition as i64).bind(expected)
+            ),
+        };
+        match moved.map_err(classify) {
+            Ok(1) => Ok(()),
+            // No row at `expected`, or (first batch) a row someone else inserted.
+            Ok(_) | Err(StoreError::Conflict(_)) => Err(fenced),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// Records `ids` as processed for `tenant` and returns the ones that were not before.
@@ -611,26 +588,15 @@ impl PartitionTx {
     /// has not committed yet (another partition's batch) waits for it, then counts as
     /// processed or not as that transaction ended.
     pub async fn claim(&mut self, tenant: &str, ids: &[String]) -> Result<HashSet<String>, StoreError> {
-        let mut claimed = HashSet::with_capacity(ids.len());
         // A tenant with only assessments in the batch: no round trip for nothing.
         if ids.is_empty() {
-            return Ok(claimed);
+            return Ok(HashSet::new());
         }
-        if self.postgres {
-            let rows = sqlx::query_as::<_, (String,)>(
-                "INSERT INTO analytics_processed (tenant_id, event_id, processed_at) \
-                 SELECT $1, id, $2 FROM UNNEST($3::text::text[]) AS u(id) \
-                 ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id",
-            )
-            .bind(tenant)
-            .bind(self.now_ms)
-            .bind(pgarray::text(ids.iter().map(String::as_str)))
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(classify)?;
-            claimed.extend(rows.into_iter().map(|r| r.0));
-            return Ok(claimed);
-        }
+        let tx = match &mut self.tx {
+            Tx::Pg(tx) => return pgbatch::claim(tx, tenant, ids, self.now_ms).await,
+            Tx::Any(tx) => tx,
+        };
+        let mut claimed = HashSet::with_capacity(ids.len());
         for chunk in ids.chunks(300) {
             let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect();
             let sql = format!(
@@ -642,7 +608,7 @@ impl PartitionTx {
             for id in chunk {
                 q = q.bind(id);
             }
-            claimed.extend(q.fetch_all(&mut *self.tx).await.map_err(classify)?.into_iter().map(|r| r.0));
+            claimed.extend(q.fetch_all(&mut **tx).await.map_err(classify)?.into_iter().map(|r| r.0));
         }
         Ok(claimed)
     }
@@ -653,14 +619,16 @@ impl PartitionTx {
         tenant: &str,
         ids: &[String],
     ) -> Result<Vec<(String, CustomerState<Attributes>)>, StoreError> {
-        read_customers(&mut self.tx, tenant, ids).await
+        match &mut self.tx {
+            Tx::Pg(tx) => pgbatch::read_customers(tx, tenant, ids).await,
+            Tx::Any(tx) => read_customers(tx, tenant, ids).await,
+        }
     }
 
     /// Writes a tenant's cells, customers, assessments and signals (its processed ids are
     /// written by [`PartitionTx::claim`]).
     pub async fn write(&mut self, t: &TenantWrite) -> Result<(), StoreError> {
         let now_ms = self.now_ms;
-        let tx: &mut sqlx::AnyConnection = &mut self.tx;
         let mut cells = Vec::with_capacity(t.cells.len());
         for (coords, agg) in &t.cells {
             let row =
@@ -672,124 +640,84 @@ impl PartitionTx {
         for (id, state) in &t.customers {
             customers.push((id, serde_json::to_string(state).map_err(|e| corrupt("customer state", e))?));
         }
-        let encoded = Encoded { tenant: &t.tenant, cells, customers, now_ms };
-        if self.postgres {
-            encoded.write_arrays(tx).await?;
-        } else {
-            encoded.write_values(tx).await?;
+        match &mut self.tx {
+            Tx::Pg(tx) => {
+                pgbatch::write_cells(tx, &t.tenant, &cells).await?;
+                pgbatch::write_customers(tx, &t.tenant, &customers, now_ms).await?;
+            }
+            Tx::Any(tx) => write_values(tx, &t.tenant, &cells, &customers, now_ms).await?,
         }
         for a in &t.assessments {
             let json = serde_json::to_string(a).map_err(|e| corrupt("assessment", e))?;
-            // Latest wins, by (assessed_at, id hash): the same rule as in memory.
-            sqlx::query(
-                "INSERT INTO analytics_assessments \
-                 (tenant_id, touchpoint, stage, instrument, assessor, assessed_at, id_hash, assessment) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (tenant_id, touchpoint, stage, instrument, assessor) DO UPDATE SET \
-                 assessed_at = excluded.assessed_at, id_hash = excluded.id_hash, assessment = excluded.assessment \
-                 WHERE excluded.assessed_at > analytics_assessments.assessed_at \
-                 OR (excluded.assessed_at = analytics_assessments.assessed_at \
-                     AND excluded.id_hash > analytics_assessments.id_hash)",
+            let id_hash = format!("{:016x}", stable_hash(a.assessment_id.as_bytes()));
+            execute!(
+                &mut self.tx,
+                sqlx::query(UPSERT_ASSESSMENT)
+                    .bind(&t.tenant)
+                    .bind(&a.touchpoint)
+                    .bind(a.journey_stage.map_or("", |s| s.as_str()))
+                    .bind(a.instrument.name())
+                    .bind(&a.assessor)
+                    .bind(a.assessed_at.0)
+                    .bind(&id_hash)
+                    .bind(&json)
             )
-            .bind(&t.tenant)
-            .bind(&a.touchpoint)
-            .bind(a.journey_stage.map_or("", |s| s.as_str()))
-            .bind(a.instrument.name())
-            .bind(&a.assessor)
-            .bind(a.assessed_at.0)
-            .bind(format!("{:016x}", stable_hash(a.assessment_id.as_bytes())))
-            .bind(json)
-            .execute(&mut *tx)
-            .await
             .map_err(classify)?;
         }
-        insert_signals(tx, &t.signals, now_ms, self.postgres).await?;
+        match &mut self.tx {
+            Tx::Pg(tx) => pgbatch::insert_signals(tx, &t.signals, now_ms).await?,
+            Tx::Any(tx) => insert_signals(tx, &t.signals, now_ms).await?,
+        };
         Ok(())
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(classify)
+        match self.tx {
+            Tx::Pg(tx) => tx.commit().await,
+            Tx::Any(tx) => tx.commit().await,
+        }
+        .map_err(classify)
     }
 }
 
-/// A cell ready to store: coordinates, segment as JSON, and the integer row.
-type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
-
-/// A tenant's cells and customers, encoded once for either backend.
-struct Encoded<'a> {
-    tenant: &'a str,
-    cells: Vec<CellRow<'a>>,
-    customers: Vec<(&'a String, String)>,
+/// SQLite: a tenant's cells and customers in multi-row `VALUES` statements, within its
+/// bind limit.
+async fn write_values(
+    tx: &mut sqlx::AnyConnection,
+    tenant: &str,
+    cells: &[CellRow<'_>],
+    customers: &[(&String, String)],
     now_ms: i64,
-}
-
-impl Encoded<'_> {
-    /// PostgreSQL: all of a tenant's cells in one statement, all its customers in another.
-    async fn write_arrays(&self, tx: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
-        let &Encoded { tenant, ref cells, ref customers, now_ms } = self;
-        if !cells.is_empty() {
-            let mut q = sqlx::query(cell_upsert_unnest_sql())
+) -> Result<(), StoreError> {
+    for chunk in cells.chunks(CELL_ROWS_PER_STATEMENT) {
+        let sql = cell_upsert_sql(chunk.len());
+        let mut q = sqlx::query(&sql);
+        for ((day, channel, stage, touchpoint, _), segment, row) in chunk {
+            q = q
                 .bind(tenant)
-                .bind(pgarray::int(cells.iter().map(|(c, _, _)| c.0.0 as i64)))
-                .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.1.as_str())))
-                .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.2.as_str())))
-                .bind(pgarray::text(cells.iter().map(|(c, _, _)| c.3.as_deref().unwrap_or_default())))
-                .bind(pgarray::text(cells.iter().map(|(_, segment, _)| segment.as_str())));
-            for v in 0..CELL_ROW_WIDTH {
-                q = q.bind(pgarray::int(cells.iter().map(|(_, _, row)| row[v])));
+                .bind(day.0 as i64)
+                .bind(channel.as_str())
+                .bind(stage.as_str())
+                .bind(touchpoint.clone().unwrap_or_default())
+                .bind(segment);
+            for v in row {
+                q = q.bind(*v);
             }
-            q.execute(&mut *tx).await.map_err(classify)?;
         }
-        if !customers.is_empty() {
-            sqlx::query(
-            "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) \
-             SELECT $1, id, state, $2 FROM UNNEST($3::text::text[], $4::text::text[]) AS u(id, state) \
-             ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-        )
-        .bind(tenant)
-        .bind(now_ms)
-        .bind(pgarray::text(customers.iter().map(|(id, _)| id.as_str())))
-        .bind(pgarray::text(customers.iter().map(|(_, state)| state.as_str())))
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        }
-        Ok(())
+        q.execute(&mut *tx).await.map_err(classify)?;
     }
-
-    /// SQLite: multi-row `VALUES` statements, within its bind limit.
-    async fn write_values(&self, tx: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
-        let &Encoded { tenant, ref cells, ref customers, now_ms } = self;
-        for chunk in cells.chunks(CELL_ROWS_PER_STATEMENT) {
-            let sql = cell_upsert_sql(chunk.len());
-            let mut q = sqlx::query(&sql);
-            for ((day, channel, stage, touchpoint, _), segment, row) in chunk {
-                q = q
-                    .bind(tenant)
-                    .bind(day.0 as i64)
-                    .bind(channel.as_str())
-                    .bind(stage.as_str())
-                    .bind(touchpoint.clone().unwrap_or_default())
-                    .bind(segment);
-                for v in row {
-                    q = q.bind(*v);
-                }
-            }
-            q.execute(&mut *tx).await.map_err(classify)?;
-        }
-        for chunk in customers.chunks(1000) {
-            let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 4, 4))).collect();
-            let sql = format!(
-                "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) VALUES {} \
+    for chunk in customers.chunks(1000) {
+        let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 4, 4))).collect();
+        let sql = format!(
+            "INSERT INTO analytics_customers (tenant_id, customer_id, state, updated_at) VALUES {} \
              ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for (id, state) in chunk {
-                q = q.bind(tenant).bind(*id).bind(state).bind(now_ms);
-            }
-            q.execute(&mut *tx).await.map_err(classify)?;
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, state) in chunk {
+            q = q.bind(tenant).bind(*id).bind(state).bind(now_ms);
         }
-        Ok(())
+        q.execute(&mut *tx).await.map_err(classify)?;
     }
+    Ok(())
 }
