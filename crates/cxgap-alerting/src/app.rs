@@ -291,6 +291,9 @@ async fn housekeeping(store: AlertStore, metrics: Metrics, shutdown: Shutdown) {
             if let Err(e) = store.prune_seen(now - SEEN_WINDOW.as_millis() as i64).await {
                 warn!(error = %e, "pruning seen signal ids failed");
             }
+            if let Err(e) = store.prune_risk(now - crate::processor::RISK_HISTORY_MS).await {
+                warn!(error = %e, "pruning old risk points failed");
+            }
         }
         tick += 1;
         tokio::select! {

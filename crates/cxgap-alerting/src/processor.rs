@@ -149,7 +149,9 @@ impl Processor {
                 }
             }
         }
-        store::insert_risk(&mut tx, &risk_points).await?;
+        let (keep, forget) = customers.settle(&risk_points);
+        store::insert_risk(&mut tx, &keep).await?;
+        store::delete_risk(&mut tx, &forget).await?;
         let moved = match expected {
             None => sqlx::query(
                 "INSERT INTO alerting_offsets (consumer_group, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
@@ -230,6 +232,32 @@ impl CustomerContext {
         Ok(ctx)
     }
 
+    /// The batch's new risk points worth storing, and the stored ones to forget: of each
+    /// customer's points (stored and new), only those that can still be a window's lowest
+    /// ([`cxgap_domain::rules::window_low_candidates`]) stay, so the history a batch reads
+    /// stays short however much feedback a customer gives.
+    fn settle(&self, new: &[(String, String, i64, f64)]) -> RiskChanges {
+        let fresh: std::collections::HashSet<(&str, &str, i64)> =
+            new.iter().map(|(t, c, at, _)| (t.as_str(), c.as_str(), *at)).collect();
+        let mut keep = Vec::new();
+        let mut forget = Vec::new();
+        let touched: std::collections::BTreeSet<(&str, &str)> =
+            new.iter().map(|(t, c, _, _)| (t.as_str(), c.as_str())).collect();
+        for (tenant, customer) in touched {
+            let points = &self.history[&(tenant.to_string(), customer.to_string())];
+            let kept: std::collections::HashSet<Timestamp> =
+                cxgap_domain::rules::window_low_candidates(points).into_iter().collect();
+            for &(at, risk) in points {
+                match (fresh.contains(&(tenant, customer, at.0)), kept.contains(&at)) {
+                    (true, true) => keep.push((tenant.to_string(), customer.to_string(), at.0, risk)),
+                    (false, false) => forget.push((tenant.to_string(), customer.to_string(), at.0)),
+                    _ => {}
+                }
+            }
+        }
+        (keep, forget)
+    }
+
     /// Adds a risk point unless one is stored at that instant (the table's key); returns
     /// whether it is new.
     fn add_risk(&mut self, tenant: &str, customer: &str, at: i64, risk: f64) -> bool {
@@ -241,6 +269,9 @@ impl CustomerContext {
         true
     }
 }
+
+/// Risk points to store (tenant, customer, at, risk) and to forget (tenant, customer, at).
+type RiskChanges = (Vec<(String, String, i64, f64)>, Vec<(String, String, i64)>);
 
 /// What applying a batch's signals carries from one signal to the next.
 struct Batch<'a> {

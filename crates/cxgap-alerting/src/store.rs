@@ -696,6 +696,16 @@ impl AlertStore {
         Ok(rows.into_iter().collect())
     }
 
+    /// Forgets risk points older than `before_ms`: no evaluation reads them any more.
+    pub async fn prune_risk(&self, before_ms: i64) -> Result<u64, StoreError> {
+        sqlx::query("DELETE FROM alerting_risk WHERE at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(classify)
+    }
+
     pub async fn prune_seen(&self, before_ms: i64) -> Result<u64, StoreError> {
         sqlx::query("DELETE FROM alerting_signals_seen WHERE seen_at < $1")
             .bind(before_ms)
@@ -852,6 +862,21 @@ pub(crate) async fn insert_risk(
         let mut q = sqlx::query(&sql).persistent(false);
         for (tenant, customer, at, risk) in chunk {
             q = q.bind(tenant).bind(customer).bind(*at).bind(*risk);
+        }
+        q.execute(&mut *conn).await.map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// Forgets risk points (tenant, customer, at).
+pub(crate) async fn delete_risk(conn: &mut AnyConnection, points: &[(String, String, i64)]) -> Result<(), StoreError> {
+    for chunk in points.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 3, 3))).collect();
+        let sql =
+            format!("DELETE FROM alerting_risk WHERE (tenant_id, customer_id, at) IN (VALUES {})", rows.join(", "));
+        let mut q = sqlx::query(&sql).persistent(false);
+        for (tenant, customer, at) in chunk {
+            q = q.bind(tenant).bind(customer).bind(*at);
         }
         q.execute(&mut *conn).await.map_err(classify)?;
     }

@@ -490,3 +490,55 @@ fn perception_gaps(id: &str, gaps: &[(&str, f64)]) -> pb::Signal {
     let none = cxgap_domain::aggregate::CellAgg::default();
     touchpoint_figures(id, "helpline", &none, &none, perception)
 }
+
+/// A customer's stored risk history keeps only the points that can still be a window's
+/// lowest, and a jump is judged from them as from every point: 0.5, 0.3, 0.5, 0.4 in
+/// turn (none 25 points above an earlier one), then 0.45 and 0.7 in one batch, leave 0.3, 0.4, 0.45 and 0.7, and 0.7 fires the
+/// jump rule as a rise of 40 points from 0.3.
+async fn risk_history_stays_short(url: &str) {
+    let store = AlertStore::connect(url).await.unwrap();
+    let p = Processor {
+        store: store.clone(),
+        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
+    };
+    let hour = 3_600;
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 - 86_400;
+    let signal = |i: i64, risk: f64| {
+        let mut s = customer_signal(&format!("j{i}"), "c7", risk, 10.0);
+        s.emitted_at = Some(prost_types::Timestamp { seconds: start + i * hour, nanos: 0 });
+        s
+    };
+    let mut stream = Stream { next: 0 };
+    for (i, risk) in [0.5, 0.3, 0.5, 0.4].into_iter().enumerate() {
+        p.process(0, &stream.batch(&[signal(i as i64, risk)])).await.unwrap();
+    }
+    assert!(store.alerts("acme", &[], 100, None).await.unwrap().iter().all(|a| a.rule_id != "churn-risk-jump"));
+    p.process(0, &stream.batch(&[signal(4, 0.45), signal(5, 0.7)])).await.unwrap();
+
+    let alerts = store.alerts("acme", &[AlertState::Firing], 100, None).await.unwrap();
+    let jump = alerts.iter().find(|a| a.rule_id == "churn-risk-jump").expect("the jump fired");
+    assert!(jump.summary.contains("rose 40 points to 70%"), "{}", jump.summary);
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let stored: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT at, risk FROM alerting_risk WHERE tenant_id = 'acme' AND customer_id = 'c7' ORDER BY at",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let at = |i: i64| (start + i * hour) * 1000;
+    assert_eq!(stored, [(at(1), 0.3), (at(3), 0.4), (at(4), 0.45), (at(5), 0.7)]);
+    // Old points go with the periodic prune.
+    assert_eq!(store.prune_risk(at(4)).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn risk_history_postgres() {
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    risk_history_stays_short(&db.url).await;
+}
+
+#[tokio::test]
+async fn risk_history_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    risk_history_stays_short(&format!("sqlite:{}", dir.path().join("a.db").display())).await;
+}

@@ -100,6 +100,26 @@ impl RiskJump {
     }
 }
 
+/// Of a customer's risk points, the ones that can still be the lowest in a window ending
+/// at or after the last of them (as [`RiskJump`] looks for): a point with a later point at
+/// or below it never is, since that later point is in every such window it is in. What is
+/// left rises with time, so it stays short whatever the number of points; the rest can be
+/// forgotten. Returns the times of the points to keep; `points` in any order, one per time.
+pub fn window_low_candidates(points: &[(Timestamp, f64)]) -> Vec<Timestamp> {
+    let mut by_time: Vec<&(Timestamp, f64)> = points.iter().collect();
+    by_time.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let mut lowest_later = f64::INFINITY;
+    let mut keep = Vec::new();
+    for &(t, r) in by_time {
+        if r < lowest_later {
+            keep.push(t);
+            lowest_later = r;
+        }
+    }
+    keep.reverse();
+    keep
+}
+
 /// A high-value detractor who also left a negative comment: call them today.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HotAlert {
@@ -258,6 +278,39 @@ mod tests {
         assert!(!j.evaluate(&hist, now, 0.6).firing, "the 0.1 is outside the window");
         assert!(j.evaluate(&hist, now, 0.71).firing);
         assert!(!j.evaluate(&[], now, 0.9).firing);
+    }
+
+    #[test]
+    fn only_points_below_every_later_point_are_kept() {
+        let at = |h: i64| Timestamp(h * 3_600_000);
+        let pts = [(at(3), 0.5), (at(1), 0.4), (at(2), 0.6), (at(4), 0.5), (at(5), 0.7)];
+        // 0.6 at 2 h and 0.5 at 3 h have a later point as low (0.5 at 4 h): gone.
+        assert_eq!(window_low_candidates(&pts), vec![at(1), at(4), at(5)]);
+        assert!(window_low_candidates(&[]).is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever the points, a jump evaluated at or after the last of them sees the
+        /// same verdict and summary from the kept points as from all of them.
+        #[test]
+        fn kept_points_give_the_same_verdicts(
+            risks in proptest::collection::vec(0u8..=100, 0..40),
+            gaps in proptest::collection::vec(1i64..50, 40),
+            after in 0i64..100,
+            within_h in 1i64..60,
+            risk in 0u8..=100,
+        ) {
+            let mut t = 0;
+            let pts: Vec<(Timestamp, f64)> = risks.iter().zip(&gaps).map(|(r, g)| {
+                t += g * 3_600_000;
+                (Timestamp(t), *r as f64 / 100.0)
+            }).collect();
+            let keep = window_low_candidates(&pts);
+            let kept: Vec<(Timestamp, f64)> = pts.iter().filter(|p| keep.contains(&p.0)).copied().collect();
+            let j = RiskJump { delta: 0.2, within_ms: within_h * 3_600_000 };
+            let now = Timestamp(t + after * 3_600_000);
+            proptest::prop_assert_eq!(j.evaluate(&pts, now, risk as f64 / 100.0), j.evaluate(&kept, now, risk as f64 / 100.0));
+        }
     }
 
     #[test]
