@@ -698,21 +698,15 @@ impl AlertStore {
 
     /// Forgets risk points older than `before_ms`: no evaluation reads them any more.
     pub async fn prune_risk(&self, before_ms: i64) -> Result<u64, StoreError> {
-        sqlx::query("DELETE FROM alerting_risk WHERE at < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(classify)
+        self.delete_before("DELETE FROM alerting_risk WHERE at < $1", before_ms).await
     }
 
     pub async fn prune_seen(&self, before_ms: i64) -> Result<u64, StoreError> {
-        sqlx::query("DELETE FROM alerting_signals_seen WHERE seen_at < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(classify)
+        self.delete_before("DELETE FROM alerting_signals_seen WHERE seen_at < $1", before_ms).await
+    }
+
+    async fn delete_before(&self, sql: &'static str, before_ms: i64) -> Result<u64, StoreError> {
+        sqlx::query(sql).bind(before_ms).execute(&self.pool).await.map(|r| r.rows_affected()).map_err(classify)
     }
 }
 
