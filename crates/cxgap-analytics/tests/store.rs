@@ -267,6 +267,14 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
 async fn postgres_backend() {
     let db = cxgap_testkit::TestDb::new().await.unwrap();
     conformance(AnalyticsStore::connect(&db.url).await.unwrap()).await;
+    // The PostgreSQL-only migration ran here (SQLite, below, skips it).
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let (options,): (Vec<String>,) =
+        sqlx::query_as("SELECT reloptions FROM pg_class WHERE relname = 'analytics_cells'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(options, ["fillfactor=60"]);
 }
 
 /// The evaluation's incremental read: a batch that commits after a read began, even one

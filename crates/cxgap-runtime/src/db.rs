@@ -3,7 +3,7 @@
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migration, Migrator};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +20,16 @@ pub fn pool_size(url: &str) -> u32 {
     if url.starts_with("sqlite:") { 1 } else { 8 }
 }
 
-/// Connects (creating a SQLite file if needed) and runs `migrations`.
+/// Whether `migration` runs on this backend. Migrations are portable SQL, run on both,
+/// except those whose file name ends in `_postgres` (`1005_cells_fillfactor_postgres.sql`):
+/// PostgreSQL's storage settings, which SQLite has no syntax for and no need of.
+pub fn runs_on(migration: &Migration, sqlite: bool) -> bool {
+    // sqlx turns the file name's underscores into the description's spaces.
+    !(sqlite && migration.description.ends_with(" postgres"))
+}
+
+/// Connects (creating a SQLite file if needed) and runs `migrations` (those for this
+/// backend, see [`runs_on`]).
 ///
 /// Services may share a database, and so sqlx's migration table: each service owns a
 /// range of versions (auth 1–999, analytics 1001–1999, alerting 2001–2999) and ignores
@@ -39,7 +48,8 @@ pub async fn connect(url: &str, migrations: &Migrator) -> Result<AnyPool, DbErro
         .connect(&url)
         .await
         .map_err(|e| DbError::Unavailable(e.to_string()))?;
-    let mut migrator = Migrator { migrations: migrations.migrations.clone(), ..Migrator::DEFAULT };
+    let ours: Vec<Migration> = migrations.migrations.iter().filter(|m| runs_on(m, sqlite)).cloned().collect();
+    let mut migrator = Migrator { migrations: ours.into(), ..Migrator::DEFAULT };
     migrator.set_ignore_missing(true);
     migrator.run(&pool).await.map_err(|e| DbError::Migration(e.to_string()))?;
     Ok(pool)
@@ -56,5 +66,26 @@ pub fn retryable(e: &sqlx::Error) -> Option<String> {
             Some(db.message().to_string())
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::migrate::MigrationType;
+
+    fn migration(description: &'static str) -> Migration {
+        Migration::new(1, description.into(), MigrationType::Simple, "SELECT 1".into(), false)
+    }
+
+    #[test]
+    fn postgres_only_migrations_are_skipped_on_sqlite_and_no_other() {
+        let only = migration("cells fillfactor postgres");
+        assert!(runs_on(&only, false));
+        assert!(!runs_on(&only, true));
+        for portable in ["analytics", "cell changes", "postgres mirrors", "postgresql"] {
+            assert!(runs_on(&migration(portable), true), "{portable}");
+            assert!(runs_on(&migration(portable), false), "{portable}");
+        }
     }
 }
