@@ -1,10 +1,10 @@
 //! The batch writes on PostgreSQL, through sqlx's native driver: a batch's rows go to the
 //! server as array parameters in binary (one per key column; the cells' values as one
 //! array, see `cell_upsert_sql`), and one `INSERT … SELECT … FROM UNNEST(…)` statement
-//! writes them all. sqlx's `Any` driver binds
-//! no arrays; text array literals cost the server their parsing: for a 1,700-cell upsert,
-//! 91–109 ms bound as text against 58–75 ms in binary (measured on this machine). A
-//! multi-row `VALUES` list costs more still (an expression per value).
+//! writes them all. sqlx's `Any` driver binds no arrays; text array literals cost the
+//! server their parsing: for a 1,700-cell upsert, 91–109 ms bound as text against 58–75 ms
+//! in binary (measured on the ninth benchmark machine). A multi-row `VALUES` list costs
+//! more still (an expression per value).
 
 use crate::store::{OutboxSignal, StoreError, classify, corrupt};
 use cxgap_domain::aggregate::CELL_ROW_WIDTH;
