@@ -124,7 +124,7 @@ impl Processor {
         let mut customers = CustomerContext::load(&mut tx, &signals, &unseen, now).await?;
         let mut risk_points = Vec::new();
         let mut changes = Vec::new();
-        let mut silenced = store::SilenceCache::default();
+        let mut cache = store::BatchCache::default();
         for signal in &signals {
             // Seen before this batch, or earlier in it.
             if !unseen.remove(&(signal.tenant_id.clone(), signal.signal_id.clone())) {
@@ -137,7 +137,7 @@ impl Processor {
             let ctx = Batch {
                 customers: &mut customers,
                 changes: &mut changes,
-                silenced: &mut silenced,
+                cache: &mut cache,
                 repeat_ms: c.repeat_ms,
                 now,
             };
@@ -278,7 +278,7 @@ struct Batch<'a> {
     customers: &'a mut CustomerContext,
     /// Alert changes whose notifications go into the log when the batch ends.
     changes: &'a mut Vec<store::PendingChange>,
-    silenced: &'a mut store::SilenceCache,
+    cache: &'a mut store::BatchCache,
     repeat_ms: i64,
     now: i64,
 }
@@ -291,7 +291,7 @@ async fn apply_signal(
     signal: &pb::Signal,
     batch: Batch<'_>,
 ) -> Result<usize, StoreError> {
-    let Batch { customers, changes, silenced, repeat_ms, now } = batch;
+    let Batch { customers, changes, cache, repeat_ms, now } = batch;
     let (subject, customer) = match &signal.body {
         Some(pb::signal::Body::Customer(c)) => (format!("customer:{}", c.customer_id), Some(c)),
         Some(pb::signal::Body::Aggregate(a)) => {
@@ -317,7 +317,7 @@ async fn apply_signal(
     for e in evaluate(rules, signal, &known) {
         let id = fingerprint(tenant, &e.rule_id, &e.subject);
         let (did_notify, after) =
-            apply(conn, tenant, &e, existing.remove(&id), (changes, silenced), repeat_ms, now).await?;
+            apply(conn, tenant, &e, existing.remove(&id), (changes, cache), repeat_ms, now).await?;
         notified += did_notify as usize;
         if let Some(a) = after {
             existing.insert(id, a);
@@ -337,7 +337,7 @@ async fn apply(
     tenant: &str,
     e: &Evaluation,
     current: Option<Alert>,
-    (changes, silenced): (&mut Vec<store::PendingChange>, &mut store::SilenceCache),
+    (changes, cache): (&mut Vec<store::PendingChange>, &mut store::BatchCache),
     repeat_ms: i64,
     now: i64,
 ) -> Result<(bool, Option<Alert>), StoreError> {
@@ -382,6 +382,6 @@ async fn apply(
         Change::AutoResolved => "condition cleared",
         Change::Unchanged => "",
     };
-    changes.push(store::prepare_change(conn, &alert, "rule", note, now, silenced).await?);
+    changes.push(store::prepare_change(conn, &alert, "rule", note, now, cache).await?);
     Ok((true, Some(alert)))
 }

@@ -988,9 +988,18 @@ pub(crate) async fn save_alert(conn: &mut AnyConnection, a: &mut Alert, new: boo
     Ok(())
 }
 
-/// Tenants' active silences, read once per batch (a batch is one instant, `now`).
+/// What deciding a batch's notifications reads once per batch rather than once per alert
+/// change (a batch is one instant, `now`): tenants' active silences, and the open alerts
+/// about touchpoints, which inhibit customer alerts at those touchpoints. Measured: with a
+/// read per change, the touchpoint read was the most frequent statement of a latency run
+/// (7,200 calls, 4.0 s), while a batch touches a handful of touchpoints.
 #[derive(Debug, Default)]
-pub(crate) struct SilenceCache(std::collections::HashMap<String, Vec<Silence>>);
+pub(crate) struct BatchCache {
+    silences: std::collections::HashMap<String, Vec<Silence>>,
+    /// (tenant, touchpoint subject) → its open alerts (id, severity), by id. A change of an
+    /// alert about the touchpoint in this batch drops the entry, so the next read sees it.
+    touchpoints: std::collections::HashMap<(String, String), Vec<(String, String)>>,
+}
 
 /// An alert's change with its transition written, and its notification not yet in the log.
 #[derive(Debug)]
@@ -1007,7 +1016,7 @@ pub(crate) async fn record_change(
     note: &str,
     now: i64,
 ) -> Result<Notification, StoreError> {
-    let pending = prepare_change(conn, a, by, note, now, &mut SilenceCache::default()).await?;
+    let pending = prepare_change(conn, a, by, note, now, &mut BatchCache::default()).await?;
     let mut logged = log_changes(conn, vec![pending], now).await?;
     Ok(logged.remove(0))
 }
@@ -1020,8 +1029,11 @@ pub(crate) async fn prepare_change(
     by: &str,
     note: &str,
     now: i64,
-    silenced: &mut SilenceCache,
+    cache: &mut BatchCache,
 ) -> Result<PendingChange, StoreError> {
+    if a.subject.starts_with("touchpoint:") {
+        cache.touchpoints.remove(&(a.tenant_id.clone(), a.subject.clone()));
+    }
     sqlx::query(
         "INSERT INTO alerting_transitions (alert_id, at, seq, state, by_whom, note) VALUES ($1, $2, \
          (SELECT COALESCE(MAX(seq), 0) + 1 FROM alerting_transitions WHERE alert_id = $1), $3, $4, $5)",
@@ -1034,17 +1046,17 @@ pub(crate) async fn prepare_change(
     .execute(&mut *conn)
     .await
     .map_err(classify)?;
-    if !silenced.0.contains_key(&a.tenant_id) {
+    if !cache.silences.contains_key(&a.tenant_id) {
         let active = silences(conn, &a.tenant_id, Some(now)).await?;
-        silenced.0.insert(a.tenant_id.clone(), active);
+        cache.silences.insert(a.tenant_id.clone(), active);
     }
     let mut silenced_by =
-        silenced.0[&a.tenant_id].iter().find(|s| s.mutes(&a.labels, now)).map(|s| s.id.clone()).unwrap_or_default();
+        cache.silences[&a.tenant_id].iter().find(|s| s.mutes(&a.labels, now)).map(|s| s.id.clone()).unwrap_or_default();
     if silenced_by.is_empty() {
         silenced_by = if a.state == AlertState::Acknowledged {
             firing_inhibition(conn, a).await?
         } else {
-            inhibitor(conn, a).await?.map(|id| format!("inhibited:{id}")).unwrap_or_default()
+            inhibitor(conn, a, cache).await?.map(|id| format!("inhibited:{id}")).unwrap_or_default()
         };
     }
     let id = notification_id(&a.alert_id, a.episode, a.state, now);
@@ -1212,23 +1224,30 @@ async fn firing_inhibition(conn: &mut AnyConnection, a: &Alert) -> Result<String
 /// Inhibition: a customer's alert about feedback at a touchpoint is muted while that
 /// touchpoint has an open alert of at least the same severity — the touchpoint-wide alert
 /// already explains it, and one page beats fifty.
-async fn inhibitor(conn: &mut AnyConnection, a: &Alert) -> Result<Option<String>, StoreError> {
+async fn inhibitor(conn: &mut AnyConnection, a: &Alert, cache: &mut BatchCache) -> Result<Option<String>, StoreError> {
     let Some(touchpoint) = a.labels.get("touchpoint").filter(|_| a.subject.starts_with("customer:")) else {
         return Ok(None);
     };
     if a.state == AlertState::Resolved {
         return Ok(None); // a resolution is always told
     }
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT alert_id, severity FROM alerting_alerts WHERE tenant_id = $1 AND subject = $2 \
-         AND state IN ('firing', 'acknowledged') ORDER BY alert_id",
-    )
-    .bind(&a.tenant_id)
-    .bind(format!("touchpoint:{touchpoint}"))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(classify)?;
-    Ok(rows.into_iter().find(|(_, sev)| parse_severity(sev).is_some_and(|s| s >= a.severity)).map(|(id, _)| id))
+    let key = (a.tenant_id.clone(), format!("touchpoint:{touchpoint}"));
+    let open = match cache.touchpoints.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT alert_id, severity FROM alerting_alerts WHERE tenant_id = $1 AND subject = $2 \
+                 AND state IN ('firing', 'acknowledged') ORDER BY alert_id",
+            )
+            .bind(&e.key().0)
+            .bind(&e.key().1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(classify)?;
+            e.insert(rows)
+        }
+    };
+    Ok(open.iter().find(|(_, sev)| parse_severity(sev).is_some_and(|s| s >= a.severity)).map(|(id, _)| id.clone()))
 }
 
 impl AlertStore {

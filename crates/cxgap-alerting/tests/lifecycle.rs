@@ -411,6 +411,36 @@ async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
     assert_eq!(ack(&c2).silenced_by, "", "told of the firing, told of the acknowledgement: {:?}", ack(&c2));
 }
 
+#[tokio::test]
+async fn a_touchpoint_alert_raised_mid_batch_inhibits_the_customer_alerts_after_it() {
+    // A batch reads a touchpoint's open alerts once (`BatchCache`); the touchpoint's own
+    // alert firing later in the same batch must be seen by the customer alerts after it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("m.db").display())).await.unwrap();
+    let p = Processor {
+        store: store.clone(),
+        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
+    };
+    let mut stream = Stream { next: 0 };
+    let at = |id: &str, customer: &str| {
+        let mut s = customer_signal(id, customer, 0.9, 1.0);
+        if let Some(pb::signal::Body::Customer(c)) = &mut s.body {
+            c.feedback.push(pb::FeedbackNote {
+                event_id: id.into(),
+                touchpoint: "helpline".into(),
+                ..Default::default()
+            });
+        }
+        s
+    };
+    let batch = [at("s1", "c1"), touchpoint_nps_collapsed("agg1", "helpline"), at("s2", "c2")];
+    p.process(0, &stream.batch(&batch)).await.unwrap();
+    let log = store.notifications_after("acme", 0, 100).await.unwrap();
+    let about = |c: &str| log.iter().find(|n| n.payload.contains(&format!("\"customer:{c}\""))).unwrap().clone();
+    assert_eq!(about("c1").silenced_by, "", "before the touchpoint's alert, c1 is told");
+    assert!(about("c2").silenced_by.starts_with("inhibited:"), "{:?}", about("c2"));
+}
+
 /// Tenant acme's `touchpoint` NPS collapsed, window over window (70 responses each).
 fn touchpoint_nps_collapsed(id: &str, touchpoint: &str) -> pb::Signal {
     use cxgap_domain::aggregate::CellAgg;
