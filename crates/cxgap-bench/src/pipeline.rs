@@ -491,6 +491,7 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
     let req = apb::SubscribeRequest { subscription_id: "bench".into(), cursor: "0".into() };
     let mut stream = api.subscribe(authed(&key, req)?).await?.into_inner();
     let alerted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let origin = (Instant::now(), now_ms());
     let listener = {
         let alerted = alerted.clone();
         tokio::spawn(async move {
@@ -597,6 +598,17 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
             f = f.target(Target::AtMost(0.0));
         }
         results.add(f);
+        if i == last {
+            for (k, label, v) in hops(&db, run, &step, &alerted, origin).await? {
+                for (p, q) in [("p50", 50.0), ("p99", 99.0)] {
+                    let Some(ms) = percentile(&v, q) else { continue };
+                    results.add(
+                        Figure::new(&format!("latency_hop_{k}_{p}"), &format!("{label}, {p}, at {what}"), ms, "ms")
+                            .note(format!("{} probes; clocks of one process, to the millisecond", v.len())),
+                    );
+                }
+            }
+        }
     }
     if rate.is_none() {
         open_loop_sustained(results, &client, &key, &alerted, sustainable, seconds).await?;
@@ -697,6 +709,8 @@ struct Step {
     /// `None`: one of them never alerted): a queue the pipeline did not work off delays
     /// every one of them, where a passing stall delays a few.
     last_second_median: Option<f64>,
+    /// When ingest acknowledged each probe, by alert subject.
+    acked: HashMap<String, Instant>,
 }
 
 impl Step {
@@ -808,7 +822,69 @@ async fn open_loop(
     };
     ms.sort_by(f64::total_cmp);
     let load = (sent_background + probes) as f64 / elapsed;
-    Ok(Step { ms, missing, failures: failures.load(std::sync::atomic::Ordering::Relaxed), load, last_second_median })
+    let acked = acked.lock().expect("lock").clone();
+    Ok(Step {
+        ms,
+        missing,
+        failures: failures.load(std::sync::atomic::Ordering::Relaxed),
+        load,
+        last_second_median,
+        acked,
+    })
+}
+
+/// Where the probes' time went, hop by hop, from the services' own records: when the
+/// analytics batch that applied the probe began (its customer signal's `created_at`),
+/// when the alerting batch that read that signal began (`seen_at`), and the two ends the
+/// load generator saw. The services stamp with the wall clock of this same process;
+/// `origin` maps the load generator's `Instant`s onto it.
+async fn hops(
+    db: &TestDb,
+    run: &str,
+    step: &Step,
+    alerted: &Arc<Mutex<HashMap<String, Instant>>>,
+    origin: (Instant, i64),
+) -> anyhow::Result<[(&'static str, &'static str, Vec<f64>); 3]> {
+    let wall = |at: Instant| origin.1 as f64 + at.saturating_duration_since(origin.0).as_secs_f64() * 1e3;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT a.subject, min(a.created_at), min(s.seen_at) FROM analytics_signals a \
+         JOIN alerting_signals_seen s USING (signal_id) WHERE a.kind = 'customer' AND a.subject LIKE $1 \
+         GROUP BY a.subject",
+    )
+    .bind(format!("probe-{run}-%"))
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    let [a, b, c] = hop_times(&rows, &step.acked, &alerted.lock().expect("lock"), wall);
+    Ok([
+        ("ingest_analytics", "ingest's acknowledgement → the analytics batch began", a),
+        ("analytics_alerting", "the analytics batch began → the alerting batch began", b),
+        ("alerting_stream", "the alerting batch began → the alert on the stream", c),
+    ])
+}
+
+/// The three hops of each probe found in `rows` (customer, analytics batch began,
+/// alerting batch began, in wall-clock ms), each list sorted.
+fn hop_times(
+    rows: &[(String, i64, i64)],
+    acked: &HashMap<String, Instant>,
+    alerted: &HashMap<String, Instant>,
+    wall: impl Fn(Instant) -> f64,
+) -> [Vec<f64>; 3] {
+    let mut out: [Vec<f64>; 3] = Default::default();
+    for (customer, analytics, alerting) in rows {
+        let subject = format!("customer:{customer}");
+        let (Some(&acked), Some(&got)) = (acked.get(&subject), alerted.get(&subject)) else { continue };
+        let (analytics, alerting) = (*analytics as f64, *alerting as f64);
+        out[0].push(analytics - wall(acked));
+        out[1].push(alerting - analytics);
+        out[2].push(wall(got) - alerting);
+    }
+    for v in &mut out {
+        v.sort_by(f64::total_cmp);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -817,6 +893,26 @@ mod tests {
 
     fn round(bare: f64, grpc: f64) -> Round {
         Round { bare, grpc, cpu: None }
+    }
+
+    #[test]
+    fn probe_hops_are_measured_on_one_clock_and_unmatched_probes_are_left_out() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let wall = |i: Instant| 1_000_000.0 + i.saturating_duration_since(t0).as_secs_f64() * 1e3;
+        let acked: HashMap<String, Instant> =
+            [("customer:p-0".to_string(), at(10)), ("customer:p-1".to_string(), at(20))].into();
+        let alerted: HashMap<String, Instant> =
+            [("customer:p-0".to_string(), at(300)), ("customer:p-1".to_string(), at(90))].into();
+        let rows = [
+            ("p-0".to_string(), 1_000_050, 1_000_200),
+            ("p-1".to_string(), 1_000_030, 1_000_060),
+            ("never-acked".to_string(), 1_000_000, 1_000_001),
+        ];
+        let [a, b, c] = hop_times(&rows, &acked, &alerted, wall);
+        assert_eq!(a, [10.0, 40.0], "acknowledged at 10 and 20 ms, analytics at 50 and 30");
+        assert_eq!(b, [30.0, 150.0]);
+        assert_eq!(c, [30.0, 100.0]);
     }
 
     #[test]
