@@ -76,6 +76,25 @@ async fn receiver(script: &[Act]) -> (SocketAddr, Arc<Receiver>) {
     (addr, r)
 }
 
+/// A store on a fresh SQLite file in `dir` and a processor over it.
+async fn sqlite_processor(dir: &tempfile::TempDir) -> (AlertStore, Processor) {
+    let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("alerts.db").display())).await.unwrap();
+    let p = Processor {
+        store: store.clone(),
+        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
+    };
+    (store, p)
+}
+
+/// A high-risk customer's signal whose feedback came at `touchpoint`.
+fn customer_signal_at(id: &str, customer: &str, touchpoint: &str) -> pb::Signal {
+    let mut s = customer_signal(id, customer, 0.9, 1.0);
+    if let Some(pb::signal::Body::Customer(c)) = &mut s.body {
+        c.feedback.push(pb::FeedbackNote { event_id: id.into(), touchpoint: touchpoint.into(), ..Default::default() });
+    }
+    s
+}
+
 fn customer_signal(id: &str, customer: &str, risk: f64, value: f64) -> pb::Signal {
     pb::Signal {
         signal_id: id.into(),
@@ -319,11 +338,7 @@ async fn redirects_are_not_followed_and_internal_targets_are_refused() {
 #[tokio::test]
 async fn grouping_sends_a_groups_notifications_together_and_spaces_the_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("g.db").display())).await.unwrap();
-    let p = Processor {
-        store: store.clone(),
-        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
-    };
+    let (store, p) = sqlite_processor(&dir).await;
     let mut stream = Stream { next: 0 };
     p.process(0, &stream.batch(&[customer_signal("s0", "c0", 0.1, 1.0)])).await.unwrap();
     // The first attempt of the first batch fails: its retry must be the same batch.
@@ -369,25 +384,19 @@ async fn grouping_sends_a_groups_notifications_together_and_spaces_the_batches()
 #[tokio::test]
 async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
     let dir = tempfile::tempdir().unwrap();
-    let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("i.db").display())).await.unwrap();
-    let p = Processor {
-        store: store.clone(),
-        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
-    };
+    let (store, p) = sqlite_processor(&dir).await;
     let mut stream = Stream { next: 0 };
     let helpline = touchpoint_nps_collapsed("agg1", "helpline");
-    let at = |id: &str, customer: &str, touchpoint: &str| {
-        let mut s = customer_signal(id, customer, 0.9, 1.0);
-        if let Some(pb::signal::Body::Customer(c)) = &mut s.body {
-            c.feedback.push(pb::FeedbackNote {
-                event_id: id.into(),
-                touchpoint: touchpoint.into(),
-                ..Default::default()
-            });
-        }
-        s
-    };
-    p.process(0, &stream.batch(&[helpline, at("s1", "c1", "helpline"), at("s2", "c2", "checkout")])).await.unwrap();
+    p.process(
+        0,
+        &stream.batch(&[
+            helpline,
+            customer_signal_at("s1", "c1", "helpline"),
+            customer_signal_at("s2", "c2", "checkout"),
+        ]),
+    )
+    .await
+    .unwrap();
     let log = store.notifications_after("acme", 0, 100).await.unwrap();
     let about = |c: &str| log.iter().find(|n| n.payload.contains(&format!("\"customer:{c}\""))).unwrap().clone();
     assert!(log.iter().any(|n| n.payload.contains("\"touchpoint:helpline\"") && n.silenced_by.is_empty()));
@@ -416,23 +425,9 @@ async fn a_touchpoint_alert_raised_mid_batch_inhibits_the_customer_alerts_after_
     // A batch reads a touchpoint's open alerts once (`BatchCache`); the touchpoint's own
     // alert firing later in the same batch must be seen by the customer alerts after it.
     let dir = tempfile::tempdir().unwrap();
-    let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("m.db").display())).await.unwrap();
-    let p = Processor {
-        store: store.clone(),
-        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
-    };
+    let (store, p) = sqlite_processor(&dir).await;
     let mut stream = Stream { next: 0 };
-    let at = |id: &str, customer: &str| {
-        let mut s = customer_signal(id, customer, 0.9, 1.0);
-        if let Some(pb::signal::Body::Customer(c)) = &mut s.body {
-            c.feedback.push(pb::FeedbackNote {
-                event_id: id.into(),
-                touchpoint: "helpline".into(),
-                ..Default::default()
-            });
-        }
-        s
-    };
+    let at = |id: &str, customer: &str| customer_signal_at(id, customer, "helpline");
     let batch = [at("s1", "c1"), touchpoint_nps_collapsed("agg1", "helpline"), at("s2", "c2")];
     p.process(0, &stream.batch(&batch)).await.unwrap();
     let log = store.notifications_after("acme", 0, 100).await.unwrap();
