@@ -992,7 +992,8 @@ pub(crate) async fn save_alert(conn: &mut AnyConnection, a: &mut Alert, new: boo
 /// change (a batch is one instant, `now`): tenants' active silences, and the open alerts
 /// about touchpoints, which inhibit customer alerts at those touchpoints. Measured: with a
 /// read per change, the touchpoint read was the most frequent statement of a latency run
-/// (7,200 calls, 4.0 s), while a batch touches a handful of touchpoints.
+/// (7,200 calls, 0.08–0.55 ms each as its plan varied), while a batch touches a handful of
+/// touchpoints.
 #[derive(Debug, Default)]
 pub(crate) struct BatchCache {
     silences: std::collections::HashMap<String, Vec<Silence>>,
