@@ -822,7 +822,7 @@ async fn open_loop(
     };
     ms.sort_by(f64::total_cmp);
     let load = (sent_background + probes) as f64 / elapsed;
-    let acked = acked.lock().expect("lock").clone();
+    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
     Ok(Step {
         ms,
         missing,
@@ -846,16 +846,15 @@ async fn hops(
     origin: (Instant, i64),
 ) -> anyhow::Result<[(&'static str, &'static str, Vec<f64>); 3]> {
     let wall = |at: Instant| origin.1 as f64 + at.saturating_duration_since(origin.0).as_secs_f64() * 1e3;
-    let pool = sqlx::PgPool::connect(&db.url).await?;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await?;
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT a.subject, min(a.created_at), min(s.seen_at) FROM analytics_signals a \
          JOIN alerting_signals_seen s USING (signal_id) WHERE a.kind = 'customer' AND a.subject LIKE $1 \
          GROUP BY a.subject",
     )
     .bind(format!("probe-{run}-%"))
-    .fetch_all(&pool)
+    .fetch_all(&mut conn)
     .await?;
-    pool.close().await;
     let [a, b, c] = hop_times(&rows, &step.acked, &alerted.lock().expect("lock"), wall);
     Ok([
         ("ingest_analytics", "ingest's acknowledgement → the analytics batch began", a),
