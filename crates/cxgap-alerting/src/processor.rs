@@ -124,7 +124,7 @@ impl Processor {
         let mut customers = CustomerContext::load(&mut tx, &signals, &unseen, now).await?;
         let mut risk_points = Vec::new();
         let mut changes = Vec::new();
-        let mut cache = store::BatchCache::default();
+        let mut cache = store::BatchState::default();
         for signal in &signals {
             // Seen before this batch, or earlier in it.
             if !unseen.remove(&(signal.tenant_id.clone(), signal.signal_id.clone())) {
@@ -149,6 +149,7 @@ impl Processor {
                 }
             }
         }
+        cache.writes.flush(&mut tx).await?;
         let (keep, forget) = customers.settle(&risk_points);
         store::insert_risk(&mut tx, &keep).await?;
         store::delete_risk(&mut tx, &forget).await?;
@@ -188,14 +189,18 @@ impl Processor {
     }
 }
 
-/// The customers a batch's signals are about: their alerts and risk history, read once
-/// for the batch and updated as its signals are applied.
+/// What a batch's signals are about: customers (their alerts and risk history, read once
+/// for the batch) and aggregates (their alerts, read at a subject's first signal), kept
+/// current as the signals are applied.
 #[derive(Default)]
 struct CustomerContext {
     /// (tenant, subject) → the alerts about that customer.
     alerts: HashMap<(String, String), Vec<Alert>>,
     /// (tenant, customer) → risk points within [`RISK_HISTORY_MS`].
     history: HashMap<(String, String), Vec<(Timestamp, f64)>>,
+    /// (tenant, aggregate subject) → the alerts about it and its instruments, read at the
+    /// subject's first signal in the batch.
+    aggregates: HashMap<(String, String), Vec<Alert>>,
 }
 
 impl CustomerContext {
@@ -278,7 +283,7 @@ struct Batch<'a> {
     customers: &'a mut CustomerContext,
     /// Alert changes whose notifications go into the log when the batch ends.
     changes: &'a mut Vec<store::PendingChange>,
-    cache: &'a mut store::BatchCache,
+    cache: &'a mut store::BatchState,
     repeat_ms: i64,
     now: i64,
 }
@@ -301,13 +306,24 @@ async fn apply_signal(
         None => return Ok(0),
     };
     let key = (tenant.to_string(), subject.clone());
-    let (alerts, history) = match customer {
+    let (subjects, stored, history) = match customer {
         Some(c) => (
+            vec![subject.clone()],
             customers.alerts.remove(&key).unwrap_or_default(),
             customers.history.get(&(tenant.to_string(), c.customer_id.clone())).cloned().unwrap_or_default(),
         ),
-        None => (store::alerts_about_aggregate(conn, tenant, &subject).await?, Vec::new()),
+        None => {
+            let subjects = store::aggregate_subjects(&subject);
+            let stored = match customers.aggregates.remove(&key) {
+                Some(alerts) => alerts,
+                None => store::alerts_about_subjects(conn, tenant, &subjects).await?,
+            };
+            (subjects, stored, Vec::new())
+        }
     };
+    // The batch's own changes are held until it ends, so whatever was read before they
+    // were made sees them through the overlay.
+    let alerts = cache.writes.overlay(tenant, &subjects, stored);
     let mut existing: HashMap<String, Alert> = alerts.into_iter().map(|a| (a.alert_id.clone(), a)).collect();
     let known = Known {
         open: existing.values().filter(|a| a.state.is_open()).map(|a| (a.rule_id.clone(), a.subject.clone())).collect(),
@@ -323,9 +339,11 @@ async fn apply_signal(
             existing.insert(id, a);
         }
     }
-    if customer.is_some() {
-        customers.alerts.insert(key, existing.into_values().filter(|a| a.subject == subject).collect());
-    }
+    let alerts = existing.into_values().filter(|a| subjects.contains(&a.subject)).collect();
+    match customer {
+        Some(_) => customers.alerts.insert(key, alerts),
+        None => customers.aggregates.insert(key, alerts),
+    };
     Ok(notified)
 }
 
@@ -337,7 +355,7 @@ async fn apply(
     tenant: &str,
     e: &Evaluation,
     current: Option<Alert>,
-    (changes, cache): (&mut Vec<store::PendingChange>, &mut store::BatchCache),
+    (changes, cache): (&mut Vec<store::PendingChange>, &mut store::BatchState),
     repeat_ms: i64,
     now: i64,
 ) -> Result<(bool, Option<Alert>), StoreError> {
@@ -375,7 +393,7 @@ async fn apply(
     if e.customer_value.is_some() {
         alert.customer_value = e.customer_value;
     }
-    store::save_alert(conn, &mut alert, new).await?;
+    cache.writes.stage(&mut alert, new);
     let note = match change {
         Change::Fired => "condition holds",
         Change::Repeated => "still firing (repeat interval)",

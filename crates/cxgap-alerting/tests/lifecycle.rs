@@ -200,6 +200,15 @@ async fn conformance(store: AlertStore) {
     assert_eq!((risk.state, risk.episode, risk.subject.as_str()), (AlertState::Resolved, 1, "customer:c1"));
     let history: Vec<AlertState> = store.history(&risk.alert_id).await.unwrap().iter().map(|t| t.state).collect();
     assert_eq!(history, [AlertState::Firing, AlertState::Resolved]);
+    // Fired again and resolved again within one batch: the stored alert's second episode,
+    // its transitions numbered on from the first episode's.
+    let again = [customer_signal("s6", "c1", 0.9, 50_000.0), customer_signal("s7", "c1", 0.5, 50_000.0)];
+    let stats = p.process(0, &stream.batch(&again)).await.unwrap();
+    assert_eq!(stats.notifications, 2, "{stats:?}");
+    let risk = store.alert("acme", &risk.alert_id).await.unwrap().unwrap();
+    assert_eq!((risk.state, risk.episode), (AlertState::Resolved, 2));
+    let history: Vec<AlertState> = store.history(&risk.alert_id).await.unwrap().iter().map(|t| t.state).collect();
+    assert_eq!(history, [AlertState::Firing, AlertState::Resolved, AlertState::Firing, AlertState::Resolved]);
     // A replayed batch (below the stored offset) changes nothing.
     let again = p.process(0, &stream.batch(&[])).await.unwrap();
     assert_eq!(again.records, 0);
@@ -235,15 +244,15 @@ async fn conformance(store: AlertStore) {
     assert!(!muted.is_empty() && muted.iter().all(|n| n.silenced_by == "maint"));
     assert!(log.windows(2).all(|w| w[0].seq < w[1].seq), "the log is ordered");
 
-    // Deliveries: c1 fired + resolved, c2 fired + acknowledged; c3 muted. The receiver
+    // Deliveries: c1 fired + resolved twice, c2 fired + acknowledged; c3 muted. The receiver
     // fails, throttles (Retry-After: 1 s), hangs past the timeout and redirects first.
     let d = deliverer(&store, "100ms,100ms,100ms,100ms,100ms");
     drain(&d, Duration::from_secs(20)).await;
     let counts = store.delivery_counts().await.unwrap();
-    assert_eq!(counts.get("delivered"), Some(&4), "{counts:?}");
+    assert_eq!(counts.get("delivered"), Some(&6), "{counts:?}");
     let got = rx.got.lock().unwrap().clone();
     let ids: std::collections::BTreeSet<&str> = got.iter().map(|g| g.0.as_str()).collect();
-    assert_eq!(ids.len(), 4, "every notification arrived");
+    assert_eq!(ids.len(), 6, "every notification arrived");
     let key = webhook::decode_secret(&secret).unwrap();
     for (id, ts, sig, body) in &got {
         let now = ts.parse::<i64>().unwrap();
