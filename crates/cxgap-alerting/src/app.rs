@@ -269,8 +269,8 @@ impl<F: Fn() + Send + Sync> PartitionProcessor for Signals<'_, F> {
         stats.replayed < stats.records
     }
 
-    fn committed(&self, _partition: i32, stats: &BatchStats, _took: Duration) {
-        self.metrics.batch(stats);
+    fn committed(&self, _partition: i32, stats: &BatchStats, took: Duration) {
+        self.metrics.batch(stats, took);
         (self.committed)();
     }
 }

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub notifications: Counter,
     pub deliveries: Family<ResultLabel, Counter>,
     pub delivery_seconds: Histogram,
+    pub batch_seconds: Histogram,
     pub alerts: Family<StateLabel, Gauge>,
 }
 
@@ -40,6 +41,7 @@ impl Default for Metrics {
             notifications: Counter::default(),
             deliveries: Family::default(),
             delivery_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             alerts: Family::default(),
         }
     }
@@ -58,15 +60,21 @@ impl Metrics {
             "Time of one delivery attempt",
             m.delivery_seconds.clone(),
         );
+        registry.register(
+            "cxgap_alerting_batch_seconds",
+            "Time to evaluate and commit one batch of signals",
+            m.batch_seconds.clone(),
+        );
         registry.register("cxgap_alerting_alerts", "Alerts by state", m.alerts.clone());
         m
     }
 
-    pub fn batch(&self, s: &BatchStats) {
+    pub fn batch(&self, s: &BatchStats, took: Duration) {
         self.signals.inc_by(s.signals as u64);
         self.duplicates.inc_by(s.duplicates as u64);
         self.rejected.inc_by(s.rejected as u64);
         self.notifications.inc_by(s.notifications as u64);
+        self.batch_seconds.observe(took.as_secs_f64());
     }
 
     pub fn delivery(&self, o: &Outcome, took: Duration) {

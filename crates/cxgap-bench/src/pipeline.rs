@@ -475,6 +475,10 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
     let alerting =
         cxgap_alerting::App::build(cxgap_alerting::AlertingConfig::load(&settings(&broker, &db, &partitions))?).await?;
     let alerting_grpc = alerting.grpc_addr();
+    let batch_metrics = [
+        ("analytics", analytics.http_addr(), "cxgap_analytics_batch_seconds"),
+        ("alerting", alerting.http_addr(), "cxgap_alerting_batch_seconds"),
+    ];
     let services = vec![tokio::spawn(analytics.run(stop.clone())), tokio::spawn(alerting.run(stop.clone()))];
 
     let mut api = cxgap_testkit::eventually(Duration::from_secs(60), "the alerting gRPC API", || async {
@@ -559,7 +563,9 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
     };
     let last = ladder.len() - 1;
     for (i, (rate, run, what)) in ladder.into_iter().enumerate() {
+        let before = batch_totals(&batch_metrics).await?;
         let step = open_loop(&client, &key, &alerted, rate, seconds, run).await?;
+        let after = batch_totals(&batch_metrics).await?;
         let note = format!(
             "{} probes, {} without an alert after 10 s, {} failed requests; {:.0} events/s for {seconds} s",
             step.ms.len(),
@@ -599,6 +605,20 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
         }
         results.add(f);
         if i == last {
+            for ((service, _, _), (b, a)) in batch_metrics.iter().zip(before.iter().zip(&after)) {
+                let (took, batches) = (a.0 - b.0, a.1 - b.1);
+                if batches > 0.0 {
+                    results.add(
+                        Figure::new(
+                            &format!("latency_batch_mean_{service}"),
+                            &format!("{service}: mean time of a batch, processed and committed, at {what}"),
+                            took / batches * 1e3,
+                            "ms",
+                        )
+                        .note(format!("{batches:.0} batches in the step, from the service's /metrics")),
+                    );
+                }
+            }
             for (k, label, v) in hops(&db, run, &step, &alerted, origin).await? {
                 for (p, q) in [("p50", 50.0), ("p99", 99.0)] {
                     let Some(ms) = percentile(&v, q) else { continue };
@@ -863,6 +883,27 @@ async fn hops(
     ])
 }
 
+/// Each service's batch time so far: (seconds, batches), from its `/metrics`.
+async fn batch_totals(services: &[(&str, SocketAddr, &str)]) -> anyhow::Result<Vec<(f64, f64)>> {
+    let mut out = Vec::with_capacity(services.len());
+    for (service, addr, name) in services {
+        let r = cxgap_testkit::http::request(*addr, "GET", "/metrics", &[], b"").await?;
+        let totals =
+            histogram_totals(&r.text(), name).with_context(|| format!("{service}'s /metrics has no {name}"))?;
+        out.push(totals);
+    }
+    Ok(out)
+}
+
+/// A Prometheus histogram's (sum, count) in the text format.
+fn histogram_totals(text: &str, name: &str) -> Option<(f64, f64)> {
+    let value = |suffix: &str| {
+        let prefix = format!("{name}{suffix} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+    };
+    Some((value("_sum")?, value("_count")?))
+}
+
 /// The three hops of each probe found in `rows` (customer, analytics batch began,
 /// alerting batch began, in wall-clock ms), each list sorted.
 fn hop_times(
@@ -892,6 +933,14 @@ mod tests {
 
     fn round(bare: f64, grpc: f64) -> Round {
         Round { bare, grpc, cpu: None }
+    }
+
+    #[test]
+    fn a_histograms_sum_and_count_are_read_by_its_exact_name() {
+        let text = "# TYPE x_seconds histogram\nx_seconds_sum 1.5\nx_seconds_count 3\n\
+                    x_seconds_bucket{le=\"0.1\"} 1\nx_seconds_total_sum 9\n# EOF\n";
+        assert_eq!(histogram_totals(text, "x_seconds"), Some((1.5, 3.0)));
+        assert_eq!(histogram_totals(text, "y_seconds"), None);
     }
 
     #[test]
