@@ -60,6 +60,12 @@ fn in_scope(scope: &str, kind: &str, subject: &str) -> bool {
     }
 }
 
+/// The touchpoint of a customer's latest feedback that names one: the `touchpoint` label
+/// of the customer's alerts.
+pub fn feedback_touchpoint(c: &pb::CustomerRiskChanged) -> Option<&str> {
+    c.feedback.iter().rev().map(|n| n.touchpoint.as_str()).find(|t| !t.is_empty())
+}
+
 pub fn evaluate(rules: &[Rule], signal: &pb::Signal, ctx: &dyn Context) -> Vec<Evaluation> {
     let mut out = Vec::new();
     let enabled = rules.iter().filter(|r| r.enabled);
@@ -70,8 +76,8 @@ pub fn evaluate(rules: &[Rule], signal: &pb::Signal, ctx: &dyn Context) -> Vec<E
                 c.segment.iter().map(|(k, v)| (format!("segment.{k}"), v.clone())).collect();
             labels.insert("customer".into(), c.customer_id.clone());
             // Where the latest feedback happened: lets a touchpoint-wide alert inhibit it.
-            if let Some(n) = c.feedback.iter().rev().find(|n| !n.touchpoint.is_empty()) {
-                labels.insert("touchpoint".into(), n.touchpoint.clone());
+            if let Some(t) = feedback_touchpoint(c) {
+                labels.insert("touchpoint".into(), t.to_string());
             }
             let at = signal.emitted_at.as_ref().map_or(0, |t| t.seconds * 1000 + t.nanos as i64 / 1_000_000);
             for rule in enabled {

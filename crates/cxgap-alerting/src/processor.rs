@@ -117,7 +117,9 @@ impl Processor {
             .map(|s| &s.tenant_id)
         {
             if !rules.contains_key(tenant) {
-                store::ensure_tenant(&mut tx, tenant, now).await?;
+                if !self.store.tenant_known(tenant) {
+                    store::ensure_tenant(&mut tx, tenant, now).await?;
+                }
                 rules.insert(tenant.clone(), store::rules(&mut tx, tenant).await?);
             }
         }
@@ -125,6 +127,13 @@ impl Processor {
         let mut risk_points = Vec::new();
         let mut changes = Vec::new();
         let mut cache = store::BatchState::default();
+        for s in signals.iter().filter(|s| unseen.contains(&(s.tenant_id.clone(), s.signal_id.clone()))) {
+            if let Some(pb::signal::Body::Customer(c)) = &s.body
+                && let Some(t) = crate::evaluate::feedback_touchpoint(c)
+            {
+                cache.names_touchpoint(&s.tenant_id, t);
+            }
+        }
         for signal in &signals {
             // Seen before this batch, or earlier in it.
             if !unseen.remove(&(signal.tenant_id.clone(), signal.signal_id.clone())) {
@@ -185,6 +194,7 @@ impl Processor {
         // transaction waits for until this one commits.
         store::log_changes(&mut tx, changes, now).await?;
         tx.commit().await.map_err(classify)?;
+        self.store.tenants_stored(rules.keys());
         Ok(stats)
     }
 }

@@ -78,7 +78,11 @@ async fn receiver(script: &[Act]) -> (SocketAddr, Arc<Receiver>) {
 
 /// A store on a fresh SQLite file in `dir` and a processor over it.
 async fn sqlite_processor(dir: &tempfile::TempDir) -> (AlertStore, Processor) {
-    let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("alerts.db").display())).await.unwrap();
+    processor(&format!("sqlite:{}", dir.path().join("alerts.db").display())).await
+}
+
+async fn processor(url: &str) -> (AlertStore, Processor) {
+    let store = AlertStore::connect(url).await.unwrap();
     let p = Processor {
         store: store.clone(),
         config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
@@ -393,7 +397,18 @@ async fn grouping_sends_a_groups_notifications_together_and_spaces_the_batches()
 #[tokio::test]
 async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, p) = sqlite_processor(&dir).await;
+    inhibition(sqlite_processor(&dir).await).await;
+}
+
+/// On PostgreSQL the batch reads the open alerts of all the touchpoints its signals name
+/// in one keyed statement of its own.
+#[tokio::test]
+async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains_postgres() {
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    inhibition(processor(&db.url).await).await;
+}
+
+async fn inhibition((store, p): (AlertStore, Processor)) {
     let mut stream = Stream { next: 0 };
     let helpline = touchpoint_nps_collapsed("agg1", "helpline");
     p.process(
@@ -427,11 +442,23 @@ async fn a_touchpoint_wide_alert_inhibits_the_customer_alerts_it_explains() {
     let ack = |id: &str| log.iter().find(|n| n.alert_id == id && n.state == AlertState::Acknowledged).unwrap().clone();
     assert!(ack(&c1).silenced_by.starts_with("inhibited:"), "{:?}", ack(&c1));
     assert_eq!(ack(&c2).silenced_by, "", "told of the firing, told of the acknowledgement: {:?}", ack(&c2));
+
+    // Both touchpoints' alerts are stored now: one read finds each customer's own.
+    let batch = [customer_signal_at("s3", "c3", "web"), customer_signal_at("s4", "c4", "checkout")];
+    p.process(0, &stream.batch(&batch)).await.unwrap();
+    let log = store.notifications_after("acme", 0, 100).await.unwrap();
+    let checkout_alert = log.iter().find(|n| n.payload.contains("\"touchpoint:checkout\"")).unwrap().alert_id.clone();
+    assert_eq!(about_in(&log, "c3").silenced_by, "", "no alert at the web touchpoint");
+    assert_eq!(about_in(&log, "c4").silenced_by, format!("inhibited:{checkout_alert}"));
+}
+
+fn about_in(log: &[cxgap_alerting::store::Notification], customer: &str) -> cxgap_alerting::store::Notification {
+    log.iter().find(|n| n.payload.contains(&format!("\"customer:{customer}\""))).unwrap().clone()
 }
 
 #[tokio::test]
 async fn a_touchpoint_alert_raised_mid_batch_inhibits_the_customer_alerts_after_it() {
-    // A batch reads a touchpoint's open alerts once (`BatchCache`); the touchpoint's own
+    // A batch reads a touchpoint's open alerts once (`BatchState`); the touchpoint's own
     // alert firing later in the same batch must be seen by the customer alerts after it.
     let dir = tempfile::tempdir().unwrap();
     let (store, p) = sqlite_processor(&dir).await;
@@ -484,11 +511,7 @@ fn touchpoint_figures(
 #[tokio::test]
 async fn a_perception_gap_alert_resolves_when_its_instruments_gap_closes() {
     let db = cxgap_testkit::TestDb::new().await.unwrap();
-    let store = AlertStore::connect(&db.url).await.unwrap();
-    let p = Processor {
-        store: store.clone(),
-        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
-    };
+    let (store, p) = processor(&db.url).await;
     let mut stream = Stream { next: 0 };
     let state = |subject: &'static str| {
         let store = store.clone();
