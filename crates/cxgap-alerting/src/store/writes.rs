@@ -8,9 +8,9 @@
 //! inside a batch goes through [`AlertWrites::overlay`], and the transitions' numbers are
 //! taken from the stored maximum plus their place in the batch.
 
-use super::{ALERT_COLUMNS, Alert, StoreError, classify, corrupt, placeholders, severity_str};
+use super::{Alert, StoreError, classify, corrupt, placeholders, severity_str};
 use cxgap_domain::alerts::AlertState;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeSet, HashMap};
 
 /// Rows per statement: 15 parameters an alert keeps a chunk well under SQLite's 32,766.
@@ -116,30 +116,37 @@ fn labels_json(a: &Alert) -> Result<String, StoreError> {
 /// and `float8` values resolves to `float8`).
 async fn insert_alerts(conn: &mut AnyConnection, alerts: &[(Alert, i64)]) -> Result<(), StoreError> {
     let values: Vec<String> = (0..alerts.len()).map(|r| format!("({})", placeholders(1 + r * 15, 15))).collect();
-    let sql = format!("INSERT INTO alerting_alerts ({ALERT_COLUMNS}) VALUES {}", values.join(", "));
+    let sql = format!(
+        "INSERT INTO alerting_alerts (alert_id, tenant_id, rule_id, kind, subject, {STATE_COLUMNS}) VALUES {}",
+        values.join(", ")
+    );
     // Unprepared: the list's length varies, and NULL_F64_WORKAROUND.
     let mut q = sqlx::query(&sql).persistent(false);
     for (a, _) in alerts {
-        q = q
-            .bind(&a.alert_id)
-            .bind(&a.tenant_id)
-            .bind(&a.rule_id)
-            .bind(&a.kind)
-            .bind(severity_str(a.severity))
-            .bind(&a.subject)
-            .bind(a.state.as_str())
-            .bind(a.episode as i64)
-            .bind(&a.summary)
-            .bind(labels_json(a)?)
-            .bind(a.customer_value)
-            .bind(a.started_at)
-            .bind(a.updated_at)
-            .bind(a.last_notified_at)
-            .bind(a.version);
+        q = bind_state(q.bind(&a.alert_id).bind(&a.tenant_id).bind(&a.rule_id).bind(&a.kind).bind(&a.subject), a)?;
     }
     q.execute(&mut *conn).await.map_err(classify)?;
     Ok(())
 }
+
+/// What a change of an alert writes, in [`bind_state`]'s order.
+const STATE_COLUMNS: &str =
+    "severity, state, episode, summary, labels, customer_value, started_at, updated_at, last_notified_at, version";
+
+fn bind_state<'q>(q: AnyQuery<'q>, a: &'q Alert) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(severity_str(a.severity))
+        .bind(a.state.as_str())
+        .bind(a.episode as i64)
+        .bind(&a.summary)
+        .bind(labels_json(a)?)
+        .bind(a.customer_value)
+        .bind(a.started_at)
+        .bind(a.updated_at)
+        .bind(a.last_notified_at)
+        .bind(a.version))
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// Updates alerts guarded by the versions the batch read; all of them or a conflict.
 async fn update_alerts(conn: &mut AnyConnection, alerts: &[(Alert, i64)]) -> Result<(), StoreError> {
@@ -153,25 +160,19 @@ async fn update_alerts(conn: &mut AnyConnection, alerts: &[(Alert, i64)]) -> Res
         values.join(", ")
     );
     // Unprepared: see insert_alerts.
-    let mut q = sqlx::query_as(&sql).persistent(false);
+    let mut q = sqlx::query(&sql).persistent(false);
     for (a, stored) in alerts {
-        q = q
-            .bind(&a.alert_id)
-            .bind(*stored)
-            .bind(severity_str(a.severity))
-            .bind(a.state.as_str())
-            .bind(a.episode as i64)
-            .bind(&a.summary)
-            .bind(labels_json(a)?)
-            .bind(a.customer_value)
-            .bind(a.started_at)
-            .bind(a.updated_at)
-            .bind(a.last_notified_at)
-            .bind(a.version);
+        q = bind_state(q.bind(&a.alert_id).bind(*stored), a)?;
     }
-    let updated: Vec<(String,)> = q.fetch_all(&mut *conn).await.map_err(classify)?;
+    let updated: Vec<String> = q
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(classify)?
+        .iter()
+        .map(|r| r.try_get(0).map_err(|e| corrupt("updated alert id", e)))
+        .collect::<Result<_, _>>()?;
     if updated.len() != alerts.len() {
-        let updated: BTreeSet<String> = updated.into_iter().map(|(id,)| id).collect();
+        let updated: BTreeSet<String> = updated.into_iter().collect();
         let stale: Vec<&str> =
             alerts.iter().map(|(a, _)| a.alert_id.as_str()).filter(|id| !updated.contains(*id)).collect();
         return Err(StoreError::Conflict(format!("alerts changed concurrently: {}", stale.join(", "))));
@@ -225,6 +226,33 @@ mod tests {
             "c is about another subject"
         );
         assert!(w.overlay("u", &["touchpoint:web".into()], vec![]).is_empty(), "another tenant's");
+    }
+
+    /// The first alert a connection writes has no customer value, the next ones have one:
+    /// what every connection opened after a database restart may meet. Each write is its
+    /// own batch, so that each statement's parameters are typed by one alert alone.
+    #[tokio::test]
+    async fn alerts_with_and_without_a_customer_value_share_a_connection() {
+        let db = cxgap_testkit::TestDb::new().await.unwrap();
+        let store = AlertStore::connect(&db.url).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let write = |a: &mut Alert, new: bool| {
+            let mut w = AlertWrites::default();
+            w.stage(a, new);
+            w
+        };
+        for (i, value) in [None, Some(25_000.0), None, Some(0.5)].into_iter().enumerate() {
+            let mut a = Alert { customer_value: value, ..alert(&format!("a{i}"), "customer:c") };
+            write(&mut a, true).flush(&mut conn).await.unwrap_or_else(|e| panic!("insert {i} ({value:?}): {e}"));
+            a.customer_value = if value.is_some() { None } else { Some(7.0) };
+            write(&mut a, false).flush(&mut conn).await.unwrap_or_else(|e| panic!("update {i}: {e}"));
+        }
+        let values: Vec<Option<f64>> =
+            sqlx::query_scalar("SELECT customer_value FROM alerting_alerts ORDER BY alert_id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(values, vec![Some(7.0), None, Some(7.0), None]);
     }
 
     async fn sqlite() -> (tempfile::TempDir, AlertStore) {
