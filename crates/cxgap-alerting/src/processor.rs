@@ -123,7 +123,7 @@ impl Processor {
                 rules.insert(tenant.clone(), store::rules(&mut tx, tenant).await?);
             }
         }
-        let mut customers = CustomerContext::load(&mut tx, &signals, &unseen, now).await?;
+        let mut customers = SubjectContext::load(&mut tx, &signals, &unseen, now).await?;
         let mut risk_points = Vec::new();
         let mut changes = Vec::new();
         let mut cache = store::BatchState::default();
@@ -203,7 +203,7 @@ impl Processor {
 /// for the batch) and aggregates (their alerts, read at a subject's first signal), kept
 /// current as the signals are applied.
 #[derive(Default)]
-struct CustomerContext {
+struct SubjectContext {
     /// (tenant, subject) → the alerts about that customer.
     alerts: HashMap<(String, String), Vec<Alert>>,
     /// (tenant, customer) → risk points within [`RISK_HISTORY_MS`].
@@ -213,20 +213,20 @@ struct CustomerContext {
     aggregates: HashMap<(String, String), Vec<Alert>>,
 }
 
-impl CustomerContext {
+impl SubjectContext {
     async fn load(
         conn: &mut AnyConnection,
         signals: &[pb::Signal],
         unseen: &std::collections::HashSet<(String, String)>,
         now: i64,
-    ) -> Result<CustomerContext, StoreError> {
+    ) -> Result<SubjectContext, StoreError> {
         let mut by_tenant: HashMap<&str, Vec<String>> = HashMap::new();
         for s in signals.iter().filter(|s| unseen.contains(&(s.tenant_id.clone(), s.signal_id.clone()))) {
             if let Some(pb::signal::Body::Customer(c)) = &s.body {
                 by_tenant.entry(&s.tenant_id).or_default().push(c.customer_id.clone());
             }
         }
-        let mut ctx = CustomerContext::default();
+        let mut ctx = SubjectContext::default();
         for (tenant, mut ids) in by_tenant {
             ids.sort();
             ids.dedup();
@@ -290,7 +290,7 @@ type RiskChanges = (Vec<(String, String, i64, f64)>, Vec<(String, String, i64)>)
 
 /// What applying a batch's signals carries from one signal to the next.
 struct Batch<'a> {
-    customers: &'a mut CustomerContext,
+    customers: &'a mut SubjectContext,
     /// Alert changes whose notifications go into the log when the batch ends.
     changes: &'a mut Vec<store::PendingChange>,
     cache: &'a mut store::BatchState,
