@@ -8,7 +8,7 @@
 //!
 //! Held back, the writes are invisible to the batch's own reads, so every read of alerts
 //! inside a batch goes through [`AlertWrites::overlay`], and the transitions' numbers are
-//! taken from the stored maximum plus their place in the batch.
+//! taken from the stored maximum plus their place in the statement.
 
 use super::{Alert, StoreError, classify, corrupt, placeholders, severity_str};
 use cxgap_domain::alerts::AlertState;
@@ -72,20 +72,20 @@ impl AlertWrites {
         for chunk in changed.chunks(CHUNK) {
             update_alerts(conn, chunk).await?;
         }
-        let mut place: HashMap<&str, i64> = HashMap::new();
-        let numbered: Vec<_> = self
-            .transitions
-            .iter()
-            .map(|t| {
-                let n = place.entry(&t.0).or_default();
-                *n += 1;
-                (t, *n)
-            })
-            .collect();
-        for chunk in numbered.chunks(CHUNK) {
+        for chunk in self.transitions.chunks(CHUNK) {
+            // Each chunk's statement sees the chunks before it, so places count within it.
+            let mut place: HashMap<&str, i64> = HashMap::new();
+            let chunk: Vec<_> = chunk
+                .iter()
+                .map(|t| {
+                    let n = place.entry(&t.0).or_default();
+                    *n += 1;
+                    (t, *n)
+                })
+                .collect();
             let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 6, 6))).collect();
             // A transition's number is the alert's stored maximum plus its place among the
-            // batch's transitions of that alert; the subquery reads the table as it stood
+            // chunk's transitions of that alert; the subquery reads the table as it stood
             // before the statement, on PostgreSQL and SQLite alike.
             let sql = format!(
                 "INSERT INTO alerting_transitions (alert_id, at, seq, state, by_whom, note) \
@@ -95,7 +95,7 @@ impl AlertWrites {
             );
             // Unprepared: the list's length varies from batch to batch.
             let mut q = sqlx::query(&sql).persistent(false);
-            for ((id, at, state, by, note), n) in chunk {
+            for ((id, at, state, by, note), n) in &chunk {
                 q = q.bind(id).bind(*at).bind(*n).bind(state.as_str()).bind(by).bind(note);
             }
             q.execute(&mut *conn).await.map_err(classify)?;
@@ -289,6 +289,24 @@ mod tests {
             history,
             [(0, AlertState::Firing), (1, AlertState::Resolved), (10, AlertState::Firing), (11, AlertState::Resolved)]
         );
+    }
+
+    /// More transitions of one alert than a statement takes: numbered 1, 2, … across the
+    /// statements, without gaps.
+    #[tokio::test]
+    async fn transitions_beyond_one_statement_are_numbered_without_gaps() {
+        let (_dir, store) = sqlite().await;
+        let mut conn = store.pool.acquire().await.unwrap();
+        let mut a = alert("a", "customer:c");
+        let mut w = AlertWrites::default();
+        w.stage(&mut a, true);
+        for at in 0..CHUNK as i64 + 2 {
+            w.transition(&a, at, "rule", "");
+        }
+        w.flush(&mut conn).await.unwrap();
+        let seqs: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM alerting_transitions ORDER BY at").fetch_all(&mut *conn).await.unwrap();
+        assert_eq!(seqs, (1..=CHUNK as i64 + 2).collect::<Vec<_>>());
     }
 
     #[tokio::test]
