@@ -336,7 +336,7 @@ impl System {
             Err(e) => return format!("database: {e}"),
         };
         let pending: Result<i64, _> =
-            sqlx::query_scalar("SELECT count(*) FROM analytics_signals WHERE published = 0").fetch_one(&pool).await;
+            sqlx::query_scalar("SELECT count(*) FROM analytics_outbox").fetch_one(&pool).await;
         let offsets: Result<Vec<(i64, i64)>, _> =
             sqlx::query_as("SELECT partition_id, next_offset FROM alerting_offsets WHERE topic = 'cxgap.signals.v1'")
                 .fetch_all(&pool)

@@ -141,7 +141,8 @@ pub(crate) async fn write_customers(
 }
 
 /// `INSERT … ON CONFLICT DO NOTHING`: a signal id already stored is the same signal,
-/// decided again. Returns how many were new.
+/// decided again (published or still in the outbox). The new ones, and only they, go into
+/// the outbox with their payload, in the same statement. Returns how many were new.
 pub(crate) async fn insert_signals(
     conn: &mut PgConnection,
     signals: &[OutboxSignal],
@@ -151,11 +152,13 @@ pub(crate) async fn insert_signals(
         return Ok(0);
     }
     let r = sqlx::query(
-        "INSERT INTO analytics_signals (signal_id, tenant_id, kind, subject, msg_key, created_at, risk, payload) \
-         SELECT id, tenant, kind, subject, msg_key, $1, risk, payload FROM UNNEST($2::text[], $3::text[], \
-         $4::text[], $5::text[], $6::text[], $7::float8[], $8::text[]) \
-         AS u(id, tenant, kind, subject, msg_key, risk, payload) \
-         ON CONFLICT (signal_id) DO NOTHING",
+        "WITH u AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::float8[], $8::text[]) AS u(id, tenant, kind, subject, msg_key, risk, payload)), \
+         new AS (INSERT INTO analytics_signals (signal_id, tenant_id, kind, subject, msg_key, created_at, risk) \
+         SELECT id, tenant, kind, subject, msg_key, $1, risk FROM u \
+         ON CONFLICT (signal_id) DO NOTHING RETURNING signal_id) \
+         INSERT INTO analytics_outbox (created_at, signal_id, tenant_id, msg_key, payload) \
+         SELECT $1, u.id, u.tenant, u.msg_key, u.payload FROM u JOIN new ON new.signal_id = u.id",
     )
     .bind(now_ms)
     .bind(signals.iter().map(|s| s.id.as_str()).collect::<Vec<_>>())
@@ -171,15 +174,20 @@ pub(crate) async fn insert_signals(
     Ok(r.rows_affected())
 }
 
-/// Marks these signals published; one prepared statement for any number of ids.
-pub(crate) async fn mark_published(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError> {
-    if ids.is_empty() {
+/// Takes published signals out of the outbox, by its key; one prepared statement for
+/// any number of rows.
+pub(crate) async fn mark_published(conn: &mut PgConnection, rows: &[(i64, &str)]) -> Result<(), StoreError> {
+    if rows.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE analytics_signals SET published = 1 WHERE signal_id = ANY($1::text[])")
-        .bind(ids)
-        .execute(conn)
-        .await
-        .map_err(classify)?;
+    sqlx::query(
+        "DELETE FROM analytics_outbox o USING UNNEST($1::bigint[], $2::text[]) AS u(created_at, signal_id) \
+         WHERE o.created_at = u.created_at AND o.signal_id = u.signal_id",
+    )
+    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .execute(conn)
+    .await
+    .map_err(classify)?;
     Ok(())
 }

@@ -327,7 +327,7 @@ pub async fn relay<P: Publisher>(
     let mut failed = None;
     for (row, r) in rows.iter().zip(results) {
         match r {
-            Ok(_) => done.push(row.id.clone()),
+            Ok(_) => done.push(row),
             Err(e) => {
                 failed.get_or_insert(e.to_string());
             }

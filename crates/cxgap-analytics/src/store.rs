@@ -68,6 +68,8 @@ pub struct OutboxSignal {
 /// An outbox row waiting for the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpublished {
+    /// When the batch that decided it began (ms since the epoch): the outbox's order.
+    pub created_at: i64,
     pub id: String,
     pub tenant: String,
     pub key: String,
@@ -131,8 +133,9 @@ pub(crate) fn payload_text(sg: &OutboxSignal) -> String {
     base64::engine::general_purpose::STANDARD.encode(&sg.payload)
 }
 
-/// SQLite: multi-row `INSERT … ON CONFLICT DO NOTHING`, within its bind limit (a signal id
-/// already stored is the same signal, decided again). PostgreSQL: [`pgbatch::insert_signals`].
+/// SQLite: multi-row `INSERT … ON CONFLICT DO NOTHING … RETURNING`, within its bind
+/// limit (a signal id already stored is the same signal, decided again), and the new ones
+/// into the outbox. PostgreSQL: [`pgbatch::insert_signals`].
 async fn insert_signals(
     conn: &mut sqlx::AnyConnection,
     signals: &[OutboxSignal],
@@ -140,13 +143,13 @@ async fn insert_signals(
 ) -> Result<u64, StoreError> {
     let mut inserted = 0;
     for chunk in signals.chunks(500) {
-        let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 8, 8))).collect();
+        let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(1 + r * 7, 7))).collect();
         let sql = format!(
-            "INSERT INTO analytics_signals (signal_id, tenant_id, kind, subject, msg_key, created_at, risk, payload) \
-             VALUES {} ON CONFLICT (signal_id) DO NOTHING",
+            "INSERT INTO analytics_signals (signal_id, tenant_id, kind, subject, msg_key, created_at, risk) \
+             VALUES {} ON CONFLICT (signal_id) DO NOTHING RETURNING signal_id",
             values.join(", ")
         );
-        let mut q = sqlx::query(&sql).persistent(false);
+        let mut q = sqlx::query_scalar::<_, String>(&sql).persistent(false);
         for sg in chunk {
             q = q
                 .bind(&sg.id)
@@ -155,10 +158,23 @@ async fn insert_signals(
                 .bind(&sg.subject)
                 .bind(&sg.key)
                 .bind(now_ms)
-                .bind(sg.risk)
-                .bind(payload_text(sg));
+                .bind(sg.risk);
         }
-        inserted += q.execute(&mut *conn).await.map_err(classify)?.rows_affected();
+        let new: HashSet<String> = q.fetch_all(&mut *conn).await.map_err(classify)?.into_iter().collect();
+        let new: Vec<&OutboxSignal> = chunk.iter().filter(|sg| new.contains(&sg.id)).collect();
+        if new.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "INSERT INTO analytics_outbox (created_at, signal_id, tenant_id, msg_key, payload) VALUES {}",
+            (0..new.len()).map(|r| format!("($1, {})", placeholders(2 + r * 4, 4))).collect::<Vec<_>>().join(", ")
+        );
+        let mut q = sqlx::query(&sql).persistent(false).bind(now_ms);
+        for sg in &new {
+            q = q.bind(&sg.id).bind(&sg.tenant).bind(&sg.key).bind(payload_text(sg));
+        }
+        q.execute(&mut *conn).await.map_err(classify)?;
+        inserted += new.len() as u64;
     }
     Ok(inserted)
 }
@@ -341,8 +357,8 @@ impl AnalyticsStore {
     /// The oldest signals not yet published, oldest first.
     pub async fn unpublished(&self, limit: usize) -> Result<Vec<Unpublished>, StoreError> {
         use base64::Engine as _;
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT signal_id, tenant_id, msg_key, payload FROM analytics_signals WHERE published = 0 \
+        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT created_at, signal_id, tenant_id, msg_key, payload FROM analytics_outbox \
              ORDER BY created_at, signal_id LIMIT $1",
         )
         .bind(limit as i64)
@@ -350,28 +366,30 @@ impl AnalyticsStore {
         .await
         .map_err(classify)?;
         rows.into_iter()
-            .map(|(id, tenant, key, payload)| {
+            .map(|(created_at, id, tenant, key, payload)| {
                 let payload = base64::engine::general_purpose::STANDARD
                     .decode(payload)
                     .map_err(|e| corrupt("signal payload", e))?;
-                Ok(Unpublished { id, tenant, key, payload })
+                Ok(Unpublished { created_at, id, tenant, key, payload })
             })
             .collect()
     }
 
-    pub async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+    /// Takes these signals out of the outbox: the broker has them.
+    pub async fn mark_published(&self, done: &[&Unpublished]) -> Result<(), StoreError> {
+        let rows: Vec<(i64, &str)> = done.iter().map(|u| (u.created_at, u.id.as_str())).collect();
         if let Some(pg) = &self.pg {
             let mut conn = pg.acquire().await.map_err(classify)?;
-            return pgbatch::mark_published(&mut conn, ids).await;
+            return pgbatch::mark_published(&mut conn, &rows).await;
         }
-        for chunk in ids.chunks(500) {
+        for chunk in rows.chunks(400) {
             let sql = format!(
-                "UPDATE analytics_signals SET published = 1 WHERE signal_id IN ({})",
-                placeholders(1, chunk.len())
+                "DELETE FROM analytics_outbox WHERE (created_at, signal_id) IN (VALUES {})",
+                (0..chunk.len()).map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2)).collect::<Vec<_>>().join(", ")
             );
             let mut q = sqlx::query(&sql).persistent(false);
-            for id in chunk {
-                q = q.bind(id);
+            for (created_at, id) in chunk {
+                q = q.bind(*created_at).bind(*id);
             }
             q.execute(&self.pool).await.map_err(classify)?;
         }
@@ -399,14 +417,19 @@ impl AnalyticsStore {
         Ok(rows.into_iter().rev().collect())
     }
 
-    /// Forgets published signals older than `before_ms` (their retention).
+    /// Forgets published signals older than `before_ms` (their retention); one still in the
+    /// outbox stays until it is published.
     pub async fn prune_signals(&self, before_ms: i64) -> Result<u64, StoreError> {
-        sqlx::query("DELETE FROM analytics_signals WHERE published = 1 AND created_at < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(classify)
+        sqlx::query(
+            "DELETE FROM analytics_signals WHERE created_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM analytics_outbox o WHERE o.created_at = analytics_signals.created_at \
+             AND o.signal_id = analytics_signals.signal_id)",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(classify)
     }
 
     /// The latest event day a tenant has figures for.

@@ -182,6 +182,8 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
     use cxgap_proto::signals as spb;
     let pending = store.unpublished(10_000).await.unwrap();
     assert!(!pending.is_empty());
+    assert!(pending.windows(2).all(|w| (w[0].created_at, &w[0].id) < (w[1].created_at, &w[1].id)), "oldest first");
+    assert_eq!(store.prune_signals(i64::MAX).await.unwrap(), 0, "signals in the outbox outlive their retention");
     let bus = MemoryBus::new();
     bus.ensure_topics(&[TopicSpec { name: "signals".into(), partitions: 2, replication: 1 }]).await.unwrap();
     assert_eq!(relay(store, &bus, "signals", 10_000).await.unwrap(), pending.len());
@@ -261,6 +263,49 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
     assert_eq!(newer.current, helpline.current.to_row().unwrap().to_vec());
     assert_eq!(newer.previous, helpline.previous.to_row().unwrap().to_vec());
     assert_eq!(store.prune_signals(0).await.unwrap(), 0, "nothing is older than the epoch");
+    assert!(store.unpublished(10).await.unwrap().is_empty());
+    assert!(store.prune_signals(i64::MAX).await.unwrap() > 0, "published signals past their retention go");
+    assert!(store.risk_history("acme", "c1", 100).await.unwrap().is_empty());
+}
+
+/// Signals waiting for the relay when the outbox moved to a table of its own (migration
+/// 1006) are in it afterwards, and only they: nothing decided before is lost or sent twice.
+async fn outbox_migration(url: &str) {
+    static ALL: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+    let before: Vec<sqlx::migrate::Migration> = ALL.migrations.iter().filter(|m| m.version < 1006).cloned().collect();
+    let old = sqlx::migrate::Migrator { migrations: before.into(), ..sqlx::migrate::Migrator::DEFAULT };
+    let pool = cxgap_runtime::db::connect(url, &old).await.unwrap();
+    for (id, created_at, published) in [("s-sent", 1i64, 1i32), ("s-waiting-b", 2, 0), ("s-waiting-a", 2, 0)] {
+        sqlx::query(
+            "INSERT INTO analytics_signals (signal_id, tenant_id, kind, subject, msg_key, created_at, risk, payload, \
+             published) VALUES ($1, 'acme', 'customer', 'c1', 'acme/c1', $2, 0.5, 'AAEC', $3)",
+        )
+        .bind(id)
+        .bind(created_at)
+        .bind(published)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    let store = AnalyticsStore::connect(url).await.unwrap();
+    let waiting = store.unpublished(10).await.unwrap();
+    let ids: Vec<&str> = waiting.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, ["s-waiting-a", "s-waiting-b"]);
+    assert_eq!((waiting[0].tenant.as_str(), waiting[0].key.as_str()), ("acme", "acme/c1"));
+    assert_eq!(waiting[0].payload, [0, 1, 2]);
+    store.mark_published(&[&waiting[1]]).await.unwrap();
+    let ids: Vec<String> = store.unpublished(10).await.unwrap().into_iter().map(|u| u.id).collect();
+    assert_eq!(ids, ["s-waiting-a"], "only the row marked leaves the outbox");
+    assert_eq!(store.prune_signals(i64::MAX).await.unwrap(), 2, "the signals already sent go; the waiting one stays");
+}
+
+#[tokio::test]
+async fn outbox_migration_keeps_waiting_signals() {
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    outbox_migration(&db.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    outbox_migration(&format!("sqlite:{}", dir.path().join("analytics.sqlite").display())).await;
 }
 
 #[tokio::test]
