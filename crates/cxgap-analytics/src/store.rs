@@ -68,7 +68,8 @@ pub struct OutboxSignal {
 /// An outbox row waiting for the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpublished {
-    /// When the batch that decided it began (ms since the epoch): the outbox's order.
+    /// When it was decided (ms since the epoch; for a customer signal, when its batch
+    /// began): the outbox's order, with the id.
     pub created_at: i64,
     pub id: String,
     pub tenant: String,
