@@ -6,7 +6,7 @@
 //! in binary (measured on the ninth benchmark machine). A multi-row `VALUES` list costs
 //! more still (an expression per value).
 
-use crate::store::{OutboxSignal, StoreError, classify, corrupt};
+use crate::store::{OutboxSignal, StoreError, Unpublished, classify, corrupt};
 use cxgap_domain::aggregate::CELL_ROW_WIDTH;
 use cxgap_domain::customer::CustomerState;
 use cxgap_domain::model::Attributes;
@@ -176,16 +176,16 @@ pub(crate) async fn insert_signals(
 
 /// Takes published signals out of the outbox, by its key; one prepared statement for
 /// any number of rows.
-pub(crate) async fn mark_published(conn: &mut PgConnection, rows: &[(i64, &str)]) -> Result<(), StoreError> {
-    if rows.is_empty() {
+pub(crate) async fn mark_published(conn: &mut PgConnection, done: &[&Unpublished]) -> Result<(), StoreError> {
+    if done.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "DELETE FROM analytics_outbox o USING UNNEST($1::bigint[], $2::text[]) AS u(created_at, signal_id) \
          WHERE o.created_at = u.created_at AND o.signal_id = u.signal_id",
     )
-    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(done.iter().map(|u| u.created_at).collect::<Vec<_>>())
+    .bind(done.iter().map(|u| u.id.as_str()).collect::<Vec<_>>())
     .execute(conn)
     .await
     .map_err(classify)?;

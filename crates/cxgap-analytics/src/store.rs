@@ -378,19 +378,18 @@ impl AnalyticsStore {
 
     /// Takes these signals out of the outbox: the broker has them.
     pub async fn mark_published(&self, done: &[&Unpublished]) -> Result<(), StoreError> {
-        let rows: Vec<(i64, &str)> = done.iter().map(|u| (u.created_at, u.id.as_str())).collect();
         if let Some(pg) = &self.pg {
             let mut conn = pg.acquire().await.map_err(classify)?;
-            return pgbatch::mark_published(&mut conn, &rows).await;
+            return pgbatch::mark_published(&mut conn, done).await;
         }
-        for chunk in rows.chunks(400) {
+        for chunk in done.chunks(400) {
             let sql = format!(
                 "DELETE FROM analytics_outbox WHERE (created_at, signal_id) IN (VALUES {})",
                 (0..chunk.len()).map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2)).collect::<Vec<_>>().join(", ")
             );
             let mut q = sqlx::query(&sql).persistent(false);
-            for (created_at, id) in chunk {
-                q = q.bind(*created_at).bind(*id);
+            for u in chunk {
+                q = q.bind(u.created_at).bind(&u.id);
             }
             q.execute(&self.pool).await.map_err(classify)?;
         }
