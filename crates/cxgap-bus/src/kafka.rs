@@ -157,6 +157,17 @@ impl Deliveries {
     }
 }
 
+/// Forgets its call when dropped: a publish abandoned halfway (its caller went away while
+/// it waited for room in the local queue) leaves records that will never be reported, and
+/// its call would otherwise wait for them forever. Harmless after the call completed.
+struct Forget<'a>(&'a Deliveries, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.close(self.1);
+    }
+}
+
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
@@ -267,10 +278,16 @@ fn owned_headers(headers: &[(Cow<'static, str>, Vec<u8>)]) -> OwnedHeaders {
 
 impl Publisher for KafkaPublisher {
     async fn publish(&self, records: Vec<Record>) -> Vec<Result<Delivered, BusError>> {
+        const MAX: usize = 1 << POSITION_BITS;
+        if records.len() > MAX {
+            let e = format!("a publish holds at most {MAX} records; this one had {}", records.len());
+            return records.iter().map(|_| Err(BusError::Rejected(e.clone()))).collect();
+        }
         let (generation, producer) = self.current();
         let deliveries = producer.context().clone();
         let deadline = Instant::now() + self.config.delivery_timeout;
         let (call, answers) = deliveries.open(records.len());
+        let _forget = Forget(&deliveries, call);
         for (position, r) in records.iter().enumerate() {
             let mut br = BaseRecord::with_opaque_to(&r.topic, Deliveries::opaque(call, position))
                 .key(&r.key)
@@ -506,6 +523,10 @@ mod tests {
         d.close(c);
         d.answer(c, 0, at(0, 1));
         assert!(d.calls.lock().unwrap().1.is_empty());
+        // A publish dropped halfway forgets its call.
+        let (e, _re) = d.open(2);
+        drop(Forget(&d, e));
+        assert!(d.calls.lock().unwrap().1.is_empty(), "an abandoned call is not kept");
         assert_eq!(d.open(0).1.await.unwrap(), Vec::new());
         // Call numbers and positions survive the round trip through the opaque.
         let opaque = Deliveries::opaque(a, 5);
