@@ -114,7 +114,8 @@ struct Deliveries {
 }
 
 impl Deliveries {
-    /// Registers a call of `n` records: its number and where its answers arrive.
+    /// Registers a call of `n` records: its number and where its answers arrive. Number 0
+    /// is an empty call's, never registered, so forgetting one touches no other call.
     fn open(&self, n: usize) -> (u64, tokio::sync::oneshot::Receiver<Answers>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if n == 0 {
@@ -123,8 +124,8 @@ impl Deliveries {
         }
         let mut calls = self.calls.lock().expect("deliveries lock");
         let (next, open) = &mut *calls;
-        let id = *next;
-        *next = (*next + 1) & ((1u64 << (usize::BITS - POSITION_BITS)) - 1);
+        let id = (*next).max(1);
+        *next = (id + 1) & ((1u64 << (usize::BITS - POSITION_BITS)) - 1);
         open.insert(id, Call { answers: vec![None; n], left: n, done: tx });
         (id, rx)
     }
@@ -318,7 +319,7 @@ impl Publisher for KafkaPublisher {
         let answers = match tokio::time::timeout_at((deadline + margin).into(), answers).await {
             Ok(Ok(a)) => a,
             _ => {
-                deliveries.close(call);
+                // `_forget` drops the call: reports that come later are ignored.
                 warn!(records = records.len(), "delivery reports did not arrive; the records count as failed");
                 vec![None; records.len()]
             }
@@ -528,6 +529,14 @@ mod tests {
         drop(Forget(&d, e));
         assert!(d.calls.lock().unwrap().1.is_empty(), "an abandoned call is not kept");
         assert_eq!(d.open(0).1.await.unwrap(), Vec::new());
+        // Forgetting an empty call leaves every other call alone, the first one included.
+        let fresh = Deliveries::default();
+        let (f, rf) = fresh.open(1);
+        let (empty, _) = fresh.open(0);
+        assert_ne!(f, empty);
+        drop(Forget(&fresh, empty));
+        fresh.answer(f, 0, at(2, 4));
+        assert_eq!(rf.await.expect("f is complete"), vec![Some(at(2, 4))]);
         // Call numbers and positions survive the round trip through the opaque.
         let opaque = Deliveries::opaque(a, 5);
         assert_eq!(((opaque >> POSITION_BITS) as u64, opaque & ((1 << POSITION_BITS) - 1)), (a, 5));
