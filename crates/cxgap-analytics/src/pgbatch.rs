@@ -14,6 +14,20 @@ use cxgap_domain::state::CellCoords;
 use sqlx::PgConnection;
 use std::collections::HashSet;
 
+/// How a batch's transaction begins: with generic plans for its statements, in the same
+/// round trip. Each statement has one text for any number of rows and is prepared once per
+/// connection, but PostgreSQL kept planning it anew for every batch: the generic plan's
+/// estimate for an array of unknown length never beat the custom plans' average, so it was
+/// never chosen. Planning the cell upsert (77 value expressions, 77 assignments) took
+/// about 1 ms a batch, a quarter of its time (`pg_stat_statements` with planning tracked).
+/// Nothing here has a plan that depends on its parameters' values: every statement is a
+/// key lookup, an insert from arrays or an upsert on its key. `SET LOCAL` ends with the
+/// transaction, so the statements outside it (the relay's, the evaluation's) plan as
+/// before: session-wide, the relay's delete took a generic hash join over the outbox and
+/// ran four times slower. Measured: analytics' throughput +10–23 %, the pipeline's
+/// backlog rate +30 % (`docs/benchmarks.md`, 2026-11-30, fourteenth run).
+pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+
 /// A cell ready to store: coordinates, segment as JSON, and the integer row.
 pub(crate) type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
 

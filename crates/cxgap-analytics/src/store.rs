@@ -333,7 +333,7 @@ impl AnalyticsStore {
         now_ms: i64,
     ) -> Result<PartitionTx, StoreError> {
         let tx = match &self.pg {
-            Some(pg) => Tx::Pg(pg.begin().await.map_err(classify)?),
+            Some(pg) => Tx::Pg(pg.begin_with(pgbatch::BEGIN).await.map_err(classify)?),
             None => Tx::Any(self.pool.begin().await.map_err(classify)?),
         };
         let mut tx = PartitionTx { tx, now_ms };
@@ -743,4 +743,63 @@ async fn write_values(
         q.execute(&mut *tx).await.map_err(classify)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxgap_domain::{Channel, FeedbackDraft, GapState, JourneyStage, Timestamp, Violations};
+
+    fn cells(n: usize) -> Vec<(CellCoords, CellAgg)> {
+        let mut s = GapState::new();
+        for i in 0..n {
+            let e = FeedbackDraft {
+                event_id: format!("e{i}"),
+                customer_id: format!("c{i}"),
+                channel: Some(Channel::ALL[i % 10]),
+                journey_stage: Some(JourneyStage::ALL[i % 9]),
+                occurred_at: Some(Timestamp(i as i64 * 86_400_000)),
+                nps: Some((i % 11) as i64),
+                ..Default::default()
+            }
+            .validate(Timestamp(i64::MAX / 4), Violations::default())
+            .expect("valid event");
+            s.apply(&e);
+        }
+        s.snapshot().cells
+    }
+
+    /// The cell upsert is planned once per connection, not once per batch (see
+    /// `pgbatch::BEGIN`), and only inside a batch's transaction.
+    #[tokio::test]
+    async fn a_batch_plans_its_statements_generically_and_only_inside_its_transaction() {
+        let db = cxgap_testkit::TestDb::new().await.expect("test database");
+        let store = AnalyticsStore::connect(&db.url).await.expect("store");
+        let pg = store.pg.clone().expect("a PostgreSQL store has a native pool");
+        // Batches of different sizes: custom plans would be made for each.
+        for (i, n) in [3usize, 40, 7, 25, 11, 2, 30].into_iter().enumerate() {
+            let expected = (i > 0).then_some(i as i64);
+            let mut tx = store.begin_batch("g", "feedback", 0, expected, i as i64 + 1, 0).await.expect("begin");
+            let write = TenantWrite { tenant: "acme".into(), cells: cells(n), ..Default::default() };
+            tx.write(&write).await.expect("write");
+            let Tx::Pg(conn) = &mut tx.tx else { panic!("PostgreSQL batches use the native driver") };
+            let (mode,): (String,) =
+                sqlx::query_as("SELECT current_setting('plan_cache_mode')").fetch_one(&mut **conn).await.expect("mode");
+            assert_eq!(mode, "force_generic_plan");
+            let (generic, custom): (i64, i64) = sqlx::query_as(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+                 WHERE statement LIKE 'INSERT INTO analytics_cells%'",
+            )
+            .fetch_one(&mut **conn)
+            .await
+            .expect("the cell upsert is prepared on this connection");
+            assert_eq!(custom, 0, "batch {i}: the cell upsert was planned for its parameters");
+            assert!(generic >= 1);
+            tx.commit().await.expect("commit");
+        }
+        let mut conn = pg.acquire().await.expect("connection");
+        let (mode,): (String,) =
+            sqlx::query_as("SELECT current_setting('plan_cache_mode')").fetch_one(&mut *conn).await.expect("mode");
+        assert_eq!(mode, "auto", "outside a batch the server's setting holds");
+    }
 }
