@@ -875,6 +875,19 @@ async fn hops(
     .bind(format!("probe-{run}-%"))
     .fetch_all(&mut conn)
     .await?;
+    // Each probe on the timeline, to tell a queue that grows through the step from stalls
+    // that come and go (the percentiles cannot).
+    if let Ok(path) = std::env::var("CXGAP_BENCH_PROBES_OUT") {
+        let alerted = alerted.lock().expect("lock");
+        let mut out = String::from("customer,acknowledged_ms,analytics_batch_ms,alerting_batch_ms,alerted_ms\n");
+        for (customer, analytics, alerting) in &rows {
+            let subject = format!("customer:{customer}");
+            if let (Some(&acked), Some(&got)) = (step.acked.get(&subject), alerted.get(&subject)) {
+                out.push_str(&format!("{customer},{:.1},{analytics},{alerting},{:.1}\n", wall(acked), wall(got)));
+            }
+        }
+        std::fs::write(&path, out).with_context(|| format!("writing the probes to {path}"))?;
+    }
     let [a, b, c] = hop_times(&rows, &step.acked, &alerted.lock().expect("lock"), wall);
     Ok([
         ("ingest_analytics", "ingest's acknowledgement → the analytics batch began", a),
