@@ -64,6 +64,31 @@ fn cell_upsert_sql() -> &'static str {
     })
 }
 
+/// Moves stored offsets (partition, expected, next) in one statement; returns the
+/// partitions that moved (one whose offset was not at `expected` did not).
+pub(crate) async fn move_offsets(
+    conn: &mut PgConnection,
+    group: &str,
+    topic: &str,
+    moves: &[(i32, i64, i64)],
+) -> Result<Vec<i32>, StoreError> {
+    let rows = sqlx::query_as::<_, (i64,)>(
+        "UPDATE analytics_offsets o SET next_offset = u.next \
+         FROM UNNEST($3::bigint[], $4::bigint[], $5::bigint[]) AS u(partition_id, expected, next) \
+         WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition_id = u.partition_id \
+         AND o.next_offset = u.expected RETURNING o.partition_id",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(moves.iter().map(|m| i64::from(m.0)).collect::<Vec<_>>())
+    .bind(moves.iter().map(|m| m.1).collect::<Vec<_>>())
+    .bind(moves.iter().map(|m| m.2).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await
+    .map_err(classify)?;
+    Ok(rows.into_iter().map(|r| r.0 as i32).collect())
+}
+
 /// Records `ids` as processed and returns the ones that were not before (see
 /// `PartitionTx::claim`).
 pub(crate) async fn claim(

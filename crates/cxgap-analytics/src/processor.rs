@@ -135,8 +135,16 @@ impl<P: Publisher> Processor<P> {
         // (partition, stored offset, next offset) of each partition with records to apply.
         let mut moves = Vec::with_capacity(parts.len());
         let mut fresh: Vec<(i32, &Consumed)> = Vec::new();
+        // A group's stored offsets in one read, not one per partition.
+        let stored: Option<BTreeMap<i32, i64>> = match parts {
+            [_] => None,
+            _ => Some(self.store.offsets(&c.group, &c.topic).await?.into_iter().collect()),
+        };
         for &(partition, records) in parts {
-            let expected = self.store.next_offset(&c.group, &c.topic, partition).await?;
+            let expected = match &stored {
+                Some(all) => all.get(&partition).copied(),
+                None => self.store.next_offset(&c.group, &c.topic, partition).await?,
+            };
             let f = cxgap_bus::consume::fresh(partition, records, expected, accept_gap).map_err(ProcessError::Gap)?;
             stats.records += records.len();
             stats.replayed += f.replayed;
@@ -178,9 +186,7 @@ impl<P: Publisher> Processor<P> {
         // The offset moves first: a batch another instance already applied is refused
         // before any work is done on it.
         let mut tx = self.store.begin_batch(&c.group, &c.topic, partition, expected, next, now).await?;
-        for &(partition, expected, next) in more {
-            tx.move_offset(&c.group, &c.topic, partition, expected, next).await?;
-        }
+        tx.move_offsets(&c.group, &c.topic, more).await?;
         let mut changed = Vec::new();
         for (tenant, (events, assessments)) in by_tenant {
             let mut ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();

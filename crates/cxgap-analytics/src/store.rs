@@ -606,6 +606,35 @@ impl PartitionTx {
         }
     }
 
+    /// Moves other partitions' stored offsets in this transaction, each from `expected` to
+    /// `next` (a group of partition batches); `Fenced`, naming the first partition whose
+    /// offset was not at `expected`, as in [`AnalyticsStore::begin_batch`]. On PostgreSQL
+    /// the partitions already stored move in one statement: a group spans up to every
+    /// partition, and a statement each was two thirds of a grouped batch's statements.
+    pub async fn move_offsets(
+        &mut self,
+        group: &str,
+        topic: &str,
+        moves: &[(i32, Option<i64>, i64)],
+    ) -> Result<(), StoreError> {
+        let stored: Vec<(i32, i64, i64)> = moves.iter().filter_map(|&(p, e, n)| Some((p, e?, n))).collect();
+        let together = match &mut self.tx {
+            Tx::Pg(tx) if stored.len() > 1 => Some(pgbatch::move_offsets(tx, group, topic, &stored).await?),
+            _ => None,
+        };
+        for &(partition, expected, next) in moves {
+            match &together {
+                Some(moved) if expected.is_some() => {
+                    if !moved.contains(&partition) {
+                        return Err(StoreError::Fenced { partition });
+                    }
+                }
+                _ => self.move_offset(group, topic, partition, expected, next).await?,
+            }
+        }
+        Ok(())
+    }
+
     /// Records `ids` as processed for `tenant` and returns the ones that were not before.
     /// One statement both deduplicates and remembers: an id claimed by a transaction that
     /// has not committed yet (another partition's batch) waits for it, then counts as

@@ -135,6 +135,33 @@ async fn conformance(store: AnalyticsStore) {
 
     signals(&store, &p, &offline).await;
     groups(&store, &p).await;
+    group_offsets(&store).await;
+}
+
+/// A group's offsets move together or not at all: one partition not at its expected
+/// offset fences the whole transaction, naming that partition; partitions stored and
+/// new move in one transaction.
+async fn group_offsets(store: &AnalyticsStore) {
+    let offsets = || async { store.offsets("m", "feedback").await.unwrap() };
+    let mut tx = store.begin_batch("m", "feedback", 10, None, 4, 0).await.unwrap();
+    tx.move_offsets("m", "feedback", &[(11, None, 5), (12, None, 6)]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(offsets().await, [(10, 4), (11, 5), (12, 6)]);
+
+    for (wrong, at) in [(11, 4), (12, 7)] {
+        let mut tx = store.begin_batch("m", "feedback", 10, Some(4), 8, 0).await.unwrap();
+        let mut moves = vec![(11, Some(5), 9), (12, Some(6), 9), (13, None, 2)];
+        moves.iter_mut().find(|m| m.0 == wrong).unwrap().1 = Some(at);
+        let refused = tx.move_offsets("m", "feedback", &moves).await;
+        assert!(matches!(refused, Err(StoreError::Fenced { partition }) if partition == wrong), "{refused:?}");
+        drop(tx);
+        assert_eq!(offsets().await, [(10, 4), (11, 5), (12, 6)], "nothing moved");
+    }
+
+    let mut tx = store.begin_batch("m", "feedback", 10, Some(4), 8, 0).await.unwrap();
+    tx.move_offsets("m", "feedback", &[(11, Some(5), 9), (12, Some(6), 10), (13, None, 2)]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(offsets().await, [(10, 8), (11, 9), (12, 10), (13, 2)]);
 }
 
 /// Partition batches applied as one group come out as the same records applied one
