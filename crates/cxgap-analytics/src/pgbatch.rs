@@ -25,11 +25,11 @@ use std::collections::HashSet;
 /// upsert that finds its row through its conflict key, or a lookup in the partitions'
 /// offsets (a handful of rows). The customer read, whose lookups a plan made on a young
 /// table would turn into scans, is not kept and is planned for each batch, generic or not
-/// (see `read_customers`). `SET LOCAL` ends with the
-/// transaction, so the statements outside it (the relay's, the evaluation's) plan as
-/// before: session-wide, the relay's delete took a generic hash join over the outbox and
-/// ran four times slower. Measured: analytics' throughput +10–23 %, the pipeline's
-/// backlog rate +30 % (`docs/benchmarks.md`, 2026-11-30, fourteenth run).
+/// (see `read_customers`). `SET LOCAL` ends with the transaction, so the statements
+/// outside it (the relay's, the evaluation's) plan as before: session-wide, the relay's
+/// delete took a generic hash join over the outbox and ran four times slower. Measured:
+/// analytics' throughput +10–23 %, the pipeline's backlog rate +19–42 %
+/// (`docs/benchmarks.md`, 2026-11-30, fourteenth run).
 pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// A cell ready to store: coordinates, segment as JSON, and the integer row.

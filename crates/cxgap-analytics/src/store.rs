@@ -610,7 +610,8 @@ impl PartitionTx {
     /// `next` (a group of partition batches); `Fenced`, naming the first partition whose
     /// offset was not at `expected`, as in [`AnalyticsStore::begin_batch`]. On PostgreSQL
     /// the partitions already stored move in one statement: a group spans up to every
-    /// partition, and a statement each was two thirds of a grouped batch's statements.
+    /// partition, and with a read and a move each, the offsets were more than half of the
+    /// statements of a latency run.
     pub async fn move_offsets(
         &mut self,
         group: &str,
