@@ -36,8 +36,9 @@ pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic
 pub(crate) type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
 
 /// The additive cell upsert: one statement text for any number of rows, so it is
-/// prepared once per connection. Each row is stamped with the writing transaction (see
-/// `AnalyticsStore::cells_since`).
+/// prepared once per connection. The same statement logs the cells' keys, stamped with
+/// the writing transaction, in the change log (one row; see
+/// `AnalyticsStore::cells_since`): it reuses the keys' parameters and costs no round trip.
 ///
 /// The keys come as five arrays, unnested; the values as one array of every row's values
 /// in row order, each read by its position (`$7[(i - 1) * width + k]`). `UNNEST` of one
@@ -51,12 +52,14 @@ fn cell_upsert_sql() -> &'static str {
             (1..=CELL_ROW_WIDTH).map(|k| format!("$7[(u.i - 1) * {CELL_ROW_WIDTH} + {k}]")).collect();
         let sets: Vec<String> = cols.iter().map(|c| format!("{c} = analytics_cells.{c} + excluded.{c}")).collect();
         format!(
-            "INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}, changed_xid) \
-             SELECT $1, u.day, u.channel, u.stage, u.touchpoint, u.segment, {}, pg_current_xact_id()::text::bigint \
+            "WITH logged AS (INSERT INTO analytics_cell_changes \
+             (tenant_id, changed_xid, days, channels, stages, touchpoints, segments) \
+             VALUES ($1, pg_current_xact_id()::text::bigint, $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])) \
+             INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}) \
+             SELECT $1, u.day, u.channel, u.stage, u.touchpoint, u.segment, {} \
              FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY \
              AS u(day, channel, stage, touchpoint, segment, i) \
-             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}, \
-             changed_xid = excluded.changed_xid",
+             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}",
             cols.join(", "),
             values.join(", "),
             sets.join(", ")

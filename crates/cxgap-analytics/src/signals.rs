@@ -1,9 +1,9 @@
 //! Signals to alerting (`cxgap.signals.v1`). Customer signals are decided inside the batch
 //! that changed the customer and stored with it; aggregate signals are decided by a
 //! periodic evaluation of the tenants that batches touched, which keeps each tenant's window
-//! of cells in memory and, on PostgreSQL, reads only the cells changed since its last read
-//! (the window grows with the data; reading it whole took up to 1.8 s of every 2.4 s in a
-//! long benchmark run). Both go through the outbox in the store, and [`relay`] publishes
+//! of cells in memory and, on PostgreSQL, reads only the cells changed since its last read,
+//! found through the batches' change log (the window grows with the data; reading it whole
+//! took up to 1.8 s of every 2.4 s in a long benchmark run). Both go through the outbox in the store, and [`relay`] publishes
 //! them.
 
 use crate::store::{AnalyticsStore, OutboxSignal};
@@ -281,12 +281,29 @@ async fn evaluate_tenant(
     Ok(stored)
 }
 
-/// Runs [`evaluate_dirty`] every `interval` until shutdown.
+/// Evaluation rounds between two prunings of the change log: at the default interval of
+/// 2 s, a minute. A tenant evaluated less often than that is read whole next time.
+const ROUNDS_PER_LOG_PRUNE: u32 = 30;
+
+/// Runs [`evaluate_dirty`] every `interval` until shutdown, and prunes the cell change log
+/// every [`ROUNDS_PER_LOG_PRUNE`] rounds below the mark of the pruning before.
 pub async fn evaluate_loop(store: AnalyticsStore, hub: SignalHub, interval: Duration, shutdown: Shutdown) {
+    let mut prune_below = 0;
+    let mut round = 0u32;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
+        }
+        round = round.wrapping_add(1);
+        if round % ROUNDS_PER_LOG_PRUNE == 1 {
+            match store.prune_cell_changes(prune_below).await {
+                Ok((pruned, mark)) => {
+                    debug!(pruned, "cell change log pruned");
+                    prune_below = mark;
+                }
+                Err(e) => warn!(error = %e, "pruning the cell change log failed; will retry"),
+            }
         }
         match evaluate_dirty(&store, &hub).await {
             Ok(n) if n > 0 => debug!(signals = n, "aggregate signals decided"),

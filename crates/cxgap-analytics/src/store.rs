@@ -216,6 +216,43 @@ pub struct CellRead {
     pub whole: bool,
 }
 
+/// A tenant's cells from `from_day` on: all of them, or with `since` those the change log
+/// names for transactions from `since` on (PostgreSQL), each found by its key.
+async fn read_cells(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    from_day: i64,
+    since: Option<i64>,
+) -> Result<Vec<(CellCoords, CellAgg)>, StoreError> {
+    let cols: Vec<String> = (0..CELL_ROW_WIDTH).map(|i| format!("v{i}")).collect();
+    let sql = match since {
+        None => format!(
+            "SELECT day, channel, stage, touchpoint, segment, {} FROM analytics_cells \
+             WHERE tenant_id = $1 AND day >= $2",
+            cols.join(", ")
+        ),
+        // A cell changed by several batches is read once; `OFFSET 0` keeps each a lookup by
+        // the key, whatever the statistics of the young log say.
+        Some(_) => format!(
+            "SELECT c.day, c.channel, c.stage, c.touchpoint, c.segment, {} FROM \
+             (SELECT DISTINCT u.day, u.channel, u.stage, u.touchpoint, u.segment \
+              FROM analytics_cell_changes l CROSS JOIN LATERAL \
+              UNNEST(l.days, l.channels, l.stages, l.touchpoints, l.segments) AS u(day, channel, stage, touchpoint, segment) \
+              WHERE l.tenant_id = $1 AND l.changed_xid >= $3 AND u.day >= $2) AS k \
+             CROSS JOIN LATERAL (SELECT * FROM analytics_cells c WHERE c.tenant_id = $1 AND c.day = k.day \
+              AND c.channel = k.channel AND c.stage = k.stage AND c.touchpoint = k.touchpoint \
+              AND c.segment = k.segment OFFSET 0) AS c",
+            cols.iter().map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let mut q = sqlx::query(&sql).bind(tenant).bind(from_day);
+    if let Some(since) = since {
+        q = q.bind(since);
+    }
+    let rows: Vec<AnyRow> = q.fetch_all(conn).await.map_err(classify)?;
+    rows.iter().map(decode_cell).collect()
+}
+
 fn decode_cell(r: &AnyRow) -> Result<(CellCoords, CellAgg), StoreError> {
     let get_s = |i: usize| r.try_get::<String, _>(i).map_err(|e| corrupt("cell", e));
     let day: i64 = r.try_get(0).map_err(|e| corrupt("cell day", e))?;
@@ -460,44 +497,69 @@ impl AnalyticsStore {
     /// The cells of `tenant` from `from_day` on that changed since `since`, a mark
     /// from an earlier read (all of them when `None`), for a state kept between reads.
     ///
-    /// On PostgreSQL the mark is the xmin of a snapshot taken just before the read: every
-    /// transaction that read could not see has an id at least that, and a batch stamps
-    /// the cells it writes with its id, so the next read from that mark finds every cell
-    /// changed since, in whatever order the batches committed. Rows come with their whole
-    /// sums ([`GapState::set_cell`]); a row read twice is harmless. SQLite gives no mark
-    /// and every read is whole.
+    /// On PostgreSQL the read is one snapshot (a read-only repeatable-read transaction),
+    /// and its mark is that snapshot's xmin: every transaction the read could not see has
+    /// an id at least that. A batch logs the keys of the cells it writes, stamped with its
+    /// transaction (migration 1008), so the next read from that mark finds every cell
+    /// changed since in the log, in whatever order the batches committed, and reads those
+    /// cells by their key: its cost follows the changes, not the window. A mark below the
+    /// log's pruning floor (see [`Self::prune_cell_changes`]) reads the window whole, as
+    /// does a read without a mark. Rows come with their whole sums
+    /// ([`GapState::set_cell`]); a row read twice is harmless. SQLite gives no mark and
+    /// every read is whole.
     pub async fn cells_since(&self, tenant: &str, from_day: Day, since: Option<i64>) -> Result<CellRead, StoreError> {
         if self.pg.is_none() {
-            let cells = self.read_cells(tenant, from_day.0 as i64, None).await?;
+            let mut conn = self.pool.acquire().await.map_err(classify)?;
+            let cells = read_cells(&mut conn, tenant, from_day.0 as i64, None).await?;
             return Ok(CellRead { cells, mark: None, whole: true });
         }
-        let (mark,): (i64,) = sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        let cells = self.read_cells(tenant, from_day.0 as i64, since).await?;
+        let mut tx =
+            self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(classify)?;
+        let (mark, floor): (i64, i64) = sqlx::query_as(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, \
+             (SELECT below_xid FROM analytics_cell_changes_pruned)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let since = since.filter(|s| *s >= floor);
+        let cells = read_cells(&mut tx, tenant, from_day.0 as i64, since).await?;
+        tx.commit().await.map_err(classify)?;
         Ok(CellRead { cells, mark: Some(mark), whole: since.is_none() })
     }
 
-    async fn read_cells(
-        &self,
-        tenant: &str,
-        from_day: i64,
-        since: Option<i64>,
-    ) -> Result<Vec<(CellCoords, CellAgg)>, StoreError> {
-        let cols: Vec<String> = (0..CELL_ROW_WIDTH).map(|i| format!("v{i}")).collect();
-        let sql = format!(
-            "SELECT day, channel, stage, touchpoint, segment, {} FROM analytics_cells \
-             WHERE tenant_id = $1 AND day >= $2{}",
-            cols.join(", "),
-            if since.is_some() { " AND changed_xid >= $3" } else { "" }
-        );
-        let mut q = sqlx::query(&sql).bind(tenant).bind(from_day);
-        if let Some(since) = since {
-            q = q.bind(since);
+    /// Forgets the change log's rows of transactions below `below`, a mark this returned
+    /// before (0: forget nothing), and returns a new mark for the next call. Reads from
+    /// a mark below `below` read the window whole from then on. Called with the mark of
+    /// the previous call, a minute or so apart, it keeps about a minute of the log while
+    /// evaluations every few seconds stay incremental. SQLite keeps no log.
+    pub async fn prune_cell_changes(&self, below: i64) -> Result<(u64, i64), StoreError> {
+        if self.pg.is_none() {
+            return Ok((0, 0));
         }
-        let rows: Vec<AnyRow> = q.fetch_all(&self.pool).await.map_err(classify)?;
-        rows.iter().map(decode_cell).collect()
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut pruned = 0;
+        if below > 0 {
+            // One transaction: a read sees the new floor exactly when it would miss the
+            // deleted rows.
+            sqlx::query("UPDATE analytics_cell_changes_pruned SET below_xid = GREATEST(below_xid, $1)")
+                .bind(below)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            pruned = sqlx::query("DELETE FROM analytics_cell_changes WHERE changed_xid < $1")
+                .bind(below)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+        }
+        let (mark,): (i64,) = sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok((pruned, mark))
     }
 
     /// A tenant's stored internal assessments (each assessor's latest per key).
@@ -514,7 +576,12 @@ impl AnalyticsStore {
     /// assessments, and customers when asked for.
     pub async fn load(&self, tenant: &str, from_day: Option<Day>, customers: bool) -> Result<GapState, StoreError> {
         let mut state = GapState::new();
-        for (coords, agg) in self.read_cells(tenant, from_day.map_or(i64::MIN, |d| d.0 as i64), None).await? {
+        // The connection goes back before the reads below (SQLite's pool holds one).
+        let cells = {
+            let mut conn = self.pool.acquire().await.map_err(classify)?;
+            read_cells(&mut conn, tenant, from_day.map_or(i64::MIN, |d| d.0 as i64), None).await?
+        };
+        for (coords, agg) in cells {
             state.merge_cell(&coords, &agg);
         }
         for a in self.assessments(tenant).await? {
@@ -818,7 +885,7 @@ mod tests {
             assert_eq!(mode, "force_generic_plan");
             let (generic, custom): (i64, i64) = sqlx::query_as(
                 "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
-                 WHERE statement LIKE 'INSERT INTO analytics_cells%'",
+                 WHERE statement LIKE 'WITH logged AS (INSERT INTO analytics_cell_changes%'",
             )
             .fetch_one(&mut **conn)
             .await

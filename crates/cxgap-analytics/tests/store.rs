@@ -351,7 +351,8 @@ async fn postgres_backend() {
 
 /// The evaluation's incremental read: a batch that commits after a read began, even one
 /// whose transaction is older than a batch already seen, is in the next read; a state kept
-/// and refreshed that way equals one loaded whole.
+/// and refreshed that way equals one loaded whole; a read takes only the changed cells,
+/// and reads whole once the change log is pruned past its mark.
 #[tokio::test]
 async fn changed_cells_include_late_commits() {
     use cxgap_analytics::store::TenantWrite;
@@ -405,6 +406,33 @@ async fn changed_cells_include_late_commits() {
     let whole = store.load("acme", Some(Day(D0)), false).await.unwrap();
     assert_eq!(kept.snapshot().cells, whole.snapshot().cells);
     assert_ne!(whole.snapshot().cells, s.snapshot().cells, "A's first cell counts twice");
+    let mut changed = keys(b);
+    changed.insert(a[0].0.clone());
+    assert_eq!(got, changed, "only the changed cells are read, not the window");
+
+    // Pruning the log: a read from a mark below the pruned part reads the window whole;
+    // one from a later mark still reads only what changed since.
+    store.commit(&write(0, Some(2), &a[1..2])).await.unwrap();
+    let (pruned, first_mark) = store.prune_cell_changes(0).await.unwrap();
+    assert_eq!(pruned, 0, "the first call only takes a mark");
+    store.commit(&write(0, Some(3), &a[2..3])).await.unwrap();
+    let (pruned, _) = store.prune_cell_changes(first_mark).await.unwrap();
+    assert_eq!(pruned, 4, "the four batches before the mark leave the log");
+    let stale = store.cells_since("acme", Day(D0), third.mark).await.unwrap();
+    assert!(stale.whole, "changes from before the floor may be gone");
+    let whole = store.load("acme", Some(Day(D0)), false).await.unwrap();
+    let mut reread = GapState::new();
+    for (coords, agg) in &stale.cells {
+        reread.set_cell(coords, agg);
+    }
+    assert_eq!(reread.snapshot().cells, whole.snapshot().cells);
+    let fresh = store.cells_since("acme", Day(D0), Some(first_mark)).await.unwrap();
+    assert!(!fresh.whole);
+    assert_eq!(keys(&fresh.cells), [a[2].0.clone()].into(), "the batch after the mark, and only it");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let (left,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM analytics_cell_changes").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(left, 1);
 }
 
 #[tokio::test]

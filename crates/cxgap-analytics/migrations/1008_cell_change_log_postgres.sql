@@ -1,0 +1,23 @@
+-- PostgreSQL only (SQLite, one writer in embedded mode, reads the window whole). Which
+-- cells each batch changed: one row per tenant per batch, stamped with the batch's
+-- transaction, holding the changed cells' keys as arrays. The aggregate evaluation reads
+-- the rows stamped at or after the oldest transaction its previous read could not see
+-- (that read's snapshot xmin), whatever order they committed in, and then only those
+-- cells, by their key: its cost follows the changes, not the size of the window.
+CREATE TABLE analytics_cell_changes (
+    tenant_id   TEXT     NOT NULL,
+    changed_xid BIGINT   NOT NULL,
+    days        BIGINT[] NOT NULL,
+    channels    TEXT[]   NOT NULL,
+    stages      TEXT[]   NOT NULL,
+    touchpoints TEXT[]   NOT NULL,
+    segments    TEXT[]   NOT NULL
+);
+CREATE INDEX analytics_cell_changes_by_tenant ON analytics_cell_changes (tenant_id, changed_xid);
+-- The log is pruned below a transaction id that only grows. A read from a mark below it
+-- could miss pruned changes, so it reads the window whole instead.
+CREATE TABLE analytics_cell_changes_pruned (
+    only_row  BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    below_xid BIGINT  NOT NULL
+);
+INSERT INTO analytics_cell_changes_pruned (below_xid) VALUES (0);
