@@ -257,17 +257,36 @@ mod tests {
         assert_eq!(values, vec![Some(7.0), None, Some(7.0), None]);
     }
 
-    async fn sqlite() -> (tempfile::TempDir, AlertStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = AlertStore::connect(&format!("sqlite:{}", dir.path().join("a.db").display())).await.unwrap();
-        (dir, store)
+    /// Runs a test on each backend.
+    macro_rules! on_both {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $(#[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite:{}", dir.path().join("a.db").display());
+                    super::$name(super::AlertStore::connect(&url).await.unwrap()).await;
+                })*
+            }
+            mod postgres {
+                $(#[tokio::test]
+                async fn $name() {
+                    let db = cxgap_testkit::TestDb::new().await.unwrap();
+                    super::$name(super::AlertStore::connect(&db.url).await.unwrap()).await;
+                })*
+            }
+        };
     }
+
+    on_both!(
+        an_alert_changed_twice_in_each_of_two_batches_keeps_its_version_and_transition_order,
+        transitions_beyond_one_statement_are_numbered_without_gaps,
+        a_held_change_of_an_alert_changed_since_it_was_read_is_a_conflict_naming_it,
+    );
 
     /// Two batches each change one alert twice: the versions and the transitions' numbers
     /// go on from what is stored.
-    #[tokio::test]
-    async fn an_alert_changed_twice_in_each_of_two_batches_keeps_its_version_and_transition_order() {
-        let (_dir, store) = sqlite().await;
+    async fn an_alert_changed_twice_in_each_of_two_batches_keeps_its_version_and_transition_order(store: AlertStore) {
         let mut conn = store.pool.acquire().await.unwrap();
         let mut a = alert("a", "customer:c");
         for (batch, first_new) in [(0, true), (1, false)] {
@@ -293,9 +312,7 @@ mod tests {
 
     /// More transitions of one alert than a statement takes: numbered 1, 2, … across the
     /// statements, without gaps.
-    #[tokio::test]
-    async fn transitions_beyond_one_statement_are_numbered_without_gaps() {
-        let (_dir, store) = sqlite().await;
+    async fn transitions_beyond_one_statement_are_numbered_without_gaps(store: AlertStore) {
         let mut conn = store.pool.acquire().await.unwrap();
         let mut a = alert("a", "customer:c");
         let mut w = AlertWrites::default();
@@ -309,9 +326,7 @@ mod tests {
         assert_eq!(seqs, (1..=CHUNK as i64 + 2).collect::<Vec<_>>());
     }
 
-    #[tokio::test]
-    async fn a_held_change_of_an_alert_changed_since_it_was_read_is_a_conflict_naming_it() {
-        let (_dir, store) = sqlite().await;
+    async fn a_held_change_of_an_alert_changed_since_it_was_read_is_a_conflict_naming_it(store: AlertStore) {
         let mut conn = store.pool.acquire().await.unwrap();
         let (mut a, mut b) = (alert("a", "customer:c"), alert("b", "customer:d"));
         let mut w = AlertWrites::default();
