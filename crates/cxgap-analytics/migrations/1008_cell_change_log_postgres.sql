@@ -3,10 +3,13 @@
 -- transaction, holding the changed cells' keys as arrays. The aggregate evaluation reads
 -- the rows stamped at or after the oldest transaction its previous read could not see
 -- (that read's snapshot xmin), whatever order they committed in, and then only those
--- cells, by their key: its cost follows the changes, not the size of the window.
+-- cells, by their key: its cost follows the changes, not the size of the window. `cells`
+-- is how many keys the row holds: when the rows since a mark name a large part of the
+-- window, reading the window whole is cheaper than finding each cell by its key.
 CREATE TABLE analytics_cell_changes (
     tenant_id   TEXT     NOT NULL,
     changed_xid BIGINT   NOT NULL,
+    cells       INTEGER  NOT NULL,
     days        BIGINT[] NOT NULL,
     channels    TEXT[]   NOT NULL,
     stages      TEXT[]   NOT NULL,

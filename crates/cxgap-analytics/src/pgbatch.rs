@@ -53,8 +53,9 @@ fn cell_upsert_sql() -> &'static str {
         let sets: Vec<String> = cols.iter().map(|c| format!("{c} = analytics_cells.{c} + excluded.{c}")).collect();
         format!(
             "WITH logged AS (INSERT INTO analytics_cell_changes \
-             (tenant_id, changed_xid, days, channels, stages, touchpoints, segments) \
-             VALUES ($1, pg_current_xact_id()::text::bigint, $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])) \
+             (tenant_id, changed_xid, cells, days, channels, stages, touchpoints, segments) \
+             VALUES ($1, pg_current_xact_id()::text::bigint, cardinality($2::bigint[]), \
+             $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])) \
              INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}) \
              SELECT $1, u.day, u.channel, u.stage, u.touchpoint, u.segment, {} \
              FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY \

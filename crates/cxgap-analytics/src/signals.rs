@@ -246,7 +246,9 @@ async fn evaluate_tenant(
     let from = as_of.plus_days(1 - reach as i32);
     // Taken out while reading, so a failed read leaves nothing half refreshed behind.
     let kept = hub.kept.lock().expect("kept cells lock").remove(tenant).filter(|k| k.from == from);
-    let read = store.cells_since(tenant, from, kept.as_ref().map(|k| k.mark)).await?;
+    let read = store
+        .cells_since(tenant, from, kept.as_ref().map(|k| k.mark), kept.as_ref().map_or(0, |k| k.state.cell_count()))
+        .await?;
     let mut state = match kept {
         Some(k) if !read.whole => k.state,
         _ => GapState::new(),

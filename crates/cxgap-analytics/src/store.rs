@@ -206,6 +206,11 @@ pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
+/// An incremental read of changed cells is taken while the changes logged since its mark
+/// name at most this fraction (one in this many) of the cells kept; above it the window
+/// is read whole (see [`AnalyticsStore::cells_since`]).
+pub const KEYED_READ_SHARE: i64 = 16;
+
 /// What [`AnalyticsStore::cells_since`] read.
 #[derive(Debug)]
 pub struct CellRead {
@@ -504,10 +509,18 @@ impl AnalyticsStore {
     /// changed since in the log, in whatever order the batches committed, and reads those
     /// cells by their key: its cost follows the changes, not the window. A mark below the
     /// log's pruning floor (see [`Self::prune_cell_changes`]) reads the window whole, as
-    /// does a read without a mark. Rows come with their whole sums
-    /// ([`GapState::set_cell`]); a row read twice is harmless. SQLite gives no mark and
-    /// every read is whole.
-    pub async fn cells_since(&self, tenant: &str, from_day: Day, since: Option<i64>) -> Result<CellRead, StoreError> {
+    /// does a read without a mark, and so does one whose log rows name more than
+    /// 1/[`KEYED_READ_SHARE`] of the `kept` cells: a key lookup costs about as much as
+    /// scanning 25 cells of the window (2,000 lookups 30–45 ms, 324,000 cells scanned 209
+    /// ms, `docs/benchmarks.md`). Rows come with their whole sums ([`GapState::set_cell`]);
+    /// a row read twice is harmless. SQLite gives no mark and every read is whole.
+    pub async fn cells_since(
+        &self,
+        tenant: &str,
+        from_day: Day,
+        since: Option<i64>,
+        kept: usize,
+    ) -> Result<CellRead, StoreError> {
         if self.pg.is_none() {
             let mut conn = self.pool.acquire().await.map_err(classify)?;
             let cells = read_cells(&mut conn, tenant, from_day.0 as i64, None).await?;
@@ -522,7 +535,23 @@ impl AnalyticsStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
-        let since = since.filter(|s| *s >= floor);
+        let mut since = since.filter(|s| *s >= floor);
+        if let Some(mark) = since {
+            // Counted with repeats (a cell changed by several batches): it errs towards
+            // reading whole.
+            let (logged,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(sum(cells), 0)::bigint FROM analytics_cell_changes \
+                 WHERE tenant_id = $1 AND changed_xid >= $2",
+            )
+            .bind(tenant)
+            .bind(mark)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if logged.saturating_mul(KEYED_READ_SHARE) > i64::try_from(kept).unwrap_or(i64::MAX) {
+                since = None;
+            }
+        }
         let cells = read_cells(&mut tx, tenant, from_day.0 as i64, since).await?;
         tx.commit().await.map_err(classify)?;
         Ok(CellRead { cells, mark: Some(mark), whole: since.is_none() })

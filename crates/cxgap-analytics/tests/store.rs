@@ -352,12 +352,14 @@ async fn postgres_backend() {
 /// The evaluation's incremental read: a batch that commits after a read began, even one
 /// whose transaction is older than a batch already seen, is in the next read; a state kept
 /// and refreshed that way equals one loaded whole; a read takes only the changed cells,
-/// and reads whole once the change log is pruned past its mark.
+/// and reads whole when they are many, or once the change log is pruned past its mark.
 #[tokio::test]
 async fn changed_cells_include_late_commits() {
     use cxgap_analytics::store::TenantWrite;
     let db = cxgap_testkit::TestDb::new().await.unwrap();
     let store = AnalyticsStore::connect(&db.url).await.unwrap();
+    // As many cells kept as to take every read below by key.
+    const MANY: usize = 1 << 20;
     let mut s = GapState::new();
     for i in 0..40 {
         s.apply(&event(i));
@@ -374,7 +376,7 @@ async fn changed_cells_include_late_commits() {
         tenants: vec![TenantWrite { tenant: "acme".into(), cells: cells.to_vec(), ..Default::default() }],
     };
     store.commit(&write(0, None, a)).await.unwrap();
-    let first = store.cells_since("acme", Day(D0), None).await.unwrap();
+    let first = store.cells_since("acme", Day(D0), None, 0).await.unwrap();
     assert!(first.whole);
     assert_eq!(first.cells.len(), a.len());
 
@@ -382,7 +384,7 @@ async fn changed_cells_include_late_commits() {
     let late = write(1, None, b);
     let mut tx = store.begin_batch("g", "feedback", 1, None, 1, 0).await.unwrap();
     tx.write(&late.tenants[0]).await.unwrap();
-    let second = store.cells_since("acme", Day(D0), first.mark).await.unwrap();
+    let second = store.cells_since("acme", Day(D0), first.mark, MANY).await.unwrap();
     assert!(!second.whole);
     let keys = |r: &[(cxgap_domain::state::CellCoords, cxgap_domain::aggregate::CellAgg)]| {
         r.iter().map(|(k, _)| k.clone()).collect::<std::collections::BTreeSet<_>>()
@@ -392,7 +394,12 @@ async fn changed_cells_include_late_commits() {
     store.commit(&write(0, Some(1), &a[..1])).await.unwrap();
     tx.commit().await.unwrap();
 
-    let third = store.cells_since("acme", Day(D0), second.mark).await.unwrap();
+    // Changes naming more than a sixteenth of the cells kept are read by reading whole.
+    let logged = b.len() + 1;
+    let crowded = store.cells_since("acme", Day(D0), second.mark, logged * 16 - 1).await.unwrap();
+    assert!(crowded.whole && crowded.cells.len() == cells.len(), "{} of {}", crowded.cells.len(), cells.len());
+    let third = store.cells_since("acme", Day(D0), second.mark, logged * 16).await.unwrap();
+    assert!(!third.whole);
     let got = keys(&third.cells);
     assert!(keys(b).is_subset(&got), "the batch that committed late is read");
     assert!(got.contains(&a[0].0), "the cell added to is read");
@@ -418,7 +425,7 @@ async fn changed_cells_include_late_commits() {
     store.commit(&write(0, Some(3), &a[2..3])).await.unwrap();
     let (pruned, _) = store.prune_cell_changes(first_mark).await.unwrap();
     assert_eq!(pruned, 4, "the four batches before the mark leave the log");
-    let stale = store.cells_since("acme", Day(D0), third.mark).await.unwrap();
+    let stale = store.cells_since("acme", Day(D0), third.mark, MANY).await.unwrap();
     assert!(stale.whole, "changes from before the floor may be gone");
     let whole = store.load("acme", Some(Day(D0)), false).await.unwrap();
     let mut reread = GapState::new();
@@ -426,7 +433,7 @@ async fn changed_cells_include_late_commits() {
         reread.set_cell(coords, agg);
     }
     assert_eq!(reread.snapshot().cells, whole.snapshot().cells);
-    let fresh = store.cells_since("acme", Day(D0), Some(first_mark)).await.unwrap();
+    let fresh = store.cells_since("acme", Day(D0), Some(first_mark), MANY).await.unwrap();
     assert!(!fresh.whole);
     assert_eq!(keys(&fresh.cells), [a[2].0.clone()].into(), "the batch after the mark, and only it");
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
