@@ -36,8 +36,8 @@ pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic
 pub(crate) type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
 
 /// The additive cell upsert: one statement text for any number of rows, so it is
-/// prepared once per connection. The same statement logs the cells' keys, stamped with
-/// the writing transaction, in the change log (one row; see
+/// prepared once per connection. Each row is stamped with the writing transaction, and
+/// the same statement logs the cells' keys with that stamp in the change log (one row; see
 /// `AnalyticsStore::cells_since`): it reuses the keys' parameters and costs no round trip.
 ///
 /// The keys come as five arrays, unnested; the values as one array of every row's values
@@ -56,11 +56,12 @@ fn cell_upsert_sql() -> &'static str {
              (tenant_id, changed_xid, cells, days, channels, stages, touchpoints, segments) \
              VALUES ($1, pg_current_xact_id()::text::bigint, cardinality($2::bigint[]), \
              $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])) \
-             INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}) \
-             SELECT $1, u.day, u.channel, u.stage, u.touchpoint, u.segment, {} \
+             INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}, changed_xid) \
+             SELECT $1, u.day, u.channel, u.stage, u.touchpoint, u.segment, {}, pg_current_xact_id()::text::bigint \
              FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY \
              AS u(day, channel, stage, touchpoint, segment, i) \
-             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}",
+             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}, \
+             changed_xid = excluded.changed_xid",
             cols.join(", "),
             values.join(", "),
             sets.join(", ")

@@ -272,6 +272,7 @@ async fn evaluate_tenant(
         tenant,
         cells_read = read.cells.len(),
         whole = read.whole,
+        keyed = read.keyed,
         cells = state.cell_count(),
         stored,
         elapsed_ms = started.elapsed().as_millis() as u64,

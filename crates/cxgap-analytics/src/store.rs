@@ -206,9 +206,9 @@ pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-/// An incremental read of changed cells is taken while the changes logged since its mark
-/// name at most this fraction (one in this many) of the cells kept; above it the window
-/// is read whole (see [`AnalyticsStore::cells_since`]).
+/// Changed cells are read by their keys while the changes logged since the mark name at
+/// most this fraction (one in this many) of the cells kept; above it the window is
+/// filtered by the cells' stamps (see [`AnalyticsStore::cells_since`]).
 pub const KEYED_READ_SHARE: i64 = 16;
 
 /// What [`AnalyticsStore::cells_since`] read.
@@ -219,35 +219,51 @@ pub struct CellRead {
     pub mark: Option<i64>,
     /// Every cell of the window, not only the changed ones.
     pub whole: bool,
+    /// The changed cells were found through the change log, by their keys.
+    pub keyed: bool,
 }
 
-/// A tenant's cells from `from_day` on: all of them, or with `since` those the change log
-/// names for transactions from `since` on (PostgreSQL), each found by its key.
+/// Which of the window's cells a read takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    All,
+    /// Those stamped with a transaction from this mark on.
+    Stamped(i64),
+    /// Those the change log names for transactions from this mark on, by key.
+    Logged(i64),
+}
+
+/// A tenant's cells from `from_day` on, those `changed` says (see
+/// [`AnalyticsStore::cells_since`]).
 async fn read_cells(
     conn: &mut sqlx::AnyConnection,
     tenant: &str,
     from_day: i64,
-    since: Option<i64>,
+    changed: Changed,
 ) -> Result<Vec<(CellCoords, CellAgg)>, StoreError> {
     let cols: Vec<String> = (0..CELL_ROW_WIDTH).map(|i| format!("v{i}")).collect();
-    let sql = match since {
-        None => format!(
-            "SELECT day, channel, stage, touchpoint, segment, {} FROM analytics_cells \
-             WHERE tenant_id = $1 AND day >= $2",
-            cols.join(", ")
-        ),
+    let window = format!(
+        "SELECT day, channel, stage, touchpoint, segment, {} FROM analytics_cells WHERE tenant_id = $1 AND day >= $2",
+        cols.join(", ")
+    );
+    let (sql, since) = match changed {
+        Changed::All => (window, None),
+        Changed::Stamped(since) => (format!("{window} AND changed_xid >= $3"), Some(since)),
         // A cell changed by several batches is read once; `OFFSET 0` keeps each a lookup by
         // the key, whatever the statistics of the young log say.
-        Some(_) => format!(
-            "SELECT c.day, c.channel, c.stage, c.touchpoint, c.segment, {} FROM \
-             (SELECT DISTINCT u.day, u.channel, u.stage, u.touchpoint, u.segment \
-              FROM analytics_cell_changes l CROSS JOIN LATERAL \
-              UNNEST(l.days, l.channels, l.stages, l.touchpoints, l.segments) AS u(day, channel, stage, touchpoint, segment) \
-              WHERE l.tenant_id = $1 AND l.changed_xid >= $3 AND u.day >= $2) AS k \
-             CROSS JOIN LATERAL (SELECT * FROM analytics_cells c WHERE c.tenant_id = $1 AND c.day = k.day \
-              AND c.channel = k.channel AND c.stage = k.stage AND c.touchpoint = k.touchpoint \
-              AND c.segment = k.segment OFFSET 0) AS c",
-            cols.iter().map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ")
+        Changed::Logged(since) => (
+            format!(
+                "SELECT c.day, c.channel, c.stage, c.touchpoint, c.segment, {} FROM \
+                 (SELECT DISTINCT u.day, u.channel, u.stage, u.touchpoint, u.segment \
+                  FROM analytics_cell_changes l CROSS JOIN LATERAL \
+                  UNNEST(l.days, l.channels, l.stages, l.touchpoints, l.segments) AS u(day, channel, stage, touchpoint, segment) \
+                  WHERE l.tenant_id = $1 AND l.changed_xid >= $3 AND u.day >= $2) AS k \
+                 CROSS JOIN LATERAL (SELECT * FROM analytics_cells c WHERE c.tenant_id = $1 AND c.day = k.day \
+                  AND c.channel = k.channel AND c.stage = k.stage AND c.touchpoint = k.touchpoint \
+                  AND c.segment = k.segment OFFSET 0) AS c",
+                cols.iter().map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ")
+            ),
+            Some(since),
         ),
     };
     let mut q = sqlx::query(&sql).bind(tenant).bind(from_day);
@@ -504,16 +520,20 @@ impl AnalyticsStore {
     ///
     /// On PostgreSQL the read is one snapshot (a read-only repeatable-read transaction),
     /// and its mark is that snapshot's xmin: every transaction the read could not see has
-    /// an id at least that. A batch logs the keys of the cells it writes, stamped with its
-    /// transaction (migration 1008), so the next read from that mark finds every cell
-    /// changed since in the log, in whatever order the batches committed, and reads those
-    /// cells by their key: its cost follows the changes, not the window. A mark below the
-    /// log's pruning floor (see [`Self::prune_cell_changes`]) reads the window whole, as
-    /// does a read without a mark, and so does one whose log rows name more than
-    /// 1/[`KEYED_READ_SHARE`] of the `kept` cells: a key lookup costs about as much as
-    /// scanning 25 cells of the window (2,000 lookups 30–45 ms, 324,000 cells scanned 209
-    /// ms, `docs/benchmarks.md`). Rows come with their whole sums ([`GapState::set_cell`]);
-    /// a row read twice is harmless. SQLite gives no mark and every read is whole.
+    /// an id at least that. A batch stamps the cells it writes with its transaction
+    /// (migration 1004) and logs their keys with that stamp (migration 1007), so the next
+    /// read from that mark finds every cell changed since, in whatever order the batches
+    /// committed, in two ways:
+    /// - by key, from the log: its cost follows the changes, not the window. Taken while
+    ///   the log's rows since the mark name at most 1/[`KEYED_READ_SHARE`] of the `kept`
+    ///   cells: a key lookup costs about as much as scanning 25 cells of the window
+    ///   (2,000 lookups 30–45 ms, 324,000 cells scanned 209 ms, `docs/benchmarks.md`);
+    /// - otherwise, or when the mark is below the log's pruning floor (see
+    ///   [`Self::prune_cell_changes`]), by filtering the window on the stamps, which the
+    ///   server does without sending the unchanged cells.
+    ///
+    /// Rows come with their whole sums ([`GapState::set_cell`]); a row read twice is
+    /// harmless. SQLite gives no mark and every read is whole.
     pub async fn cells_since(
         &self,
         tenant: &str,
@@ -523,8 +543,8 @@ impl AnalyticsStore {
     ) -> Result<CellRead, StoreError> {
         if self.pg.is_none() {
             let mut conn = self.pool.acquire().await.map_err(classify)?;
-            let cells = read_cells(&mut conn, tenant, from_day.0 as i64, None).await?;
-            return Ok(CellRead { cells, mark: None, whole: true });
+            let cells = read_cells(&mut conn, tenant, from_day.0 as i64, Changed::All).await?;
+            return Ok(CellRead { cells, mark: None, whole: true, keyed: false });
         }
         let mut tx =
             self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(classify)?;
@@ -535,31 +555,41 @@ impl AnalyticsStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
-        let mut since = since.filter(|s| *s >= floor);
-        if let Some(mark) = since {
-            // Counted with repeats (a cell changed by several batches): it errs towards
-            // reading whole.
-            let (logged,): (i64,) = sqlx::query_as(
-                "SELECT COALESCE(sum(cells), 0)::bigint FROM analytics_cell_changes \
-                 WHERE tenant_id = $1 AND changed_xid >= $2",
-            )
-            .bind(tenant)
-            .bind(mark)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-            if logged.saturating_mul(KEYED_READ_SHARE) > i64::try_from(kept).unwrap_or(i64::MAX) {
-                since = None;
+        let changed = match since {
+            None => Changed::All,
+            Some(since) if since < floor => Changed::Stamped(since),
+            Some(since) => {
+                // Counted with repeats (a cell changed by several batches): it errs towards
+                // the stamps.
+                let (logged,): (i64,) = sqlx::query_as(
+                    "SELECT COALESCE(sum(cells), 0)::bigint FROM analytics_cell_changes \
+                     WHERE tenant_id = $1 AND changed_xid >= $2",
+                )
+                .bind(tenant)
+                .bind(since)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+                if logged.saturating_mul(KEYED_READ_SHARE) > i64::try_from(kept).unwrap_or(i64::MAX) {
+                    Changed::Stamped(since)
+                } else {
+                    Changed::Logged(since)
+                }
             }
-        }
-        let cells = read_cells(&mut tx, tenant, from_day.0 as i64, since).await?;
+        };
+        let cells = read_cells(&mut tx, tenant, from_day.0 as i64, changed).await?;
         tx.commit().await.map_err(classify)?;
-        Ok(CellRead { cells, mark: Some(mark), whole: since.is_none() })
+        Ok(CellRead {
+            cells,
+            mark: Some(mark),
+            whole: changed == Changed::All,
+            keyed: matches!(changed, Changed::Logged(_)),
+        })
     }
 
     /// Forgets the change log's rows of transactions below `below`, a mark this returned
     /// before (0: forget nothing), and returns a new mark for the next call. Reads from
-    /// a mark below `below` read the window whole from then on. Called with the mark of
+    /// a mark below `below` filter the window by the cells' stamps from then on. Called with the mark of
     /// the previous call, a minute or so apart, it keeps about a minute of the log while
     /// evaluations every few seconds stay incremental. SQLite keeps no log.
     pub async fn prune_cell_changes(&self, below: i64) -> Result<(u64, i64), StoreError> {
@@ -608,7 +638,7 @@ impl AnalyticsStore {
         // The connection goes back before the reads below (SQLite's pool holds one).
         let cells = {
             let mut conn = self.pool.acquire().await.map_err(classify)?;
-            read_cells(&mut conn, tenant, from_day.map_or(i64::MIN, |d| d.0 as i64), None).await?
+            read_cells(&mut conn, tenant, from_day.map_or(i64::MIN, |d| d.0 as i64), Changed::All).await?
         };
         for (coords, agg) in cells {
             state.merge_cell(&coords, &agg);

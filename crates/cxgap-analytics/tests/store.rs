@@ -352,7 +352,8 @@ async fn postgres_backend() {
 /// The evaluation's incremental read: a batch that commits after a read began, even one
 /// whose transaction is older than a batch already seen, is in the next read; a state kept
 /// and refreshed that way equals one loaded whole; a read takes only the changed cells,
-/// and reads whole when they are many, or once the change log is pruned past its mark.
+/// by key from the change log, or by the cells' stamps when they are many or the log was
+/// pruned past the mark.
 #[tokio::test]
 async fn changed_cells_include_late_commits() {
     use cxgap_analytics::store::TenantWrite;
@@ -385,7 +386,7 @@ async fn changed_cells_include_late_commits() {
     let mut tx = store.begin_batch("g", "feedback", 1, None, 1, 0).await.unwrap();
     tx.write(&late.tenants[0]).await.unwrap();
     let second = store.cells_since("acme", Day(D0), first.mark, MANY).await.unwrap();
-    assert!(!second.whole);
+    assert!(!second.whole && second.keyed);
     let keys = |r: &[(cxgap_domain::state::CellCoords, cxgap_domain::aggregate::CellAgg)]| {
         r.iter().map(|(k, _)| k.clone()).collect::<std::collections::BTreeSet<_>>()
     };
@@ -394,12 +395,16 @@ async fn changed_cells_include_late_commits() {
     store.commit(&write(0, Some(1), &a[..1])).await.unwrap();
     tx.commit().await.unwrap();
 
-    // Changes naming more than a sixteenth of the cells kept are read by reading whole.
+    // By key while the changes name at most a sixteenth of the cells kept; by the cells'
+    // stamps above that. Either way only the changed cells.
+    let mut changed = keys(b);
+    changed.insert(a[0].0.clone());
     let logged = b.len() + 1;
     let crowded = store.cells_since("acme", Day(D0), second.mark, logged * 16 - 1).await.unwrap();
-    assert!(crowded.whole && crowded.cells.len() == cells.len(), "{} of {}", crowded.cells.len(), cells.len());
+    assert!(!crowded.whole && !crowded.keyed);
+    assert_eq!(keys(&crowded.cells), changed);
     let third = store.cells_since("acme", Day(D0), second.mark, logged * 16).await.unwrap();
-    assert!(!third.whole);
+    assert!(!third.whole && third.keyed);
     let got = keys(&third.cells);
     assert!(keys(b).is_subset(&got), "the batch that committed late is read");
     assert!(got.contains(&a[0].0), "the cell added to is read");
@@ -413,12 +418,10 @@ async fn changed_cells_include_late_commits() {
     let whole = store.load("acme", Some(Day(D0)), false).await.unwrap();
     assert_eq!(kept.snapshot().cells, whole.snapshot().cells);
     assert_ne!(whole.snapshot().cells, s.snapshot().cells, "A's first cell counts twice");
-    let mut changed = keys(b);
-    changed.insert(a[0].0.clone());
     assert_eq!(got, changed, "only the changed cells are read, not the window");
 
-    // Pruning the log: a read from a mark below the pruned part reads the window whole;
-    // one from a later mark still reads only what changed since.
+    // Pruning the log: a read from a mark below the pruned part goes by the stamps; one
+    // from a later mark still goes by key. Both read only what changed since.
     store.commit(&write(0, Some(2), &a[1..2])).await.unwrap();
     let (pruned, first_mark) = store.prune_cell_changes(0).await.unwrap();
     assert_eq!(pruned, 0, "the first call only takes a mark");
@@ -426,15 +429,10 @@ async fn changed_cells_include_late_commits() {
     let (pruned, _) = store.prune_cell_changes(first_mark).await.unwrap();
     assert_eq!(pruned, 4, "the four batches before the mark leave the log");
     let stale = store.cells_since("acme", Day(D0), third.mark, MANY).await.unwrap();
-    assert!(stale.whole, "changes from before the floor may be gone");
-    let whole = store.load("acme", Some(Day(D0)), false).await.unwrap();
-    let mut reread = GapState::new();
-    for (coords, agg) in &stale.cells {
-        reread.set_cell(coords, agg);
-    }
-    assert_eq!(reread.snapshot().cells, whole.snapshot().cells);
+    assert!(!stale.whole && !stale.keyed, "changes logged before the floor may be gone");
+    assert_eq!(keys(&stale.cells), [a[1].0.clone(), a[2].0.clone()].into());
     let fresh = store.cells_since("acme", Day(D0), Some(first_mark), MANY).await.unwrap();
-    assert!(!fresh.whole);
+    assert!(!fresh.whole && fresh.keyed);
     assert_eq!(keys(&fresh.cells), [a[2].0.clone()].into(), "the batch after the mark, and only it");
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
     let (left,): (i64,) =

@@ -1,11 +1,12 @@
 -- PostgreSQL only (SQLite, one writer in embedded mode, reads the window whole). Which
 -- cells each batch changed: one row per tenant per batch, stamped with the batch's
--- transaction, holding the changed cells' keys as arrays. The aggregate evaluation reads
--- the rows stamped at or after the oldest transaction its previous read could not see
--- (that read's snapshot xmin), whatever order they committed in, and then only those
--- cells, by their key: its cost follows the changes, not the size of the window. `cells`
--- is how many keys the row holds: when the rows since a mark name a large part of the
--- window, reading the window whole is cheaper than finding each cell by its key.
+-- transaction like the cells it wrote (migration 1004), holding the changed cells' keys
+-- as arrays. When few cells changed since its last read, the aggregate evaluation reads
+-- the rows stamped at or after the oldest transaction that read could not see (its
+-- snapshot xmin), whatever order they committed in, and then only those cells, by their
+-- key: its cost follows the changes, not the size of the window. `cells` is how many keys
+-- the row holds: when the rows since a mark name a large part of the window, the
+-- evaluation filters the window by the cells' stamps instead, as before.
 CREATE TABLE analytics_cell_changes (
     tenant_id   TEXT     NOT NULL,
     changed_xid BIGINT   NOT NULL,
