@@ -35,6 +35,10 @@ pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic
 /// A cell ready to store: coordinates, segment as JSON, and the integer row.
 pub(crate) type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
 
+/// The most cells whose keys a batch logs; a batch of more logs only their count (see
+/// migration 1007). Batches of a steady flow hold tens of cells, a backlog's thousands.
+pub(crate) const LOGGED_KEYS_MAX: usize = 512;
+
 /// The additive cell upsert: one statement text for any number of rows, so it is
 /// prepared once per connection. Each row is stamped with the writing transaction, and
 /// the same statement logs the cells' keys with that stamp in the change log (one row; see
@@ -54,8 +58,11 @@ fn cell_upsert_sql() -> &'static str {
         format!(
             "WITH logged AS (INSERT INTO analytics_cell_changes \
              (tenant_id, changed_xid, cells, days, channels, stages, touchpoints, segments) \
-             VALUES ($1, pg_current_xact_id()::text::bigint, cardinality($2::bigint[]), \
-             $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])) \
+             SELECT $1, pg_current_xact_id()::text::bigint, n, \
+             CASE WHEN keyed THEN $2::bigint[] END, CASE WHEN keyed THEN $3::text[] END, \
+             CASE WHEN keyed THEN $4::text[] END, CASE WHEN keyed THEN $5::text[] END, \
+             CASE WHEN keyed THEN $6::text[] END \
+             FROM (SELECT cardinality($2::bigint[]) AS n, cardinality($2::bigint[]) <= {LOGGED_KEYS_MAX} AS keyed) AS c) \
              INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}, changed_xid) \
              SELECT $1, u.day, u.channel, u.stage, u.touchpoint, u.segment, {}, pg_current_xact_id()::text::bigint \
              FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY \

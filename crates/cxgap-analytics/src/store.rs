@@ -528,7 +528,8 @@ impl AnalyticsStore {
     ///   the log's rows since the mark name at most 1/[`KEYED_READ_SHARE`] of the `kept`
     ///   cells: a key lookup costs about as much as scanning 25 cells of the window
     ///   (2,000 lookups 30–45 ms, 324,000 cells scanned 209 ms, `docs/benchmarks.md`);
-    /// - otherwise, or when the mark is below the log's pruning floor (see
+    /// - otherwise, after a batch too large to log its keys (more than
+    ///   `LOGGED_KEYS_MAX` cells), or when the mark is below the log's pruning floor (see
     ///   [`Self::prune_cell_changes`]), by filtering the window on the stamps, which the
     ///   server does without sending the unchanged cells.
     ///
@@ -561,16 +562,16 @@ impl AnalyticsStore {
             Some(since) => {
                 // Counted with repeats (a cell changed by several batches): it errs towards
                 // the stamps.
-                let (logged,): (i64,) = sqlx::query_as(
-                    "SELECT COALESCE(sum(cells), 0)::bigint FROM analytics_cell_changes \
-                     WHERE tenant_id = $1 AND changed_xid >= $2",
+                let (logged, unkeyed): (i64, bool) = sqlx::query_as(
+                    "SELECT COALESCE(sum(cells), 0)::bigint, COALESCE(bool_or(days IS NULL), false) \
+                     FROM analytics_cell_changes WHERE tenant_id = $1 AND changed_xid >= $2",
                 )
                 .bind(tenant)
                 .bind(since)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(classify)?;
-                if logged.saturating_mul(KEYED_READ_SHARE) > i64::try_from(kept).unwrap_or(i64::MAX) {
+                if unkeyed || logged.saturating_mul(KEYED_READ_SHARE) > i64::try_from(kept).unwrap_or(i64::MAX) {
                     Changed::Stamped(since)
                 } else {
                     Changed::Logged(since)

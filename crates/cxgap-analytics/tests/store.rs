@@ -349,6 +349,14 @@ async fn postgres_backend() {
     assert_eq!(options, ["fillfactor=60"]);
 }
 
+/// The transactions of the change log's rows, oldest first.
+async fn logged_xids(conn: &mut sqlx::PgConnection) -> Vec<i64> {
+    sqlx::query_scalar("SELECT changed_xid FROM analytics_cell_changes ORDER BY changed_xid")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
 /// The evaluation's incremental read: a batch that commits after a read began, even one
 /// whose transaction is older than a batch already seen, is in the next read; a state kept
 /// and refreshed that way equals one loaded whole; a read takes only the changed cells,
@@ -395,19 +403,27 @@ async fn changed_cells_include_late_commits() {
     store.commit(&write(0, Some(1), &a[..1])).await.unwrap();
     tx.commit().await.unwrap();
 
-    // By key while the changes name at most a sixteenth of the cells kept; by the cells'
-    // stamps above that. Either way only the changed cells.
-    let mut changed = keys(b);
-    changed.insert(a[0].0.clone());
-    let logged = b.len() + 1;
-    let crowded = store.cells_since("acme", Day(D0), second.mark, logged * 16 - 1).await.unwrap();
-    assert!(!crowded.whole && !crowded.keyed);
-    assert_eq!(keys(&crowded.cells), changed);
-    let third = store.cells_since("acme", Day(D0), second.mark, logged * 16).await.unwrap();
-    assert!(!third.whole && third.keyed);
+    let third = store.cells_since("acme", Day(D0), second.mark, MANY).await.unwrap();
+    assert!(!third.whole);
     let got = keys(&third.cells);
     assert!(keys(b).is_subset(&got), "the batch that committed late is read");
     assert!(got.contains(&a[0].0), "the cell added to is read");
+
+    // Exactly the changed cells: by key while they are at most a sixteenth of the cells
+    // kept, by the cells' stamps above that. The marks here are the batches' own
+    // transactions, from the log: a mark from a snapshot is held back by any transaction
+    // open on the server, other tests' too, which can only make a read take more.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let b_xid = Some(logged_xids(&mut conn).await[1]);
+    let mut changed = keys(b);
+    changed.insert(a[0].0.clone());
+    let logged = b.len() + 1;
+    let crowded = store.cells_since("acme", Day(D0), b_xid, logged * 16 - 1).await.unwrap();
+    assert!(!crowded.whole && !crowded.keyed);
+    assert_eq!(keys(&crowded.cells), changed, "only the changed cells are read, not the window");
+    let by_key = store.cells_since("acme", Day(D0), b_xid, logged * 16).await.unwrap();
+    assert!(!by_key.whole && by_key.keyed);
+    assert_eq!(keys(&by_key.cells), changed);
 
     let mut kept = GapState::new();
     for read in [&first, &second, &third] {
@@ -418,26 +434,78 @@ async fn changed_cells_include_late_commits() {
     let whole = store.load("acme", Some(Day(D0)), false).await.unwrap();
     assert_eq!(kept.snapshot().cells, whole.snapshot().cells);
     assert_ne!(whole.snapshot().cells, s.snapshot().cells, "A's first cell counts twice");
-    assert_eq!(got, changed, "only the changed cells are read, not the window");
 
     // Pruning the log: a read from a mark below the pruned part goes by the stamps; one
     // from a later mark still goes by key. Both read only what changed since.
     store.commit(&write(0, Some(2), &a[1..2])).await.unwrap();
-    let (pruned, first_mark) = store.prune_cell_changes(0).await.unwrap();
+    let (pruned, _) = store.prune_cell_changes(0).await.unwrap();
     assert_eq!(pruned, 0, "the first call only takes a mark");
     store.commit(&write(0, Some(3), &a[2..3])).await.unwrap();
-    let (pruned, _) = store.prune_cell_changes(first_mark).await.unwrap();
-    assert_eq!(pruned, 4, "the four batches before the mark leave the log");
-    let stale = store.cells_since("acme", Day(D0), third.mark, MANY).await.unwrap();
+    let xids = logged_xids(&mut conn).await;
+    let (c1, last) = (xids[3], xids[4]);
+    let (pruned, _) = store.prune_cell_changes(last).await.unwrap();
+    assert_eq!(pruned, 4, "the four batches before it leave the log");
+    let stale = store.cells_since("acme", Day(D0), Some(c1), MANY).await.unwrap();
     assert!(!stale.whole && !stale.keyed, "changes logged before the floor may be gone");
     assert_eq!(keys(&stale.cells), [a[1].0.clone(), a[2].0.clone()].into());
-    let fresh = store.cells_since("acme", Day(D0), Some(first_mark), MANY).await.unwrap();
+    let fresh = store.cells_since("acme", Day(D0), Some(last), MANY).await.unwrap();
     assert!(!fresh.whole && fresh.keyed);
     assert_eq!(keys(&fresh.cells), [a[2].0.clone()].into(), "the batch after the mark, and only it");
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
     let (left,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM analytics_cell_changes").fetch_one(&mut conn).await.unwrap();
     assert_eq!(left, 1);
+}
+
+/// A batch of more cells than the change log keeps keys for logs its count alone, and the
+/// next read goes by the cells' stamps; it still reads exactly what changed.
+#[tokio::test]
+async fn large_batches_log_no_keys_and_reads_after_them_go_by_the_stamps() {
+    use cxgap_analytics::store::TenantWrite;
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    let store = AnalyticsStore::connect(&db.url).await.unwrap();
+    let mut s = GapState::new();
+    for i in 0..400 {
+        s.apply(&event(i));
+    }
+    // The same cells on later days too: more cells than the events' combinations give.
+    let cells: Vec<_> = (0..4)
+        .flat_map(|k| {
+            s.snapshot().cells.into_iter().map(move |(c, agg)| ((Day(c.0.0 + 60 * k), c.1, c.2, c.3, c.4), agg))
+        })
+        .collect();
+    assert!(cells.len() > 600, "{} cells", cells.len());
+    let write = |expected: Option<i64>, cells: &[_]| BatchWrite {
+        group: "g".into(),
+        topic: "feedback".into(),
+        partition: 0,
+        expected,
+        next: expected.unwrap_or(0) + 1,
+        now_ms: 0,
+        tenants: vec![TenantWrite { tenant: "acme".into(), cells: cells.to_vec(), ..Default::default() }],
+    };
+    let keys = |r: &[(cxgap_domain::state::CellCoords, cxgap_domain::aggregate::CellAgg)]| {
+        r.iter().map(|(k, _)| k.clone()).collect::<std::collections::BTreeSet<_>>()
+    };
+    store.commit(&write(None, &cells[..10])).await.unwrap();
+    let first = store.cells_since("acme", Day(D0), None, 0).await.unwrap();
+    store.commit(&write(Some(1), &cells[10..11])).await.unwrap();
+    assert!(first.whole);
+    // Marks from the batches' own transactions, as in `changed_cells_include_late_commits`.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let second =
+        store.cells_since("acme", Day(D0), logged_xids(&mut conn).await.last().copied(), 1 << 20).await.unwrap();
+    assert!(second.keyed && keys(&second.cells) == keys(&cells[10..11]));
+    store.commit(&write(Some(2), &cells[11..600])).await.unwrap();
+    let third =
+        store.cells_since("acme", Day(D0), logged_xids(&mut conn).await.last().copied(), 1 << 20).await.unwrap();
+    assert!(!third.whole && !third.keyed, "589 cells are more than the log keeps keys for");
+    assert_eq!(keys(&third.cells), keys(&cells[11..600]));
+    let logged: Vec<(i32, bool)> =
+        sqlx::query_as("SELECT cells, days IS NULL FROM analytics_cell_changes ORDER BY changed_xid")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(logged, [(10, false), (1, false), (589, true)]);
 }
 
 #[tokio::test]
