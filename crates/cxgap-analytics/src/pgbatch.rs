@@ -36,8 +36,11 @@ pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic
 pub(crate) type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
 
 /// The most cells whose keys a batch logs; a batch of more logs only their count (see
-/// migration 1007). Batches of a steady flow hold tens of cells, a backlog's thousands.
-pub(crate) const LOGGED_KEYS_MAX: usize = 512;
+/// migration 1007). Batches of a steady flow hold tens of cells, a backlog's hundreds or
+/// more: at 512 the benchmark's backlog batches, about 1,150 events each, sometimes
+/// logged their keys and the cell upsert ran 10–40 % longer in those runs; at 128, five
+/// alternated pairs were a tie (upsert 10.6 against 10.8 s, `docs/benchmarks.md`).
+pub(crate) const LOGGED_KEYS_MAX: usize = 128;
 
 /// The additive cell upsert: one statement text for any number of rows, so it is
 /// prepared once per connection. Each row is stamped with the writing transaction, and
