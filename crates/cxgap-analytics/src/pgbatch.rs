@@ -37,9 +37,9 @@ pub(crate) type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
 
 /// The most cells whose keys a batch logs; a batch of more logs only their count (see
 /// migration 1007). Batches of a steady flow hold tens of cells, a backlog's hundreds or
-/// more: at 512 the benchmark's backlog batches, about 1,150 events each, sometimes
-/// logged their keys and the cell upsert ran 10–40 % longer in those runs; at 128, five
-/// alternated pairs were a tie (upsert 10.6 against 10.8 s, `docs/benchmarks.md`).
+/// more. At 512, three of five alternated throughput pairs ran the cell upsert 5–37 %
+/// longer than without the log (the benchmark's backlog batches hold about 1,150 events
+/// each); at 128, five pairs were a tie (10.6 against 10.8 s, `docs/benchmarks.md`).
 pub(crate) const LOGGED_KEYS_MAX: usize = 128;
 
 /// The additive cell upsert: one statement text for any number of rows, so it is
