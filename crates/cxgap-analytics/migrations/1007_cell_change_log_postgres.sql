@@ -22,7 +22,7 @@ CREATE TABLE analytics_cell_changes (
 );
 CREATE INDEX analytics_cell_changes_by_tenant ON analytics_cell_changes (tenant_id, changed_xid);
 -- The log is pruned below a transaction id that only grows. A read from a mark below it
--- could miss pruned changes, so it reads the window whole instead.
+-- could miss pruned changes, so it filters the window by the cells' stamps instead.
 CREATE TABLE analytics_cell_changes_pruned (
     only_row  BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
     below_xid BIGINT  NOT NULL

@@ -1,9 +1,10 @@
 //! Signals to alerting (`cxgap.signals.v1`). Customer signals are decided inside the batch
 //! that changed the customer and stored with it; aggregate signals are decided by a
 //! periodic evaluation of the tenants that batches touched, which keeps each tenant's window
-//! of cells in memory and, on PostgreSQL, reads only the cells changed since its last read,
-//! found through the batches' change log (the window grows with the data; reading it whole
-//! took up to 1.8 s of every 2.4 s in a long benchmark run). Both go through the outbox in the store, and [`relay`] publishes
+//! of cells in memory and, on PostgreSQL, reads only the cells changed since its last read:
+//! by key from the batches' change log when they are few, otherwise by the cells' stamps
+//! (the window grows with the data; reading it whole took up to 1.8 s of every 2.4 s in a
+//! long benchmark run). Both go through the outbox in the store, and [`relay`] publishes
 //! them.
 
 use crate::store::{AnalyticsStore, OutboxSignal};
@@ -285,7 +286,8 @@ async fn evaluate_tenant(
 }
 
 /// Evaluation rounds between two prunings of the change log: at the default interval of
-/// 2 s, a minute. A tenant evaluated less often than that is read whole next time.
+/// 2 s, a minute. A tenant evaluated less often than that is read by the cells' stamps
+/// next time.
 const ROUNDS_PER_LOG_PRUNE: u32 = 30;
 
 /// Runs [`evaluate_dirty`] every `interval` until shutdown, and prunes the cell change log

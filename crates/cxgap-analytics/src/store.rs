@@ -526,8 +526,9 @@ impl AnalyticsStore {
     /// committed, in two ways:
     /// - by key, from the log: its cost follows the changes, not the window. Taken while
     ///   the log's rows since the mark name at most 1/[`KEYED_READ_SHARE`] of the `kept`
-    ///   cells: a key lookup costs about as much as scanning 25 cells of the window
-    ///   (2,000 lookups 30–45 ms, 324,000 cells scanned 209 ms, `docs/benchmarks.md`);
+    ///   cells: a key lookup costs about as much as filtering 20–30 cells of the window
+    ///   (2,000 lookups 22–41 ms whatever the window, 324,000 cells filtered 162 ms,
+    ///   `docs/benchmarks.md`);
     /// - otherwise, after a batch too large to log its keys (more than
     ///   `LOGGED_KEYS_MAX` cells), or when the mark is below the log's pruning floor (see
     ///   [`Self::prune_cell_changes`]), by filtering the window on the stamps, which the
@@ -589,10 +590,10 @@ impl AnalyticsStore {
     }
 
     /// Forgets the change log's rows of transactions below `below`, a mark this returned
-    /// before (0: forget nothing), and returns a new mark for the next call. Reads from
-    /// a mark below `below` filter the window by the cells' stamps from then on. Called with the mark of
-    /// the previous call, a minute or so apart, it keeps about a minute of the log while
-    /// evaluations every few seconds stay incremental. SQLite keeps no log.
+    /// before (0: forget nothing), and returns a new mark for the next call. Reads from a
+    /// mark below `below` filter the window by the cells' stamps from then on. Called with
+    /// the mark of the previous call, a minute or so apart, it keeps one to two minutes of
+    /// the log, while evaluations every few seconds read by key. SQLite keeps no log.
     pub async fn prune_cell_changes(&self, below: i64) -> Result<(u64, i64), StoreError> {
         if self.pg.is_none() {
             return Ok((0, 0));
