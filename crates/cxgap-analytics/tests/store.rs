@@ -349,6 +349,29 @@ async fn postgres_backend() {
     assert_eq!(options, ["fillfactor=60"]);
 }
 
+type Cells = [(cxgap_domain::state::CellCoords, cxgap_domain::aggregate::CellAgg)];
+
+/// A batch of acme's cells on `partition`, moving its offset from `expected` by one.
+fn cells_batch(partition: i32, expected: Option<i64>, cells: &Cells) -> BatchWrite {
+    BatchWrite {
+        group: "g".into(),
+        topic: "feedback".into(),
+        partition,
+        expected,
+        next: expected.unwrap_or(0) + 1,
+        now_ms: 0,
+        tenants: vec![cxgap_analytics::store::TenantWrite {
+            tenant: "acme".into(),
+            cells: cells.to_vec(),
+            ..Default::default()
+        }],
+    }
+}
+
+fn cell_keys(cells: &Cells) -> std::collections::BTreeSet<cxgap_domain::state::CellCoords> {
+    cells.iter().map(|(k, _)| k.clone()).collect()
+}
+
 /// The transactions of the change log's rows, oldest first.
 async fn logged_xids(conn: &mut sqlx::PgConnection) -> Vec<i64> {
     sqlx::query_scalar("SELECT changed_xid FROM analytics_cell_changes ORDER BY changed_xid")
@@ -364,7 +387,6 @@ async fn logged_xids(conn: &mut sqlx::PgConnection) -> Vec<i64> {
 /// pruned past the mark.
 #[tokio::test]
 async fn changed_cells_include_late_commits() {
-    use cxgap_analytics::store::TenantWrite;
     let db = cxgap_testkit::TestDb::new().await.unwrap();
     let store = AnalyticsStore::connect(&db.url).await.unwrap();
     // As many cells kept as to take every read below by key.
@@ -375,38 +397,26 @@ async fn changed_cells_include_late_commits() {
     }
     let cells = s.snapshot().cells;
     let (a, b) = cells.split_at(cells.len() / 2);
-    let write = |partition: i32, expected: Option<i64>, cells: &[_]| BatchWrite {
-        group: "g".into(),
-        topic: "feedback".into(),
-        partition,
-        expected,
-        next: expected.unwrap_or(0) + 1,
-        now_ms: 0,
-        tenants: vec![TenantWrite { tenant: "acme".into(), cells: cells.to_vec(), ..Default::default() }],
-    };
-    store.commit(&write(0, None, a)).await.unwrap();
+    store.commit(&cells_batch(0, None, a)).await.unwrap();
     let first = store.cells_since("acme", Day(D0), None, 0).await.unwrap();
     assert!(first.whole);
     assert_eq!(first.cells.len(), a.len());
 
     // Batch B writes and stays open while the next read runs.
-    let late = write(1, None, b);
+    let late = cells_batch(1, None, b);
     let mut tx = store.begin_batch("g", "feedback", 1, None, 1, 0).await.unwrap();
     tx.write(&late.tenants[0]).await.unwrap();
     let second = store.cells_since("acme", Day(D0), first.mark, MANY).await.unwrap();
     assert!(!second.whole && second.keyed);
-    let keys = |r: &[(cxgap_domain::state::CellCoords, cxgap_domain::aggregate::CellAgg)]| {
-        r.iter().map(|(k, _)| k.clone()).collect::<std::collections::BTreeSet<_>>()
-    };
-    assert!(keys(&second.cells).is_disjoint(&keys(b)), "an open transaction's cells are not read");
+    assert!(cell_keys(&second.cells).is_disjoint(&cell_keys(b)), "an open transaction's cells are not read");
     // A later batch commits first, adding to a cell of A; then B commits.
-    store.commit(&write(0, Some(1), &a[..1])).await.unwrap();
+    store.commit(&cells_batch(0, Some(1), &a[..1])).await.unwrap();
     tx.commit().await.unwrap();
 
     let third = store.cells_since("acme", Day(D0), second.mark, MANY).await.unwrap();
     assert!(!third.whole);
-    let got = keys(&third.cells);
-    assert!(keys(b).is_subset(&got), "the batch that committed late is read");
+    let got = cell_keys(&third.cells);
+    assert!(cell_keys(b).is_subset(&got), "the batch that committed late is read");
     assert!(got.contains(&a[0].0), "the cell added to is read");
 
     // Exactly the changed cells: by key while they are at most a sixteenth of the cells
@@ -415,15 +425,15 @@ async fn changed_cells_include_late_commits() {
     // open on the server, other tests' too, which can only make a read take more.
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
     let b_xid = Some(logged_xids(&mut conn).await[1]);
-    let mut changed = keys(b);
+    let mut changed = cell_keys(b);
     changed.insert(a[0].0.clone());
     let logged = b.len() + 1;
     let crowded = store.cells_since("acme", Day(D0), b_xid, logged * 16 - 1).await.unwrap();
     assert!(!crowded.whole && !crowded.keyed);
-    assert_eq!(keys(&crowded.cells), changed, "only the changed cells are read, not the window");
+    assert_eq!(cell_keys(&crowded.cells), changed, "only the changed cells are read, not the window");
     let by_key = store.cells_since("acme", Day(D0), b_xid, logged * 16).await.unwrap();
     assert!(!by_key.whole && by_key.keyed);
-    assert_eq!(keys(&by_key.cells), changed);
+    assert_eq!(cell_keys(&by_key.cells), changed);
 
     let mut kept = GapState::new();
     for read in [&first, &second, &third] {
@@ -437,20 +447,20 @@ async fn changed_cells_include_late_commits() {
 
     // Pruning the log: a read from a mark below the pruned part goes by the stamps; one
     // from a later mark still goes by key. Both read only what changed since.
-    store.commit(&write(0, Some(2), &a[1..2])).await.unwrap();
+    store.commit(&cells_batch(0, Some(2), &a[1..2])).await.unwrap();
     let (pruned, _) = store.prune_cell_changes(0).await.unwrap();
     assert_eq!(pruned, 0, "the first call only takes a mark");
-    store.commit(&write(0, Some(3), &a[2..3])).await.unwrap();
+    store.commit(&cells_batch(0, Some(3), &a[2..3])).await.unwrap();
     let xids = logged_xids(&mut conn).await;
     let (c1, last) = (xids[3], xids[4]);
     let (pruned, _) = store.prune_cell_changes(last).await.unwrap();
     assert_eq!(pruned, 4, "the four batches before it leave the log");
     let stale = store.cells_since("acme", Day(D0), Some(c1), MANY).await.unwrap();
     assert!(!stale.whole && !stale.keyed, "changes logged before the floor may be gone");
-    assert_eq!(keys(&stale.cells), [a[1].0.clone(), a[2].0.clone()].into());
+    assert_eq!(cell_keys(&stale.cells), [a[1].0.clone(), a[2].0.clone()].into());
     let fresh = store.cells_since("acme", Day(D0), Some(last), MANY).await.unwrap();
     assert!(!fresh.whole && fresh.keyed);
-    assert_eq!(keys(&fresh.cells), [a[2].0.clone()].into(), "the batch after the mark, and only it");
+    assert_eq!(cell_keys(&fresh.cells), [a[2].0.clone()].into(), "the batch after the mark, and only it");
     let (left,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM analytics_cell_changes").fetch_one(&mut conn).await.unwrap();
     assert_eq!(left, 1);
@@ -460,7 +470,6 @@ async fn changed_cells_include_late_commits() {
 /// next read goes by the cells' stamps; it still reads exactly what changed.
 #[tokio::test]
 async fn large_batches_log_no_keys_and_reads_after_them_go_by_the_stamps() {
-    use cxgap_analytics::store::TenantWrite;
     let db = cxgap_testkit::TestDb::new().await.unwrap();
     let store = AnalyticsStore::connect(&db.url).await.unwrap();
     let mut s = GapState::new();
@@ -474,18 +483,7 @@ async fn large_batches_log_no_keys_and_reads_after_them_go_by_the_stamps() {
         })
         .collect();
     assert!(cells.len() > 600, "{} cells", cells.len());
-    let write = |expected: Option<i64>, cells: &[_]| BatchWrite {
-        group: "g".into(),
-        topic: "feedback".into(),
-        partition: 0,
-        expected,
-        next: expected.unwrap_or(0) + 1,
-        now_ms: 0,
-        tenants: vec![TenantWrite { tenant: "acme".into(), cells: cells.to_vec(), ..Default::default() }],
-    };
-    let keys = |r: &[(cxgap_domain::state::CellCoords, cxgap_domain::aggregate::CellAgg)]| {
-        r.iter().map(|(k, _)| k.clone()).collect::<std::collections::BTreeSet<_>>()
-    };
+    let write = |expected, cells: &Cells| cells_batch(0, expected, cells);
     store.commit(&write(None, &cells[..10])).await.unwrap();
     let first = store.cells_since("acme", Day(D0), None, 0).await.unwrap();
     store.commit(&write(Some(1), &cells[10..11])).await.unwrap();
@@ -494,12 +492,12 @@ async fn large_batches_log_no_keys_and_reads_after_them_go_by_the_stamps() {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
     let second =
         store.cells_since("acme", Day(D0), logged_xids(&mut conn).await.last().copied(), 1 << 20).await.unwrap();
-    assert!(second.keyed && keys(&second.cells) == keys(&cells[10..11]));
+    assert!(second.keyed && cell_keys(&second.cells) == cell_keys(&cells[10..11]));
     store.commit(&write(Some(2), &cells[11..600])).await.unwrap();
     let third =
         store.cells_since("acme", Day(D0), logged_xids(&mut conn).await.last().copied(), 1 << 20).await.unwrap();
     assert!(!third.whole && !third.keyed, "589 cells are more than the log keeps keys for");
-    assert_eq!(keys(&third.cells), keys(&cells[11..600]));
+    assert_eq!(cell_keys(&third.cells), cell_keys(&cells[11..600]));
     let logged: Vec<(i32, bool)> =
         sqlx::query_as("SELECT cells, days IS NULL FROM analytics_cell_changes ORDER BY changed_xid")
             .fetch_all(&mut conn)
