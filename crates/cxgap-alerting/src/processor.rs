@@ -96,11 +96,13 @@ impl Processor {
         let mut signals = Vec::with_capacity(fresh.records.len());
         for r in fresh.records {
             match pb::Signal::decode(r.record.payload.as_slice()) {
-                Ok(s) if !s.tenant_id.is_empty() && !s.signal_id.is_empty() => signals.push(s),
-                Ok(_) => {
-                    warn!(partition, offset = r.offset, "signal without tenant or id; skipped");
-                    stats.rejected += 1;
-                }
+                Ok(s) => match invalid(&s) {
+                    None => signals.push(s),
+                    Some(why) => {
+                        warn!(partition, offset = r.offset, signal_id = %s.signal_id, "invalid signal, {why}; skipped");
+                        stats.rejected += 1;
+                    }
+                },
                 Err(e) => {
                     warn!(partition, offset = r.offset, error = %e, "undecodable signal; skipped");
                     stats.rejected += 1;
@@ -197,6 +199,46 @@ impl Processor {
         self.store.tenants_stored(rules.keys());
         Ok(stats)
     }
+}
+
+/// Why a decoded signal cannot be evaluated, if it cannot. Analytics sends none of these,
+/// but another producer on the topic could, and a value the store refuses (SQLite keeps a
+/// NaN risk as NULL) would fail the batch on every retry and stop the partition.
+fn invalid(s: &pb::Signal) -> Option<String> {
+    if s.tenant_id.is_empty() {
+        return Some("tenant_id is empty".into());
+    }
+    if s.signal_id.is_empty() {
+        return Some("signal_id is empty".into());
+    }
+    // Protobuf's own range for a Timestamp (years 1–9999), which also keeps the
+    // millisecond arithmetic from overflowing.
+    if let Some(t) = &s.emitted_at
+        && !((-62_135_596_800..=253_402_300_799).contains(&t.seconds) && (0..1_000_000_000).contains(&t.nanos))
+    {
+        return Some(format!("emitted_at {}s {}ns is outside the years 1 to 9999", t.seconds, t.nanos));
+    }
+    if let Some(pb::signal::Body::Customer(c)) = &s.body {
+        if c.customer_id.is_empty() {
+            return Some("customer.customer_id is empty".into());
+        }
+        // A NaN is in no range, so it is refused here too.
+        let probability = |x: f64| (0.0..=1.0).contains(&x);
+        if !probability(c.risk) {
+            return Some(format!("customer.risk is {}, not a probability from 0 to 1", c.risk));
+        }
+        if let Some(p) = c.previous_risk
+            && !probability(p)
+        {
+            return Some(format!("customer.previous_risk is {p}, not a probability from 0 to 1"));
+        }
+        if let Some(v) = c.customer_value
+            && !v.is_finite()
+        {
+            return Some(format!("customer.customer_value is {v}, not a finite number"));
+        }
+    }
+    None
 }
 
 /// What a batch's signals are about: customers (their alerts and risk history, read once

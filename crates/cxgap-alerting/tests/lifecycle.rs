@@ -599,3 +599,54 @@ async fn risk_history_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     risk_history_stays_short(&format!("sqlite:{}", dir.path().join("a.db").display())).await;
 }
+
+/// Signals no rule can judge (a risk that is not a probability, a customer without an id, a
+/// timestamp out of protobuf's range) are skipped and counted, one by one: the batch's valid
+/// signals are applied and its offset moves on, so a faulty producer cannot stop the partition.
+async fn invalid_signals_are_skipped(url: &str) {
+    let (store, p) = processor(url).await;
+    let mut stream = Stream { next: 0 };
+    let with = |id: &str, edit: &dyn Fn(&mut pb::Signal, &mut pb::CustomerRiskChanged)| {
+        let mut s = customer_signal(id, "bad", 0.9, 1.0);
+        let mut body = match s.body.take() {
+            Some(pb::signal::Body::Customer(c)) => c,
+            _ => unreachable!(),
+        };
+        edit(&mut s, &mut body);
+        s.body = Some(pb::signal::Body::Customer(body));
+        s
+    };
+    let batch = [
+        customer_signal("ok1", "c1", 0.9, 1.0),
+        with("nan", &|_, c| c.risk = f64::NAN),
+        with("above", &|_, c| c.risk = 1.5),
+        with("below", &|_, c| c.previous_risk = Some(-0.1)),
+        with("value", &|_, c| c.customer_value = Some(f64::INFINITY)),
+        with("nobody", &|_, c| c.customer_id.clear()),
+        with("when", &|s, _| s.emitted_at = Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 })),
+        with("", &|_, _| ()),
+        customer_signal("ok2", "c2", 0.95, 1.0),
+    ];
+    let stats = p.process(0, &stream.batch(&batch)).await.unwrap();
+    assert_eq!((stats.records, stats.rejected, stats.signals), (9, 7, 2), "{stats:?}");
+    let firing = store.alerts("acme", &[AlertState::Firing], 100, None).await.unwrap();
+    let mut subjects: Vec<&str> =
+        firing.iter().filter(|a| a.rule_id == "churn-risk-high").map(|a| a.subject.as_str()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["customer:c1", "customer:c2"]);
+    // The offset moved past the whole batch: the next one follows on without a gap.
+    let next = p.process(0, &stream.batch(&[customer_signal("ok3", "c3", 0.1, 1.0)])).await.unwrap();
+    assert_eq!((next.records, next.signals, next.rejected), (1, 1, 0), "{next:?}");
+}
+
+#[tokio::test]
+async fn invalid_signals_postgres() {
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    invalid_signals_are_skipped(&db.url).await;
+}
+
+#[tokio::test]
+async fn invalid_signals_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    invalid_signals_are_skipped(&format!("sqlite:{}", dir.path().join("a.db").display())).await;
+}
