@@ -21,6 +21,9 @@ const SCHEMA: &[&str] = &[
      off BIGINT NOT NULL, PRIMARY KEY (grp, topic, part))",
 ];
 
+/// Offsets deleted per statement by [`SqlBus::prune`].
+pub const PRUNE_STEP: i64 = 5_000;
+
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
 }
@@ -75,6 +78,51 @@ impl SqlBus {
             assigned: None,
             buffer: VecDeque::new(),
         }
+    }
+
+    /// Deletes a partition's records below offset `below`, those its only reader has
+    /// applied, so the file stops growing with every record ever sent. The partition's
+    /// last record always stays: the next offset is counted from it. Deletes in steps of
+    /// [`PRUNE_STEP`] offsets, each its own transaction, so a long backlog's pruning never
+    /// holds the bus (one connection) for long; returns how many records went.
+    pub async fn prune(&self, topic: &str, partition: i32, below: i64) -> Result<u64, BusError> {
+        let (first, last): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT MIN(off), MAX(off) FROM bus_log WHERE topic = $1 AND part = $2")
+                .bind(topic)
+                .bind(partition as i64)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        let (Some(first), Some(last)) = (first, last) else { return Ok(0) };
+        let end = below.min(last);
+        let mut pruned = 0;
+        let mut from = first;
+        while from < end {
+            let to = end.min(from.saturating_add(PRUNE_STEP));
+            pruned += sqlx::query("DELETE FROM bus_log WHERE topic = $1 AND part = $2 AND off >= $3 AND off < $4")
+                .bind(topic)
+                .bind(partition as i64)
+                .bind(from)
+                .bind(to)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+            from = to;
+        }
+        Ok(pruned)
+    }
+
+    /// The records a partition holds: (first offset, count); `None` when it holds none.
+    pub async fn held(&self, topic: &str, partition: i32) -> Result<Option<(i64, i64)>, BusError> {
+        let (first, count): (Option<i64>, i64) =
+            sqlx::query_as("SELECT MIN(off), COUNT(*) FROM bus_log WHERE topic = $1 AND part = $2")
+                .bind(topic)
+                .bind(partition as i64)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(first.map(|f| (f, count)))
     }
 
     async fn partitions(&self, topic: &str) -> Result<Option<i64>, BusError> {
@@ -366,5 +414,37 @@ mod tests {
             publisher.publish(vec![Record { topic: "u".into(), ..rec("k", "news") }]).await
         });
         assert_eq!(got.unwrap().unwrap().record.payload, b"news");
+    }
+
+    /// Pruning deletes below the offset asked and never the partition's last record, so
+    /// offsets go on from where they were and a reader behind the pruned range reads on
+    /// from what is left; steps of [`PRUNE_STEP`] delete exactly the range.
+    #[tokio::test]
+    async fn pruning_keeps_offsets_growing_and_the_unread_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = SqlBus::open(&format!("sqlite:{}", dir.path().join("bus.db").display())).await.unwrap();
+        bus.ensure_topics(&[TopicSpec { name: "t".into(), partitions: 1, replication: 1 }]).await.unwrap();
+        let n = PRUNE_STEP * 2 + 10;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(2_000) {
+            let sent = bus.publish(chunk.iter().map(|i| rec("k", &format!("v{i}"))).collect()).await;
+            assert!(sent.iter().all(|r| r.is_ok()));
+        }
+        assert_eq!(bus.prune("t", 0, -5).await.unwrap(), 0);
+        assert_eq!(bus.prune("nope", 0, 10).await.unwrap(), 0);
+        // Over two steps' worth at once, exactly the range below.
+        let below = PRUNE_STEP + 7;
+        assert_eq!(bus.prune("t", 0, below).await.unwrap(), below as u64);
+        assert_eq!(bus.held("t", 0).await.unwrap(), Some((below, n - below)));
+        // A reader from an offset already pruned reads on from the first record held.
+        let mut late = bus.subscribe("late", &["t"]);
+        late.assign("t", &[(0, 3)]).unwrap();
+        let c = late.next().await.unwrap();
+        assert_eq!((c.offset, c.record.payload.clone()), (below, format!("v{below}").into_bytes()));
+        // Asked to prune past the end, the last record stays and holds the next offset.
+        assert_eq!(bus.prune("t", 0, i64::MAX).await.unwrap(), (n - below - 1) as u64);
+        assert_eq!(bus.held("t", 0).await.unwrap(), Some((n - 1, 1)));
+        assert_eq!(bus.end_offsets("t").await.unwrap(), [(0, n)]);
+        let next = bus.publish(vec![rec("k", "after")]).await;
+        assert_eq!(next[0].as_ref().unwrap().offset, n);
     }
 }

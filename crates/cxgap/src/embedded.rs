@@ -3,6 +3,7 @@
 //! as the distributed services (only the bus and the database URL differ). The first run
 //! creates a tenant and an API key and keeps them in the data directory.
 
+use crate::retention::Retention;
 use anyhow::{Context, Result};
 use cxgap_auth::TenantStore;
 use cxgap_bus::sql::SqlBus;
@@ -176,10 +177,17 @@ pub async fn start(args: &RunArgs, stop: cxgap_runtime::Shutdown, announce: bool
 
     let ingest = cxgap_ingest::App::build_with(ingest_cfg, Arc::new(bus.clone()), tenants.clone()).await?;
     let alerting_store = cxgap_alerting::store::AlertStore::connect(&alerting_cfg.database_url).await?;
+    let (alerting_group, signals_topic, alerts_topic) =
+        (alerting_cfg.group.clone(), alerting_cfg.signals_topic.clone(), alerting_cfg.alerts_topic.clone());
     let alerting_sub = bus.subscribe(&alerting_cfg.group, &[&alerting_cfg.signals_topic]);
-    let alerting =
-        cxgap_alerting::App::build_with(alerting_cfg, alerting_sub, bus.clone(), alerting_store, tenants.clone())
-            .await?;
+    let alerting = cxgap_alerting::App::build_with(
+        alerting_cfg,
+        alerting_sub,
+        bus.clone(),
+        alerting_store.clone(),
+        tenants.clone(),
+    )
+    .await?;
 
     let mut analytics_settings = common("analytics.db", &args.analytics_http, &args.analytics_grpc);
     // One instance: its lease is renewed fast and a restart takes over at once.
@@ -191,6 +199,17 @@ pub async fn start(args: &RunArgs, stop: cxgap_runtime::Shutdown, announce: bool
         cxgap_analytics::AnalyticsConfig::load(&settings(&analytics_settings)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let analytics_store = cxgap_analytics::AnalyticsStore::connect(&analytics_cfg.database_url).await?;
     let analytics_sub = bus.subscribe(&analytics_cfg.consumer_group, &[&analytics_cfg.feedback_topic]);
+    let retention = Retention {
+        bus: bus.clone(),
+        partitions: PARTITIONS,
+        analytics: analytics_store.clone(),
+        analytics_group: analytics_cfg.consumer_group.clone(),
+        feedback_topic: analytics_cfg.feedback_topic.clone(),
+        alerting: alerting_store,
+        alerting_group,
+        signals_topic,
+        alerts_topic,
+    };
     let analytics =
         cxgap_analytics::App::build_with(analytics_cfg, analytics_sub, bus.clone(), analytics_store, tenants.clone())
             .await?;
@@ -216,7 +235,8 @@ pub async fn start(args: &RunArgs, stop: cxgap_runtime::Shutdown, announce: bool
     let tasks = vec![
         ("ingest", tokio::spawn(ingest.run(stop.clone()))),
         ("analytics", tokio::spawn(analytics.run(stop.clone()))),
-        ("alerting", tokio::spawn(alerting.run(stop))),
+        ("alerting", tokio::spawn(alerting.run(stop.clone()))),
+        ("bus retention", tokio::spawn(retention.run(stop))),
     ];
     Ok(Running { key, ingest_grpc, analytics_http, analytics_grpc, alerting_grpc, tasks })
 }

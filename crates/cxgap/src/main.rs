@@ -12,6 +12,7 @@ mod embedded;
 mod feed;
 mod query;
 mod render;
+mod retention;
 mod rules;
 mod services;
 mod table;
