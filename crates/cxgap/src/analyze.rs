@@ -52,6 +52,8 @@ pub struct Args {
     /// Report on the valid records even if some are invalid (each is still listed).
     #[arg(long)]
     skip_invalid: bool,
+    #[command(flatten)]
+    filter: crate::filter::FilterArgs,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -120,6 +122,8 @@ pub struct Analysis {
     pub windows: Vec<report::GapReport>,
     pub nps_trend: report::Trend,
     pub at_risk: Vec<report::CustomerRisk>,
+    /// What --channel, --stage, --touchpoint and --segment let through; empty lists pass all.
+    pub filter: report::Filter,
 }
 
 fn now() -> Timestamp {
@@ -136,6 +140,7 @@ fn report_errors(kind: &str, errors: &[RecordError]) {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let filter = args.filter.domain()?;
     let now = now();
     let mut state = GapState::new();
     let mut input = InputSummary { file: args.file.display().to_string(), ..Default::default() };
@@ -195,7 +200,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let Some(last_day) = state.last_day() else {
         bail!("{} holds no valid feedback records", args.file.display());
     };
-    let analysis = analyse(&state, input, &args, args.as_of.unwrap_or(last_day));
+    let analysis = analyse(&state, input, &args, args.as_of.unwrap_or(last_day), filter);
     let mut out = io::stdout().lock();
     if args.format == "json" {
         serde_json::to_writer_pretty(&mut out, &analysis)?;
@@ -209,9 +214,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn analyse(state: &GapState, input: InputSummary, args: &Args, as_of: Day) -> Analysis {
+/// The report, breakdowns, trend and at-risk list, all over the feedback (and customers)
+/// `filter` lets through.
+fn analyse(state: &GapState, input: InputSummary, args: &Args, as_of: Day, filter: report::Filter) -> Analysis {
     let mut q = ReportQuery::new(as_of, args.window);
     q.min_n = args.min_n;
+    q.filter = filter;
     if let Some(w) = args.weights {
         q.weights = w;
     }
@@ -248,9 +256,10 @@ fn analyse(state: &GapState, input: InputSummary, args: &Args, as_of: Day) -> An
             report::Granularity::Week,
             Window::Days(30),
             as_of,
-            &report::Filter::default(),
+            &q.filter,
         ),
-        at_risk: RiskView::new(state, &model, as_of).at_risk(0.0, &[], args.top),
+        at_risk: RiskView::new(state, &model, as_of).at_risk(0.0, &q.filter.segment, args.top),
+        filter: q.filter,
         input,
     }
 }

@@ -10,6 +10,7 @@ mod client;
 mod demo;
 mod embedded;
 mod feed;
+mod filter;
 mod query;
 mod render;
 mod retention;

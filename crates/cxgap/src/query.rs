@@ -2,6 +2,7 @@
 //! printed as tables or (`--format json`) as JSON with enum names instead of numbers.
 
 use crate::client::{self, Conn, OutFormat, enum_name};
+use crate::filter::{self, FilterArgs, SegmentArgs};
 use crate::table::Table;
 use anyhow::{Context, Result};
 use cxgap_proto::analytics as pb;
@@ -28,6 +29,8 @@ pub struct ReportArgs {
     /// Groups with fewer responses are flagged low-n.
     #[arg(long, default_value_t = 30)]
     min_n: u32,
+    #[command(flatten)]
+    filter: FilterArgs,
     #[arg(long, value_enum, default_value = "table")]
     format: OutFormat,
 }
@@ -51,6 +54,8 @@ pub struct AtRiskArgs {
     /// Only customers at or above this churn risk (0–1).
     #[arg(long, default_value_t = 0.0, value_parser = parse_unit)]
     min_risk: f64,
+    #[command(flatten)]
+    segment: SegmentArgs,
     #[arg(long, value_enum, default_value = "table")]
     format: OutFormat,
 }
@@ -261,18 +266,24 @@ fn report_text(r: &pb::GapReport) -> String {
 
 pub fn report(args: ReportArgs) -> Result<ExitCode> {
     runtime()?.block_on(async move {
+        let filter = args.filter.pb()?;
         let (mut api, key) = connect(&args.conn).await?;
         let req = pb::GetGapReportRequest {
             group_by: args.by.clone(),
             window: args.window as i32,
             as_of: args.as_of,
-            filter: None,
+            filter,
             min_n: args.min_n,
         };
         let r = api.get_gap_report(client::authed(&key, req)?).await.map_err(client::status)?.into_inner();
         match args.format {
             OutFormat::Json => client::print_json(&report_json(&r))?,
-            OutFormat::Table => print!("{}", report_text(&r)),
+            OutFormat::Table => {
+                if let Some(only) = filter::describe(&args.filter.domain()?) {
+                    println!("only {only}");
+                }
+                print!("{}", report_text(&r))
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -349,6 +360,7 @@ pub fn risk(args: RiskArgs) -> Result<ExitCode> {
 
 pub fn at_risk(args: AtRiskArgs) -> Result<ExitCode> {
     runtime()?.block_on(async move {
+        let filter = args.segment.pb()?;
         let (mut api, key) = connect(&args.conn).await?;
         let mut customers = Vec::new();
         let mut page_token = String::new();
@@ -356,7 +368,7 @@ pub fn at_risk(args: AtRiskArgs) -> Result<ExitCode> {
             let req = pb::ListAtRiskCustomersRequest {
                 limit: (args.limit as usize - customers.len()).min(500) as u32,
                 min_risk: args.min_risk,
-                filter: None,
+                filter: filter.clone(),
                 page_token: std::mem::take(&mut page_token),
             };
             let page =

@@ -133,7 +133,11 @@ pub fn text(a: &Analysis, top: usize) -> String {
         i.records, i.applied, i.duplicates, i.rejected, i.assessments
     );
     let from = r.from.map_or("first event".to_string(), |d| d.to_string());
-    let _ = writeln!(out, "window {} ({from} … {}), 95% intervals, n = responses\n", r.window, r.as_of);
+    let _ = writeln!(out, "window {} ({from} … {}), 95% intervals, n = responses", r.window, r.as_of);
+    if let Some(only) = crate::filter::describe(&a.filter) {
+        let _ = writeln!(out, "only {only}");
+    }
+    out.push('\n');
 
     let _ = writeln!(out, "OVERALL ({} events)", r.overall.events);
     summary_block(&mut out, &r.overall);

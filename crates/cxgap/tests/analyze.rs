@@ -125,6 +125,43 @@ fn text_report_shows_figures_with_n_and_interval() {
     assert!(help.split_whitespace().nth(5).unwrap().parse::<f64>().unwrap() > 0.2, "{help}");
 }
 
+/// `--channel`, `--stage`, `--touchpoint` and `--segment` restrict the report to the
+/// matching records, counted here from the raw CSV; a misspelt name is refused by name.
+#[test]
+fn filters_restrict_the_report_to_the_matching_records() {
+    let csv = example("feedback.csv");
+    let data = rows(&csv);
+    let file = csv.to_str().unwrap();
+    let out = json(&["analyze", file, "--format", "json", "--channel", "web,chat", "--segment", "tier=gold"]);
+    let kept: Vec<_> = data
+        .iter()
+        .filter(|r| ["WEB", "CHAT"].contains(&r["channel"].as_str()) && r["segment.tier"] == "gold")
+        .collect();
+    assert!(!kept.is_empty() && kept.len() < data.len());
+    assert_eq!(out["report"]["overall"]["events"], kept.len() as u64);
+    let scores: Vec<f64> = kept.iter().filter_map(|r| num(r, "nps")).collect();
+    assert!(close(out["report"]["overall"]["nps"]["wald"]["value"].as_f64().unwrap(), nps(&scores)));
+    let at_risk = out["at_risk"].as_array().unwrap();
+    let gold = serde_json::json!(["tier", "gold"]);
+    assert!(
+        !at_risk.is_empty() && at_risk.iter().all(|c| c["attributes"].as_array().unwrap().contains(&gold)),
+        "{at_risk:?}"
+    );
+    assert_eq!(out["filter"]["channels"], serde_json::json!(["WEB", "CHAT"]));
+
+    let out = json(&["analyze", file, "--format", "json", "--stage", "support", "--touchpoint", "helpline"]);
+    let kept = data.iter().filter(|r| r["journey_stage"] == "SUPPORT" && r["touchpoint"] == "helpline").count();
+    assert!(kept > 0);
+    assert_eq!(out["report"]["overall"]["events"], kept as u64);
+    let text = String::from_utf8(cxgap(&["analyze", file, "--stage", "support"]).stdout).unwrap();
+    assert!(text.contains("only stage SUPPORT"), "{text}");
+
+    let out = cxgap(&["analyze", file, "--channel", "pigeon"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"pigeon\" is not a channel") && err.contains("mobile_app"), "{err}");
+}
+
 #[test]
 fn order_duplicates_and_format_do_not_change_the_report() {
     let csv = example("feedback.csv");

@@ -143,6 +143,26 @@ async fn client_commands_drive_a_running_cxgap() {
     let table = cx.cli(&["report", "--window", "all", "--as-of", AS_OF, "--by", "channel"]);
     let table = text(&table.stdout);
     assert!(table.contains("NPS [95%]") && table.contains("-12.0 [") && table.contains("MOBILE_APP"), "{table}");
+    // Filtered, the served report equals the offline analysis with the same filter.
+    let only = ["--channel", "web,chat", "--stage", "support,purchase", "--segment", "tier=gold"];
+    let offline_only = Command::new(env!("CARGO_BIN_EXE_cxgap"))
+        .args(["analyze", feedback, "--format", "json", "--window", "all", "--as-of", AS_OF])
+        .args(only)
+        .output()
+        .unwrap();
+    let offline_only: Value = serde_json::from_slice(&offline_only.stdout).unwrap();
+    let served_only =
+        cx.json(&[&["report", "--window", "all", "--as-of", AS_OF, "--format", "json"][..], &only].concat());
+    let events = served_only["overall"]["events"].as_u64().unwrap();
+    assert!(events > 0 && events < 392, "{served_only}");
+    for figure in ["events", "nps", "csat_percent", "experience"] {
+        assert_eq!(served_only["overall"][figure], offline_only["report"]["overall"][figure], "{figure}");
+    }
+    let table = text(&cx.cli(&[&["report", "--window", "all", "--as-of", AS_OF][..], &only].concat()).stdout);
+    assert!(table.contains("only channel WEB, CHAT; stage SUPPORT, PURCHASE; segment tier=gold"), "{table}");
+    let out = cx.cli(&["report", "--stage", "lunch"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("\"lunch\" is not a journey stage"), "{}", text(&out.stderr));
     let out = cx.cli(&["report", "--by", "colour"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("\"colour\" is not a grouping"), "{}", text(&out.stderr));
@@ -161,6 +181,9 @@ async fn client_commands_drive_a_running_cxgap() {
     let out = cx.cli(&["risk", "no-such-customer"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no-such-customer"), "{}", text(&out.stderr));
+    let gold = cx.json(&["at-risk", "--limit", "50", "--segment", "tier=gold", "--format", "json"]);
+    let gold = gold.as_array().unwrap();
+    assert!(!gold.is_empty() && gold.iter().all(|c| c["segment"]["tier"] == "gold"), "{gold:?}");
     let table = text(&cx.cli(&["at-risk", "--limit", "3"]).stdout);
     assert!(table.contains(id) && table.contains("top drivers"), "{table}");
 
