@@ -47,6 +47,7 @@ impl<S, P> std::fmt::Debug for App<S, P> {
 impl App<KafkaSubscriber, KafkaPublisher> {
     pub async fn build(config: AlertingConfig) -> anyhow::Result<Self> {
         let mut kafka = KafkaConfig::new(&config.kafka_brokers);
+        kafka.extra = config.kafka_security.properties.clone();
         kafka.session_timeout = config.session_timeout;
         let publisher = KafkaPublisher::new(kafka.clone()).context("creating the producer")?;
         let topics: Vec<TopicSpec> = [&config.signals_topic, &config.alerts_topic]

@@ -45,6 +45,7 @@ impl<S, P> std::fmt::Debug for App<S, P> {
 impl App<KafkaSubscriber, KafkaPublisher> {
     pub async fn build(config: AnalyticsConfig) -> anyhow::Result<Self> {
         let mut kafka = KafkaConfig::new(&config.kafka_brokers);
+        kafka.extra = config.kafka_security.properties.clone();
         kafka.session_timeout = config.session_timeout;
         let publisher = KafkaPublisher::new(kafka.clone()).context("creating the dead-letter producer")?;
         let topics: Vec<TopicSpec> = [&config.feedback_topic, &config.dlq_topic, &config.signals_topic]

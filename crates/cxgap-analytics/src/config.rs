@@ -59,6 +59,8 @@ pub enum Assignment {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalyticsConfig {
     pub kafka_brokers: String,
+    /// TLS and SASL towards the brokers ([`cxgap_runtime::settings::KAFKA_SECURITY`]).
+    pub kafka_security: cxgap_runtime::settings::KafkaSecurity,
     pub database_url: String,
     pub api_key_pepper: String,
     pub grpc_addr: SocketAddr,
@@ -87,6 +89,7 @@ impl AnalyticsConfig {
     pub fn load(values: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let mut r = Settings::new(values, SETTINGS, "analytics");
         let kafka_brokers = r.raw("CXGAP_KAFKA_BROKERS");
+        let kafka_security = r.kafka_security();
         let database_url = r.database_url("CXGAP_DATABASE_URL");
         let pepper = r.raw("CXGAP_API_KEY_PEPPER");
         if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
@@ -120,6 +123,7 @@ impl AnalyticsConfig {
         let config = (|| {
             Some(AnalyticsConfig {
                 kafka_brokers: kafka_brokers?,
+                kafka_security: kafka_security?,
                 database_url: database_url?,
                 api_key_pepper: pepper?,
                 grpc_addr: grpc_addr?,

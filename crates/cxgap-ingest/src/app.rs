@@ -45,6 +45,7 @@ impl App<KafkaPublisher> {
     /// Production wiring: Kafka and the configured database.
     pub async fn build(config: IngestConfig) -> anyhow::Result<Self> {
         let mut kafka = KafkaConfig::new(&config.kafka_brokers);
+        kafka.extra = config.kafka_security.properties.clone();
         kafka.delivery_timeout = config.delivery_timeout;
         let publisher = Arc::new(KafkaPublisher::new(kafka).context("creating the Kafka producer")?);
         let store = TenantStore::connect(&config.database_url, &config.api_key_pepper)

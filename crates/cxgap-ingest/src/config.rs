@@ -32,6 +32,8 @@ pub const SETTINGS: &[Setting] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
     pub kafka_brokers: String,
+    /// TLS and SASL towards the brokers ([`cxgap_runtime::settings::KAFKA_SECURITY`]).
+    pub kafka_security: cxgap_runtime::settings::KafkaSecurity,
     pub database_url: String,
     pub api_key_pepper: String,
     pub grpc_addr: SocketAddr,
@@ -59,6 +61,7 @@ impl IngestConfig {
     pub fn load(values: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let mut r = Settings::new(values, SETTINGS, "ingest");
         let kafka_brokers = r.raw("CXGAP_KAFKA_BROKERS");
+        let kafka_security = r.kafka_security();
         let database_url = r.database_url("CXGAP_DATABASE_URL");
         let pepper = r.raw("CXGAP_API_KEY_PEPPER");
         if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
@@ -89,6 +92,7 @@ impl IngestConfig {
         let config = (|| {
             Some(IngestConfig {
                 kafka_brokers: kafka_brokers?,
+                kafka_security: kafka_security?,
                 database_url: database_url?,
                 api_key_pepper: pepper?,
                 grpc_addr: grpc_addr?,
@@ -134,6 +138,7 @@ mod tests {
         assert_eq!(c.feedback_topic, "cxgap.feedback.v1");
         assert_eq!(c.grpc_addr.port(), 50051);
         assert_eq!(c.max_batch_events, 1000);
+        assert_eq!(c.kafka_security.properties, [], "plaintext to the brokers unless told");
     }
 
     #[test]
@@ -145,6 +150,7 @@ mod tests {
             ("CXGAP_GRPC_ADDR", "nowhere"),
             ("CXGAP_LOG_FORMAT", "xml"),
             ("CXGAP_KAFKA_BROKER", "typo"),
+            ("CXGAP_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
         ]);
         m.insert("UNRELATED".into(), "ignored".into());
         let e = IngestConfig::load(&m).unwrap_err().to_string();
@@ -156,6 +162,7 @@ mod tests {
             "CXGAP_GRPC_ADDR=\"nowhere\"",
             "CXGAP_KAFKA_BROKER is not a setting",
             "CXGAP_LOG_FORMAT=\"xml\" is not json or plain",
+            "CXGAP_KAFKA_SASL_USERNAME is required with CXGAP_KAFKA_SECURITY_PROTOCOL=sasl_ssl",
         ] {
             assert!(e.contains(want), "missing {want:?} in {e}");
         }

@@ -12,6 +12,40 @@ pub type Setting = (&'static str, Option<&'static str>, &'static str);
 #[error("invalid configuration:\n  {}", .0.join("\n  "))]
 pub struct ConfigError(pub Vec<String>);
 
+/// How every service connects to Kafka beyond the broker list: TLS, SASL or both. Shared
+/// by the three services, so one Secret serves them all; plaintext by default.
+pub const KAFKA_SECURITY: &[Setting] = &[
+    ("CXGAP_KAFKA_SECURITY_PROTOCOL", Some("plaintext"), "plaintext, ssl, sasl_plaintext or sasl_ssl"),
+    ("CXGAP_KAFKA_SASL_MECHANISM", Some("SCRAM-SHA-512"), "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (sasl_* only)"),
+    ("CXGAP_KAFKA_SASL_USERNAME", Some(""), "SASL user (required with sasl_*)"),
+    ("CXGAP_KAFKA_SASL_PASSWORD", Some(""), "SASL password (required with sasl_*; keep it in a Secret)"),
+    (
+        "CXGAP_KAFKA_SSL_CA_LOCATION",
+        Some(""),
+        "PEM file of the CAs that sign the brokers' certificates; empty: the system's",
+    ),
+    ("CXGAP_KAFKA_SSL_CERTIFICATE_LOCATION", Some(""), "client certificate (PEM) for mutual TLS"),
+    ("CXGAP_KAFKA_SSL_KEY_LOCATION", Some(""), "client private key (PEM) for mutual TLS"),
+];
+
+/// librdkafka properties for [`KAFKA_SECURITY`]. Its `Debug` hides the SASL password, so a
+/// logged configuration never carries it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaSecurity {
+    pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if k == "sasl.password" { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaSecurity").field("properties", &shown).finish()
+    }
+}
+
 #[derive(Debug)]
 pub struct Settings<'a> {
     values: &'a BTreeMap<String, String>,
@@ -24,7 +58,7 @@ impl<'a> Settings<'a> {
     pub fn new(values: &'a BTreeMap<String, String>, known: &'a [Setting], service: &str) -> Self {
         let mut errors = Vec::new();
         for key in values.keys().filter(|k| k.starts_with("CXGAP_")) {
-            if !known.iter().any(|(k, _, _)| k == key) {
+            if !known.iter().chain(KAFKA_SECURITY).any(|(k, _, _)| k == key) {
                 errors.push(format!("{key} is not a setting of the {service} service"));
             }
         }
@@ -33,7 +67,7 @@ impl<'a> Settings<'a> {
 
     /// The value, else the default; a required setting without either is an error.
     pub fn raw(&mut self, key: &str) -> Option<String> {
-        let default = self.known.iter().find(|(k, _, _)| *k == key).and_then(|(_, d, _)| *d);
+        let default = self.known.iter().chain(KAFKA_SECURITY).find(|(k, _, _)| *k == key).and_then(|(_, d, _)| *d);
         match self.values.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
             Some(v) => Some(v.to_string()),
             None if default.is_some() => default.map(str::to_string),
@@ -78,6 +112,81 @@ impl<'a> Settings<'a> {
         }
     }
 
+    /// The [`KAFKA_SECURITY`] settings as librdkafka properties. Every mismatch is an
+    /// error: SASL credentials or TLS files under plaintext would otherwise be ignored and
+    /// the service would talk to the broker unprotected. Files must be readable now, not
+    /// at the first connection.
+    pub fn kafka_security(&mut self) -> Option<KafkaSecurity> {
+        let protocol = self.raw("CXGAP_KAFKA_SECURITY_PROTOCOL")?.to_ascii_lowercase();
+        let get = |s: &mut Self, key: &str| s.raw(key).unwrap_or_default();
+        let mechanism = get(self, "CXGAP_KAFKA_SASL_MECHANISM").to_ascii_uppercase();
+        let user = get(self, "CXGAP_KAFKA_SASL_USERNAME");
+        let password = get(self, "CXGAP_KAFKA_SASL_PASSWORD");
+        let files = [
+            ("CXGAP_KAFKA_SSL_CA_LOCATION", "ssl.ca.location"),
+            ("CXGAP_KAFKA_SSL_CERTIFICATE_LOCATION", "ssl.certificate.location"),
+            ("CXGAP_KAFKA_SSL_KEY_LOCATION", "ssl.key.location"),
+        ]
+        .map(|(key, property)| (key, property, get(self, key)));
+        let (sasl, tls) = match protocol.as_str() {
+            "plaintext" => (false, false),
+            "ssl" => (false, true),
+            "sasl_plaintext" => (true, false),
+            "sasl_ssl" => (true, true),
+            other => {
+                self.error(format!(
+                    "CXGAP_KAFKA_SECURITY_PROTOCOL={other:?} is not plaintext, ssl, sasl_plaintext or sasl_ssl"
+                ));
+                return None;
+            }
+        };
+        let before = self.errors.len();
+        let mut properties = Vec::new();
+        if protocol != "plaintext" {
+            properties.push(("security.protocol".to_string(), protocol.clone()));
+        }
+        if sasl {
+            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&mechanism.as_str()) {
+                self.error(format!(
+                    "CXGAP_KAFKA_SASL_MECHANISM={mechanism:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                ));
+            }
+            for (key, value) in [("CXGAP_KAFKA_SASL_USERNAME", &user), ("CXGAP_KAFKA_SASL_PASSWORD", &password)] {
+                if value.is_empty() {
+                    self.error(format!("{key} is required with CXGAP_KAFKA_SECURITY_PROTOCOL={protocol}"));
+                }
+            }
+            properties.push(("sasl.mechanism".into(), mechanism));
+            properties.push(("sasl.username".into(), user));
+            properties.push(("sasl.password".into(), password));
+        } else if !user.is_empty() || !password.is_empty() {
+            self.error(format!(
+                "SASL credentials are set but CXGAP_KAFKA_SECURITY_PROTOCOL={protocol} would not use them \
+                 (sasl_ssl or sasl_plaintext)"
+            ));
+        }
+        for (key, property, path) in files {
+            if path.is_empty() {
+                continue;
+            }
+            if !tls {
+                self.error(format!(
+                    "{key} is set but CXGAP_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS (ssl or sasl_ssl)"
+                ));
+            } else if let Err(e) = std::fs::File::open(&path) {
+                self.error(format!("{key}={path:?} cannot be read: {e}"));
+            }
+            properties.push((property.to_string(), path));
+        }
+        let has = |p: &str| properties.iter().any(|(k, _)| k == p);
+        if has("ssl.certificate.location") != has("ssl.key.location") {
+            self.error(
+                "CXGAP_KAFKA_SSL_CERTIFICATE_LOCATION and CXGAP_KAFKA_SSL_KEY_LOCATION go together (mutual TLS)",
+            );
+        }
+        (self.errors.len() == before).then_some(KafkaSecurity { properties })
+    }
+
     pub fn log_format(&mut self, key: &str) -> Option<crate::telemetry::LogFormat> {
         let raw = self.raw(key)?;
         let f = crate::telemetry::LogFormat::parse(&raw);
@@ -85,5 +194,63 @@ impl<'a> Settings<'a> {
             self.errors.push(format!("{key}={raw:?} is not json or plain"));
         }
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn security(pairs: &[(&str, &str)]) -> Result<KafkaSecurity, ConfigError> {
+        let values: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = Settings::new(&values, &[], "test");
+        let v = s.kafka_security();
+        s.finish(v)
+    }
+
+    #[test]
+    fn kafka_security_becomes_librdkafka_properties() {
+        assert_eq!(security(&[]).unwrap().properties, [], "plaintext by default: nothing set");
+        let ca = std::env::temp_dir().join("cxgap-settings-test-ca.pem");
+        std::fs::write(&ca, "not checked here, only readable").unwrap();
+        let ca = ca.to_str().unwrap();
+        let s = security(&[
+            ("CXGAP_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("CXGAP_KAFKA_SASL_MECHANISM", "scram-sha-256"),
+            ("CXGAP_KAFKA_SASL_USERNAME", "cxgap"),
+            ("CXGAP_KAFKA_SASL_PASSWORD", "s3cret"),
+            ("CXGAP_KAFKA_SSL_CA_LOCATION", ca),
+        ])
+        .unwrap();
+        let want: Vec<(String, String)> = [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", "cxgap"),
+            ("sasl.password", "s3cret"),
+            ("ssl.ca.location", ca),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        assert_eq!(s.properties, want);
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn kafka_security_mismatches_are_named() {
+        let errors = |pairs: &[(&str, &str)]| security(pairs).unwrap_err().0.join("\n");
+        let e = errors(&[("CXGAP_KAFKA_SECURITY_PROTOCOL", "tls")]);
+        assert!(e.contains("\"tls\" is not plaintext, ssl"), "{e}");
+        let e = errors(&[("CXGAP_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"), ("CXGAP_KAFKA_SASL_MECHANISM", "GSSAPI")]);
+        assert!(e.contains("\"GSSAPI\" is not PLAIN"), "{e}");
+        assert!(e.contains("CXGAP_KAFKA_SASL_USERNAME is required") && e.contains("PASSWORD is required"), "{e}");
+        let e = errors(&[("CXGAP_KAFKA_SASL_USERNAME", "cxgap")]);
+        assert!(e.contains("SASL credentials are set but CXGAP_KAFKA_SECURITY_PROTOCOL=plaintext"), "{e}");
+        let e = errors(&[("CXGAP_KAFKA_SSL_CA_LOCATION", "/etc/hostname")]);
+        assert!(e.contains("does not use TLS"), "{e}");
+        let e = errors(&[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_CA_LOCATION", "/no/such/ca.pem")]);
+        assert!(e.contains("\"/no/such/ca.pem\" cannot be read"), "{e}");
+        let e = errors(&[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_KEY_LOCATION", "/etc/hostname")]);
+        assert!(e.contains("go together"), "{e}");
     }
 }

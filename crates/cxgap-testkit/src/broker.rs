@@ -32,6 +32,8 @@ impl Fetched {
 #[derive(Debug)]
 pub struct Broker {
     port: u16,
+    /// Where the broker tells clients to connect: its own port, or a proxy's in front of it.
+    advertised: u16,
     child: Option<Child>,
 }
 
@@ -41,15 +43,24 @@ fn tansu_binary() -> String {
 
 impl Broker {
     pub fn start() -> anyhow::Result<Broker> {
-        let mut b = Broker { port: crate::free_port(), child: None };
+        let port = crate::free_port();
+        Self::start_advertising(port, port)
+    }
+
+    /// A broker on `port` that sends its clients to `advertised`, where a proxy (a TLS
+    /// terminator, say) forwards to it. Clients reach it only through the proxy: the
+    /// metadata of any first connection names `advertised`.
+    pub fn start_advertising(port: u16, advertised: u16) -> anyhow::Result<Broker> {
+        let mut b = Broker { port, advertised, child: None };
         b.spawn()?;
         Ok(b)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -80,11 +80,13 @@ pub struct SettingsArgs {
 /// Every environment variable the binary reads, per consumer, with default and meaning:
 /// the one list deployment manifests and documentation are checked against.
 pub fn settings(args: SettingsArgs) -> Result<ExitCode> {
-    let groups: [(&str, &[cxgap_runtime::settings::Setting]); 4] = [
+    let groups: [(&str, &[cxgap_runtime::settings::Setting]); 5] = [
         ("ingest", cxgap_ingest::config::SETTINGS),
         ("analytics", cxgap_analytics::config::SETTINGS),
         ("alerting", cxgap_alerting::config::SETTINGS),
         ("client", crate::client::CLIENT_SETTINGS),
+        // Read by all three services.
+        ("kafka security", cxgap_runtime::settings::KAFKA_SECURITY),
     ];
     match args.format.as_str() {
         "json" => {
@@ -108,9 +110,10 @@ pub fn settings(args: SettingsArgs) -> Result<ExitCode> {
             names.dedup();
             for n in names {
                 let (mut default, mut meaning) = ("", "");
-                let marks: Vec<&str> = groups
+                let shared = cxgap_runtime::settings::KAFKA_SECURITY.iter().find(|s| s.0 == n);
+                let marks: Vec<&str> = groups[..4]
                     .iter()
-                    .map(|(_, l)| match l.iter().find(|s| s.0 == n) {
+                    .map(|(g, l)| match l.iter().find(|s| s.0 == n).or(shared.filter(|_| *g != "client")) {
                         Some((_, d, m)) => {
                             default = d.unwrap_or("required");
                             meaning = m;
