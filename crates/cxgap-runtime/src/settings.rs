@@ -26,6 +26,7 @@ pub const KAFKA_SECURITY: &[Setting] = &[
     ),
     ("CXGAP_KAFKA_SSL_CERTIFICATE_LOCATION", Some(""), "client certificate (PEM) for mutual TLS"),
     ("CXGAP_KAFKA_SSL_KEY_LOCATION", Some(""), "client private key (PEM) for mutual TLS"),
+    ("CXGAP_KAFKA_SSL_KEY_PASSWORD", Some(""), "passphrase of that key, when it is encrypted"),
 ];
 
 /// librdkafka properties for [`KAFKA_SECURITY`]. Its `Debug` hides the SASL password, so a
@@ -40,7 +41,7 @@ impl std::fmt::Debug for KafkaSecurity {
         let shown: Vec<(&str, &str)> = self
             .properties
             .iter()
-            .map(|(k, v)| (k.as_str(), if k == "sasl.password" { "<redacted>" } else { v.as_str() }))
+            .map(|(k, v)| (k.as_str(), if k.ends_with(".password") { "<redacted>" } else { v.as_str() }))
             .collect();
         f.debug_struct("KafkaSecurity").field("properties", &shown).finish()
     }
@@ -122,6 +123,9 @@ impl<'a> Settings<'a> {
         let mechanism = get(self, "CXGAP_KAFKA_SASL_MECHANISM").to_ascii_uppercase();
         let user = get(self, "CXGAP_KAFKA_SASL_USERNAME");
         let password = get(self, "CXGAP_KAFKA_SASL_PASSWORD");
+        let key_password = get(self, "CXGAP_KAFKA_SSL_KEY_PASSWORD");
+        // The mechanism has a default, so only a value given is a mismatch under non-SASL.
+        let mechanism_given = self.values.get("CXGAP_KAFKA_SASL_MECHANISM").is_some_and(|v| !v.trim().is_empty());
         let files = [
             ("CXGAP_KAFKA_SSL_CA_LOCATION", "ssl.ca.location"),
             ("CXGAP_KAFKA_SSL_CERTIFICATE_LOCATION", "ssl.certificate.location"),
@@ -159,7 +163,7 @@ impl<'a> Settings<'a> {
             properties.push(("sasl.mechanism".into(), mechanism));
             properties.push(("sasl.username".into(), user));
             properties.push(("sasl.password".into(), password));
-        } else if !user.is_empty() || !password.is_empty() {
+        } else if !user.is_empty() || !password.is_empty() || mechanism_given {
             self.error(format!(
                 "SASL credentials are set but CXGAP_KAFKA_SECURITY_PROTOCOL={protocol} would not use them \
                  (sasl_ssl or sasl_plaintext)"
@@ -177,6 +181,12 @@ impl<'a> Settings<'a> {
                 self.error(format!("{key}={path:?} cannot be read: {e}"));
             }
             properties.push((property.to_string(), path));
+        }
+        if !key_password.is_empty() {
+            if !properties.iter().any(|(k, _)| k == "ssl.key.location") {
+                self.error("CXGAP_KAFKA_SSL_KEY_PASSWORD is set without CXGAP_KAFKA_SSL_KEY_LOCATION");
+            }
+            properties.push(("ssl.key.password".into(), key_password));
         }
         let has = |p: &str| properties.iter().any(|(k, _)| k == p);
         if has("ssl.certificate.location") != has("ssl.key.location") {
@@ -234,6 +244,17 @@ mod tests {
         assert_eq!(s.properties, want);
         let shown = format!("{s:?}");
         assert!(!shown.contains("s3cret") && shown.contains("<redacted>"), "{shown}");
+        // Mutual TLS with an encrypted key: its passphrase is hidden too.
+        let s = security(&[
+            ("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"),
+            ("CXGAP_KAFKA_SSL_CERTIFICATE_LOCATION", ca),
+            ("CXGAP_KAFKA_SSL_KEY_LOCATION", ca),
+            ("CXGAP_KAFKA_SSL_KEY_PASSWORD", "k3y-pass"),
+        ])
+        .unwrap();
+        let keys: Vec<&str> = s.properties.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["security.protocol", "ssl.certificate.location", "ssl.key.location", "ssl.key.password"]);
+        assert!(!format!("{s:?}").contains("k3y-pass"));
     }
 
     #[test]
@@ -246,6 +267,10 @@ mod tests {
         assert!(e.contains("CXGAP_KAFKA_SASL_USERNAME is required") && e.contains("PASSWORD is required"), "{e}");
         let e = errors(&[("CXGAP_KAFKA_SASL_USERNAME", "cxgap")]);
         assert!(e.contains("SASL credentials are set but CXGAP_KAFKA_SECURITY_PROTOCOL=plaintext"), "{e}");
+        let e = errors(&[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SASL_MECHANISM", "PLAIN")]);
+        assert!(e.contains("CXGAP_KAFKA_SECURITY_PROTOCOL=ssl would not use them"), "{e}");
+        let e = errors(&[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_KEY_PASSWORD", "pw")]);
+        assert!(e.contains("CXGAP_KAFKA_SSL_KEY_PASSWORD is set without"), "{e}");
         let e = errors(&[("CXGAP_KAFKA_SSL_CA_LOCATION", "/etc/hostname")]);
         assert!(e.contains("does not use TLS"), "{e}");
         let e = errors(&[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_CA_LOCATION", "/no/such/ca.pem")]);
