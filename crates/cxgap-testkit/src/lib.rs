@@ -1,11 +1,13 @@
 //! Real dependencies for tests, on loopback: a fresh PostgreSQL database per test and a
-//! tansu broker (Apache-2.0, Kafka protocol) per test, started by the harness itself.
+//! tansu broker (Apache-2.0, Kafka protocol) per test, started by the harness itself, and
+//! TLS in front of either (openssl's certificates, socat's terminator).
 //! Nothing here mocks anything.
 
 pub mod broker;
 pub mod http;
 pub mod pgserver;
 pub mod postgres;
+pub mod tls;
 
 pub use broker::Broker;
 pub use pgserver::PgServer;

@@ -205,7 +205,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 async fn connect(conn: &Conn) -> Result<(AlertingServiceClient<Channel>, String)> {
     let key = conn.key()?;
-    Ok((AlertingServiceClient::new(Conn::channel(&conn.alerting_url, "alerting").await?), key))
+    Ok((AlertingServiceClient::new(conn.alerting().await?), key))
 }
 
 fn state_name(s: i32) -> String {

@@ -148,7 +148,7 @@ pub fn send(args: SendArgs) -> Result<ExitCode> {
         bail!("no event given: pass one as JSON, or pipe JSON lines in");
     }
     runtime()?.block_on(async move {
-        let mut ingest = IngestServiceClient::new(Conn::channel(&args.conn.ingest_url, "ingest").await?);
+        let mut ingest = IngestServiceClient::new(args.conn.ingest().await?);
         let mut results = Vec::new();
         for ev in &events {
             let pb = cxgap_proto::convert::feedback_to_pb(ev, "", now());
@@ -202,7 +202,7 @@ pub fn import(args: ImportArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     runtime()?.block_on(async move {
-        let mut ingest = IngestServiceClient::new(Conn::channel(&args.conn.ingest_url, "ingest").await?);
+        let mut ingest = IngestServiceClient::new(args.conn.ingest().await?);
         for a in &assessments {
             let pb = cxgap_proto::convert::assessment_to_pb(a, "");
             ingest

@@ -99,7 +99,7 @@ fn parse_group(s: &str) -> Result<pb::Grouping, String> {
 
 async fn connect(conn: &Conn) -> Result<(AnalyticsServiceClient<Channel>, String)> {
     let key = conn.key()?;
-    Ok((AnalyticsServiceClient::new(Conn::channel(&conn.analytics_url, "analytics").await?), key))
+    Ok((AnalyticsServiceClient::new(conn.analytics().await?), key))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -78,7 +78,7 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<Rule>> {
 
 async fn connect(c: &Conn) -> Result<(AlertingServiceClient<Channel>, String)> {
     let key = c.key()?;
-    Ok((AlertingServiceClient::new(Conn::channel(&c.alerting_url, "alerting").await?), key))
+    Ok((AlertingServiceClient::new(c.alerting().await?), key))
 }
 
 pub fn run(args: RulesArgs) -> Result<ExitCode> {

@@ -1,8 +1,11 @@
 //! The client commands against a running `cxgap run`, all as real processes speaking
 //! gRPC: import (and refusing a bad file whole), send, report equal to `cxgap analyze`,
 //! risk, at-risk, alerts list/ack/resolve/watch, subscribe. The key comes from the data
-//! directory, as it does for a newcomer who ran `cxgap run` in the same place.
+//! directory, as it does for a newcomer who ran `cxgap run` in the same place. The same
+//! commands reach the services through TLS terminators (socat, openssl's certificates), as
+//! they reach a production deployment through its ingress.
 
+use cxgap_testkit::tls::{Pki, Terminator};
 use cxgap_testkit::{eventually, free_port};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -64,13 +67,21 @@ impl Cxgap {
 
     /// `cxgap ARGS` pointed at this instance; the key comes from its data directory.
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cxgap"))
-            .args(args)
-            .env_remove("CXGAP_API_KEY")
-            .env("CXGAP_DATA_DIR", self.dir.path())
+        self.cli_with(args, &[])
+    }
+
+    /// `cxgap ARGS` with `env` over the settings of [`Cxgap::cli`].
+    fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cxgap"));
+        cmd.args(args);
+        for name in ["CXGAP_API_KEY", "CXGAP_CA_FILE", "CXGAP_CLIENT_CERT", "CXGAP_CLIENT_KEY"] {
+            cmd.env_remove(name);
+        }
+        cmd.env("CXGAP_DATA_DIR", self.dir.path())
             .env("CXGAP_INGEST_URL", &self.ingest)
             .env("CXGAP_ANALYTICS_URL", &self.analytics)
             .env("CXGAP_ALERTING_URL", &self.alerting)
+            .envs(env.iter().copied())
             .output()
             .unwrap()
     }
@@ -262,4 +273,70 @@ async fn client_commands_drive_a_running_cxgap() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no API key"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn client_commands_reach_the_services_over_tls() {
+    let cx = Cxgap::start();
+    cx.ready().await;
+    let pki = Pki::new(cx.dir.path(), "cxgap").unwrap();
+    let stranger = Pki::new(cx.dir.path(), "stranger").unwrap();
+    let server = pki.server("ingress").unwrap();
+    let client = pki.client("ana").unwrap();
+    let [ig, ag, lg] = cx.grpc_ports;
+    // TLS in front of ingest and analytics; mutual TLS (a client certificate from this
+    // CA required) in front of alerting.
+    let ingest = Terminator::start(free_port(), ig, &server, None).unwrap();
+    let analytics = Terminator::start(free_port(), ag, &server, None).unwrap();
+    let alerting = Terminator::start(free_port(), lg, &server, Some(pki.ca())).unwrap();
+    let url = |t: &Terminator| format!("https://127.0.0.1:{}", t.port());
+    let (ingest, analytics, alerting) = (url(&ingest), url(&analytics), url(&alerting));
+    let (ca, cert, key) = (pki.ca().to_str().unwrap(), client.cert.to_str().unwrap(), client.key.to_str().unwrap());
+    let secure = [
+        ("CXGAP_INGEST_URL", ingest.as_str()),
+        ("CXGAP_ANALYTICS_URL", analytics.as_str()),
+        ("CXGAP_ALERTING_URL", alerting.as_str()),
+        ("CXGAP_CA_FILE", ca),
+    ];
+
+    let feedback = example("feedback.csv");
+    let out = cx.cli_with(&["import", feedback.to_str().unwrap(), "--format", "json"], &secure);
+    assert!(out.status.success(), "import over TLS: {}", text(&out.stderr));
+    let imported: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(imported["accepted"], 392, "{imported}");
+    eventually(Duration::from_secs(120), "the report over TLS to count all 392 events", || async {
+        let out = cx.cli_with(&["report", "--window", "all", "--as-of", AS_OF, "--format", "json"], &secure);
+        assert!(out.status.success(), "report over TLS: {}", text(&out.stderr));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (r["overall"]["events"] == 392).then_some(())
+    })
+    .await;
+
+    // Mutual TLS: with the client certificate alerting answers; without it, it does not.
+    let with_cert = [&secure[..], &[("CXGAP_CLIENT_CERT", cert), ("CXGAP_CLIENT_KEY", key)]].concat();
+    let out = cx.cli_with(&["subscribe", "list", "--format", "json"], &with_cert);
+    assert!(out.status.success(), "alerting over mutual TLS: {}", text(&out.stderr));
+    let out = cx.cli_with(&["subscribe", "list", "--format", "json"], &secure);
+    assert_eq!(out.status.code(), Some(2), "no client certificate, yet: {}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("CertificateRequired"), "{}", text(&out.stderr));
+    let out = cx.cli_with(&["subscribe", "list"], &[&secure[..], &[("CXGAP_CLIENT_CERT", cert)]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--client-key"), "{}", text(&out.stderr));
+
+    // A server certificate no trusted CA signed is not talked to, and the message says why.
+    let untrusted = [&secure[..3], &[("CXGAP_CA_FILE", stranger.ca().to_str().unwrap())]].concat();
+    let out = cx.cli_with(&["report", "--window", "all"], &untrusted);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot reach the analytics service") && err.contains("certificate"), "{err}");
+    // Nor is a TLS port spoken to in the clear, nor is a CA given beside an http:// URL.
+    let out = cx.cli_with(&["report"], &[("CXGAP_ANALYTICS_URL", &analytics.replace("https", "http"))]);
+    assert_eq!(out.status.code(), Some(2), "plaintext to a TLS port: {}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("transport error: connection"), "{}", text(&out.stderr));
+    let out = cx.cli_with(&["report"], &[("CXGAP_CA_FILE", ca)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is http://, which is never encrypted"), "{}", text(&out.stderr));
+    let out = cx.cli_with(&["report"], &[&secure[..], &[("CXGAP_CA_FILE", key)]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("holds no PEM block \"CERTIFICATE\""), "{}", text(&out.stderr));
 }
