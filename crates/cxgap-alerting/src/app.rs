@@ -143,16 +143,19 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             .build_v1()
             .context("building gRPC reflection")?;
         let stop_servers = Shutdown::new();
-        info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, group = %config.group, topic = %config.signals_topic, "alerting serving");
-        let http_server = tokio::spawn({
-            let stop = stop_servers.clone();
-            axum::serve(http, http_api.merge(cxgap_runtime::ops::router(ops)))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .into_future()
-        });
+        info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, tls = config.server_tls.is_some(), group = %config.group, topic = %config.signals_topic, "alerting serving");
+        let stop_http_server = stop_servers.clone();
+        let http_server = cxgap_runtime::tls::serve_http(
+            http,
+            http_api.merge(cxgap_runtime::ops::router(ops)),
+            config.server_tls.as_ref(),
+            async move { stop_http_server.cancelled().await },
+        )
+        .context("serving HTTP")?;
         let grpc_server = tokio::spawn({
             let stop = stop_servers.clone();
-            tonic::transport::Server::builder()
+            cxgap_runtime::tls::grpc_server(config.server_tls.as_ref())
+                .context("the gRPC port's TLS")?
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(AlertingServiceServer::new(api))

@@ -58,6 +58,8 @@ pub struct AlertingConfig {
     pub kafka_brokers: String,
     /// TLS and SASL towards the brokers ([`cxgap_runtime::settings::KAFKA_SECURITY`]).
     pub kafka_security: cxgap_runtime::settings::KafkaSecurity,
+    /// TLS on this service's gRPC and HTTP ports ([`cxgap_runtime::settings::SERVER_TLS`]).
+    pub server_tls: Option<cxgap_runtime::tls::ServerTls>,
     pub database_url: String,
     pub api_key_pepper: String,
     pub grpc_addr: SocketAddr,
@@ -88,6 +90,7 @@ impl AlertingConfig {
         let mut r = Settings::new(values, SETTINGS, "alerting");
         let kafka_brokers = r.raw("CXGAP_KAFKA_BROKERS");
         let kafka_security = r.kafka_security();
+        let server_tls = r.server_tls();
         let database_url = r.database_url("CXGAP_DATABASE_URL");
         let pepper = r.raw("CXGAP_API_KEY_PEPPER");
         if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
@@ -134,6 +137,7 @@ impl AlertingConfig {
             Some(AlertingConfig {
                 kafka_brokers: kafka_brokers?,
                 kafka_security: kafka_security?,
+                server_tls: server_tls?,
                 database_url: database_url?,
                 api_key_pepper: pepper?,
                 grpc_addr: grpc_addr?,

@@ -169,14 +169,16 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             }
         });
         let stop_http = Shutdown::new();
-        info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, group = %config.consumer_group, topic = %config.feedback_topic, "analytics serving");
-        let server = tokio::spawn({
-            let stop = stop_http.clone();
-            axum::serve(http, router).with_graceful_shutdown(async move { stop.cancelled().await }).into_future()
-        });
+        info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, tls = config.server_tls.is_some(), group = %config.consumer_group, topic = %config.feedback_topic, "analytics serving");
+        let stop_http_server = stop_http.clone();
+        let server = cxgap_runtime::tls::serve_http(http, router, config.server_tls.as_ref(), async move {
+            stop_http_server.cancelled().await
+        })
+        .context("serving HTTP")?;
         let grpc_server = tokio::spawn({
             let stop = stop_http.clone();
-            tonic::transport::Server::builder()
+            cxgap_runtime::tls::grpc_server(config.server_tls.as_ref())
+                .context("the gRPC port's TLS")?
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(query)

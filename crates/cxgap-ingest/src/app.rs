@@ -127,19 +127,21 @@ impl<P: Publisher> App<P> {
 
         // Servers stop accepting when `stop` is cancelled: after health went NOT_SERVING.
         let stop = Shutdown::new();
-        info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, topic = %config.feedback_topic, "ingest serving");
+        info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, tls = config.server_tls.is_some(), topic = %config.feedback_topic, "ingest serving");
         let grpc_task = tokio::spawn({
             let stop = stop.clone();
-            tonic::transport::Server::builder()
+            cxgap_runtime::tls::grpc_server(config.server_tls.as_ref())
+                .context("the gRPC port's TLS")?
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(service)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move { stop.cancelled().await })
         });
-        let http_task = tokio::spawn({
-            let stop = stop.clone();
-            axum::serve(http, router).with_graceful_shutdown(async move { stop.cancelled().await }).into_future()
-        });
+        let stop_http_server = stop.clone();
+        let http_task = cxgap_runtime::tls::serve_http(http, router, config.server_tls.as_ref(), async move {
+            stop_http_server.cancelled().await
+        })
+        .context("serving HTTP")?;
 
         let mut grpc_task = grpc_task;
         let mut http_task = http_task;

@@ -29,6 +29,23 @@ pub const KAFKA_SECURITY: &[Setting] = &[
     ("CXGAP_KAFKA_SSL_KEY_PASSWORD", Some(""), "passphrase of that key, when it is encrypted"),
 ];
 
+/// TLS on a service's own gRPC and HTTP ports ([`crate::tls`]). Shared by the three
+/// services; off by default, since TLS usually ends at the ingress.
+pub const SERVER_TLS: &[Setting] = &[
+    ("CXGAP_TLS_CERT_FILE", Some(""), "certificate chain (PEM) of the service's gRPC and HTTP ports; empty: no TLS"),
+    ("CXGAP_TLS_KEY_FILE", Some(""), "private key (PEM) of CXGAP_TLS_CERT_FILE"),
+    (
+        "CXGAP_TLS_CLIENT_CA_FILE",
+        Some(""),
+        "CAs (PEM) whose client certificates the ports require (mutual TLS); empty: none asked",
+    ),
+];
+
+/// The settings every service reads besides its own.
+fn shared<'a>() -> impl Iterator<Item = &'a Setting> {
+    KAFKA_SECURITY.iter().chain(SERVER_TLS)
+}
+
 /// librdkafka properties for [`KAFKA_SECURITY`]. Its `Debug` hides the SASL password, so a
 /// logged configuration never carries it.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -59,7 +76,7 @@ impl<'a> Settings<'a> {
     pub fn new(values: &'a BTreeMap<String, String>, known: &'a [Setting], service: &str) -> Self {
         let mut errors = Vec::new();
         for key in values.keys().filter(|k| k.starts_with("CXGAP_")) {
-            if !known.iter().chain(KAFKA_SECURITY).any(|(k, _, _)| k == key) {
+            if !known.iter().chain(shared()).any(|(k, _, _)| k == key) {
                 errors.push(format!("{key} is not a setting of the {service} service"));
             }
         }
@@ -68,7 +85,7 @@ impl<'a> Settings<'a> {
 
     /// The value, else the default; a required setting without either is an error.
     pub fn raw(&mut self, key: &str) -> Option<String> {
-        let default = self.known.iter().chain(KAFKA_SECURITY).find(|(k, _, _)| *k == key).and_then(|(_, d, _)| *d);
+        let default = self.known.iter().chain(shared()).find(|(k, _, _)| *k == key).and_then(|(_, d, _)| *d);
         match self.values.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
             Some(v) => Some(v.to_string()),
             None if default.is_some() => default.map(str::to_string),
@@ -197,6 +214,44 @@ impl<'a> Settings<'a> {
         (self.errors.len() == before).then_some(KafkaSecurity { properties })
     }
 
+    /// The [`SERVER_TLS`] settings: `Some(None)` without TLS, `None` when they are wrong
+    /// (a certificate without its key, a client CA without a certificate, a file that
+    /// cannot be read or is not what it should be).
+    pub fn server_tls(&mut self) -> Option<Option<crate::tls::ServerTls>> {
+        let [cert, key, ca] = ["CXGAP_TLS_CERT_FILE", "CXGAP_TLS_KEY_FILE", "CXGAP_TLS_CLIENT_CA_FILE"]
+            .map(|k| self.raw(k).unwrap_or_default());
+        if cert.is_empty() && key.is_empty() {
+            if !ca.is_empty() {
+                self.error("CXGAP_TLS_CLIENT_CA_FILE is set without CXGAP_TLS_CERT_FILE and CXGAP_TLS_KEY_FILE: mutual TLS needs TLS");
+                return None;
+            }
+            return Some(None);
+        }
+        if cert.is_empty() || key.is_empty() {
+            self.error("CXGAP_TLS_CERT_FILE and CXGAP_TLS_KEY_FILE go together");
+            return None;
+        }
+        let mut read = |name: &str, path: &str| match std::fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                self.error(format!("{name}={path:?} cannot be read: {e}"));
+                None
+            }
+        };
+        let (cert_pem, key_pem) = (read("CXGAP_TLS_CERT_FILE", &cert), read("CXGAP_TLS_KEY_FILE", &key));
+        let ca_pem = if ca.is_empty() { Some(None) } else { read("CXGAP_TLS_CLIENT_CA_FILE", &ca).map(Some) };
+        match crate::tls::ServerTls::from_pem(cert_pem?, key_pem?, ca_pem?) {
+            Ok(tls) => Some(Some(tls)),
+            Err(e) => {
+                self.error(format!(
+                    "server TLS ({cert:?}, {key:?}{}): {e}",
+                    if ca.is_empty() { String::new() } else { format!(", {ca:?}") }
+                ));
+                None
+            }
+        }
+    }
+
     pub fn log_format(&mut self, key: &str) -> Option<crate::telemetry::LogFormat> {
         let raw = self.raw(key)?;
         let f = crate::telemetry::LogFormat::parse(&raw);
@@ -277,5 +332,30 @@ mod tests {
         assert!(e.contains("\"/no/such/ca.pem\" cannot be read"), "{e}");
         let e = errors(&[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_KEY_LOCATION", "/etc/hostname")]);
         assert!(e.contains("go together"), "{e}");
+    }
+
+    fn server_tls(pairs: &[(&str, &str)]) -> Result<Option<crate::tls::ServerTls>, String> {
+        let values: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = Settings::new(&values, &[], "test");
+        let v = s.server_tls();
+        s.finish(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn server_tls_mismatches_are_named() {
+        assert!(server_tls(&[]).unwrap().is_none(), "no TLS unless told");
+        let e = server_tls(&[("CXGAP_TLS_CERT_FILE", "/etc/hostname")]).unwrap_err();
+        assert!(e.contains("CXGAP_TLS_CERT_FILE and CXGAP_TLS_KEY_FILE go together"), "{e}");
+        let e = server_tls(&[("CXGAP_TLS_CLIENT_CA_FILE", "/etc/hostname")]).unwrap_err();
+        assert!(e.contains("CXGAP_TLS_CLIENT_CA_FILE is set without CXGAP_TLS_CERT_FILE"), "{e}");
+        let e =
+            server_tls(&[("CXGAP_TLS_CERT_FILE", "/no/such.pem"), ("CXGAP_TLS_KEY_FILE", "/no/such.key")]).unwrap_err();
+        assert!(e.contains("CXGAP_TLS_CERT_FILE=\"/no/such.pem\" cannot be read"), "{e}");
+        assert!(e.contains("CXGAP_TLS_KEY_FILE=\"/no/such.key\" cannot be read"), "{e}");
+        let not_pem = std::env::temp_dir().join("cxgap-settings-test-not-pem.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let not_pem = not_pem.to_str().unwrap();
+        let e = server_tls(&[("CXGAP_TLS_CERT_FILE", not_pem), ("CXGAP_TLS_KEY_FILE", not_pem)]).unwrap_err();
+        assert!(e.contains("server TLS") && e.contains("the certificate file holds no certificate"), "{e}");
     }
 }

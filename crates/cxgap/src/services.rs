@@ -80,13 +80,14 @@ pub struct SettingsArgs {
 /// Every environment variable the binary reads, per consumer, with default and meaning:
 /// the one list deployment manifests and documentation are checked against.
 pub fn settings(args: SettingsArgs) -> Result<ExitCode> {
-    let groups: [(&str, &[cxgap_runtime::settings::Setting]); 5] = [
+    let groups: [(&str, &[cxgap_runtime::settings::Setting]); 6] = [
         ("ingest", cxgap_ingest::config::SETTINGS),
         ("analytics", cxgap_analytics::config::SETTINGS),
         ("alerting", cxgap_alerting::config::SETTINGS),
         ("client", crate::client::CLIENT_SETTINGS),
         // Read by all three services.
         ("kafka security", cxgap_runtime::settings::KAFKA_SECURITY),
+        ("server TLS", cxgap_runtime::settings::SERVER_TLS),
     ];
     match args.format.as_str() {
         "json" => {
@@ -110,7 +111,10 @@ pub fn settings(args: SettingsArgs) -> Result<ExitCode> {
             names.dedup();
             for n in names {
                 let (mut default, mut meaning) = ("", "");
-                let shared = cxgap_runtime::settings::KAFKA_SECURITY.iter().find(|s| s.0 == n);
+                let shared = cxgap_runtime::settings::KAFKA_SECURITY
+                    .iter()
+                    .chain(cxgap_runtime::settings::SERVER_TLS)
+                    .find(|s| s.0 == n);
                 let marks: Vec<&str> = groups[..4]
                     .iter()
                     .map(|(g, l)| match l.iter().find(|s| s.0 == n).or(shared.filter(|_| *g != "client")) {

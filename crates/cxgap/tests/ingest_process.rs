@@ -1,6 +1,9 @@
 //! `cxgap ingest`, `cxgap tenants` and `cxgap keys` as real processes: configured from
-//! the environment, serving until SIGTERM, then draining and exiting 0.
+//! the environment, serving until SIGTERM, then draining and exiting 0; and with TLS on
+//! its own ports, mutual TLS included (certificates from openssl, clients curl and the
+//! `cxgap` CLI).
 
+use cxgap_testkit::tls::Pki;
 use cxgap_testkit::{Broker, TestDb, free_port};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +14,22 @@ fn cxgap(db: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cxgap"));
     c.env("CXGAP_DATABASE_URL", db).env("CXGAP_API_KEY_PEPPER", PEPPER);
     c
+}
+
+/// SIGTERM, then the exit within 30 s; returns the status and what it logged.
+async fn stop(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the service did not stop within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
 }
 
 fn run(mut c: Command) -> String {
@@ -57,17 +76,7 @@ async fn the_ingest_process_serves_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "ingest did not stop within 30 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) = stop(&mut child).await;
     assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(stderr.contains("SIGTERM") && stderr.contains("ingest stopped"), "{stderr}");
 
@@ -93,4 +102,136 @@ fn bad_configuration_exits_non_zero_naming_each_problem() {
     {
         assert!(err.contains(want), "missing {want:?} in {err}");
     }
+}
+
+/// `curl` to an HTTPS URL of the service with these TLS options: the HTTP status, or the
+/// error curl printed when no response came.
+fn curl(url: &str, tls: &[&str]) -> Result<u16, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
+        .args(tls)
+        .arg(url)
+        .output()
+        .expect("curl (Debian package curl; .ci/run installs it)");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn the_ingest_process_serves_its_ports_over_tls_and_mutual_tls() {
+    let broker = Broker::start().unwrap();
+    let db = TestDb::new().await.unwrap();
+    let mut c = cxgap(&db.url);
+    c.args(["tenants", "create", "acme"]);
+    run(c);
+    let mut c = cxgap(&db.url);
+    c.args(["keys", "create", "acme", "--label", "tls-test"]);
+    let key = run(c).trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "cluster").unwrap();
+    let stranger = Pki::new(dir.path(), "stranger").unwrap();
+    let (server, client, impostor) =
+        (pki.server("ingest").unwrap(), pki.client("ana").unwrap(), stranger.client("eve").unwrap());
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (ca, cert, client_key) = (path(pki.ca()), path(&client.cert), path(&client.key));
+
+    // A key that is not the certificate's stops the service before it serves.
+    let mut c = cxgap(&db.url);
+    let out = c
+        .args(["ingest", "--check-config", "--kafka-brokers", &broker.bootstrap()])
+        .env("CXGAP_TLS_CERT_FILE", &server.cert)
+        .env("CXGAP_TLS_KEY_FILE", &client.key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server TLS") && err.contains("do not make a server identity"), "{err}");
+
+    // The service with TLS on both ports; with `client_ca`, mutual TLS.
+    let start = |client_ca: Option<&std::path::Path>| {
+        let (grpc, http) = (free_port(), free_port());
+        let mut c = cxgap(&db.url);
+        c.arg("ingest")
+            .args(["--kafka-brokers", &broker.bootstrap()])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
+            .env("CXGAP_TLS_CERT_FILE", &server.cert)
+            .env("CXGAP_TLS_KEY_FILE", &server.key)
+            .env("CXGAP_LOG_FORMAT", "plain")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(ca) = client_ca {
+            c.env("CXGAP_TLS_CLIENT_CA_FILE", ca);
+        }
+        (c.spawn().unwrap(), grpc, http)
+    };
+    let (mut child, grpc, http) = start(Some(pki.ca()));
+    let readyz = format!("https://127.0.0.1:{http}/readyz");
+    let trusted = ["--cacert", &ca, "--cert", &cert, "--key", &client_key];
+    cxgap_testkit::eventually(Duration::from_secs(30), "readiness over mutual TLS", || async {
+        (curl(&readyz, &trusted) == Ok(200)).then_some(())
+    })
+    .await;
+    // Without a client certificate the kubelet's probes are answered and nothing else is.
+    assert_eq!(curl(&readyz, &["--cacert", &ca]), Ok(200));
+    assert_eq!(curl(&format!("https://127.0.0.1:{http}/healthz"), &["--cacert", &ca]), Ok(200));
+    assert_eq!(curl(&format!("https://127.0.0.1:{http}/metrics"), &["--cacert", &ca]), Ok(401));
+    assert_eq!(curl(&format!("https://127.0.0.1:{http}/metrics"), &trusted), Ok(200));
+    // A certificate another CA signed fails the handshake; plaintext gets no answer.
+    let (eve_cert, eve_key) = (path(&impostor.cert), path(&impostor.key));
+    let err = curl(&readyz, &["--cacert", &ca, "--cert", &eve_cert, "--key", &eve_key]).unwrap_err();
+    assert!(err.contains("alert") || err.contains("certificate"), "{err}");
+    assert_ne!(curl(&format!("http://127.0.0.1:{http}/readyz"), &[]), Ok(200));
+    assert!(curl(&readyz, &[]).is_err(), "the server's certificate is checked against the system's CAs");
+
+    // The API over both ports: HTTP and gRPC (the CLI), each with the client certificate.
+    let body = r#"{"event_id":"tls-1","customer_id":"c","channel":"EMAIL","journey_stage":"BILLING","occurred_at":"2026-01-01","csat":2}"#;
+    let auth = format!("authorization: Bearer {key}");
+    let post = |tls: &[&str]| {
+        let request = ["-H", &auth, "-H", "content-type: application/json", "--data", body];
+        curl(&format!("https://127.0.0.1:{http}/v1/feedback"), &[tls, &request[..]].concat())
+    };
+    assert_eq!(post(&["--cacert", &ca]), Ok(401), "the API without a client certificate");
+    assert_eq!(post(&trusted), Ok(200));
+    let send = |grpc: u16, id: &str, tls: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_cxgap"))
+            .args(["send", &body.replace("tls-1", id)])
+            .env("CXGAP_INGEST_URL", format!("https://127.0.0.1:{grpc}"))
+            .env("CXGAP_API_KEY", &key)
+            .env("CXGAP_CA_FILE", &ca)
+            .env_remove("CXGAP_CLIENT_CERT")
+            .env_remove("CXGAP_CLIENT_KEY")
+            .envs(tls.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = send(grpc, "tls-x", &[]);
+    assert!(!out.status.success(), "gRPC without a client certificate: {}", String::from_utf8_lossy(&out.stdout));
+    let out = send(grpc, "tls-2", &[("CXGAP_CLIENT_CERT", &cert), ("CXGAP_CLIENT_KEY", &client_key)]);
+    assert!(out.status.success(), "gRPC over mutual TLS: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tls-2: accepted"));
+    let (status, stderr) = stop(&mut child).await;
+    assert!(status.success(), "exit {status:?}: {stderr}");
+
+    // TLS without client certificates: both ports answer a client that trusts the CA.
+    let (mut child, grpc, http) = start(None);
+    let metrics = format!("https://127.0.0.1:{http}/metrics");
+    cxgap_testkit::eventually(Duration::from_secs(30), "metrics over TLS", || async {
+        (curl(&metrics, &["--cacert", &ca]) == Ok(200)).then_some(())
+    })
+    .await;
+    let out = send(grpc, "tls-3", &[]);
+    assert!(out.status.success(), "gRPC over TLS: {}", String::from_utf8_lossy(&out.stderr));
+    let (status, stderr) = stop(&mut child).await;
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    let mut ids: Vec<String> = broker
+        .fetch_all("cxgap.feedback.v1")
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.header("cxgap-id").unwrap_or_default()).into_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["tls-1", "tls-2", "tls-3"], "exactly the accepted events reached the topic");
 }
