@@ -60,11 +60,11 @@ fn cell_upsert_sql() -> &'static str {
         let sets: Vec<String> = cols.iter().map(|c| format!("{c} = analytics_cells.{c} + excluded.{c}")).collect();
         format!(
             "WITH logged AS (INSERT INTO analytics_cell_changes \
-             (tenant_id, changed_xid, cells, days, channels, stages, touchpoints, segments) \
+             (tenant_id, changed_xid, cells, days, channels, stages, touchpoints, segments, writer) \
              SELECT $1, pg_current_xact_id()::text::bigint, n, \
              CASE WHEN keyed THEN $2::bigint[] END, CASE WHEN keyed THEN $3::text[] END, \
              CASE WHEN keyed THEN $4::text[] END, CASE WHEN keyed THEN $5::text[] END, \
-             CASE WHEN keyed THEN $6::text[] END \
+             CASE WHEN keyed THEN $6::text[] END, $8::bigint \
              FROM (SELECT cardinality($2::bigint[]) AS n, cardinality($2::bigint[]) <= {LOGGED_KEYS_MAX} AS keyed) AS c) \
              INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}, changed_xid) \
              SELECT $1, u.day, u.channel, u.stage, u.touchpoint, u.segment, {}, pg_current_xact_id()::text::bigint \
@@ -158,6 +158,7 @@ pub(crate) async fn write_cells(
     conn: &mut PgConnection,
     tenant: &str,
     cells: &[CellRow<'_>],
+    writer: i64,
 ) -> Result<(), StoreError> {
     if cells.is_empty() {
         return Ok(());
@@ -169,7 +170,8 @@ pub(crate) async fn write_cells(
         .bind(cells.iter().map(|(c, _, _)| c.2.as_str()).collect::<Vec<_>>())
         .bind(cells.iter().map(|(c, _, _)| c.3.as_deref().unwrap_or_default()).collect::<Vec<_>>())
         .bind(cells.iter().map(|(_, segment, _)| segment.as_str()).collect::<Vec<_>>())
-        .bind(cells.iter().flat_map(|(_, _, row)| row.iter().copied()).collect::<Vec<i64>>());
+        .bind(cells.iter().flat_map(|(_, _, row)| row.iter().copied()).collect::<Vec<i64>>())
+        .bind(writer);
     q.execute(conn).await.map_err(classify)?;
     Ok(())
 }

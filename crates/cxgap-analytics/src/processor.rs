@@ -188,6 +188,7 @@ impl<P: Publisher> Processor<P> {
         let mut tx = self.store.begin_batch(&c.group, &c.topic, partition, expected, next, now).await?;
         tx.move_offsets(&c.group, &c.topic, more).await?;
         let mut changed = Vec::new();
+        let mut deltas = Vec::new();
         for (tenant, (events, assessments)) in by_tenant {
             let mut ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
             ids.sort();
@@ -241,17 +242,28 @@ impl<P: Publisher> Processor<P> {
                 changed.push(tenant.clone());
             }
             let snap = delta.snapshot();
-            tx.write(&TenantWrite {
+            let write = TenantWrite {
                 tenant,
                 processed,
                 cells: snap.cells,
                 customers: snap.customers.into_iter().filter(|(id, _)| touched.contains(id.as_str())).collect(),
                 assessments,
                 signals,
-            })
-            .await?;
+            };
+            tx.write(&write).await?;
+            deltas.push((write.tenant, write.cells));
         }
-        tx.commit().await?;
+        // The cells reach the aggregate evaluation's kept window from here (see
+        // `SignalHub::gate`).
+        let gate = self.signals.gate.read().await;
+        match tx.commit().await {
+            Ok(()) => self.signals.committed_cells(deltas),
+            Err(e) => {
+                self.signals.unsure(deltas.into_iter().map(|(tenant, _)| tenant));
+                return Err(e.into());
+            }
+        }
+        drop(gate);
         self.signals.committed(changed);
         debug!(?stats, partitions = moves.len(), "batch committed");
         Ok(stats)

@@ -1,23 +1,27 @@
 //! Signals to alerting (`cxgap.signals.v1`). Customer signals are decided inside the batch
 //! that changed the customer and stored with it; aggregate signals are decided by a
 //! periodic evaluation of the tenants that batches touched, which keeps each tenant's window
-//! of cells in memory and, on PostgreSQL, reads only the cells changed since its last read:
-//! by key from the batches' change log when they are few, otherwise by the cells' stamps
-//! (the window grows with the data; reading it whole took up to 1.8 s of every 2.4 s in a
-//! long benchmark run). Both go through the outbox in the store, and [`relay`] publishes
+//! of cells in memory and, on PostgreSQL, refreshes it with what changed since its last
+//! read: this instance's batches hand their cell deltas over as they commit, and only the
+//! cells other instances changed are read back, by key from the batches' change log when
+//! they are few, otherwise by the cells' stamps (the window grows with the data; reading
+//! it whole took up to 1.8 s of every 2.4 s in a long benchmark run, and reading back every
+//! changed cell still doubled the pipeline's latency p99 under load). Both go through the outbox in the store, and [`relay`] publishes
 //! them.
 
 use crate::store::{AnalyticsStore, OutboxSignal};
 use cxgap_bus::{Publisher, Record, headers};
+use cxgap_domain::aggregate::CellAgg;
 use cxgap_domain::report::{CustomerRisk, PerceptionGap, Window, stage_perception_gaps};
 use cxgap_domain::risk::RiskModel;
 use cxgap_domain::signals::{AggregateFigures, SubjectKind, aggregate_figures, aggregate_signal_id};
+use cxgap_domain::state::CellCoords;
 use cxgap_domain::stats::Estimate;
 use cxgap_domain::{Day, FeedbackEvent, GapState, Timestamp};
 use cxgap_proto::{common as cpb, convert, signals as pb};
 use cxgap_runtime::Shutdown;
 use prost::Message;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -33,6 +37,9 @@ pub const SIGNAL_DRIVERS: usize = 5;
 
 type StageGaps = [Option<f64>; 9];
 
+/// Cells and their sums: whole, or what one batch added to each.
+pub type Cells = Vec<(CellCoords, CellAgg)>;
+
 /// What batches and the background tasks share about signals.
 #[derive(Debug, Clone, Default)]
 pub struct SignalHub {
@@ -47,6 +54,13 @@ pub struct SignalHub {
     /// Per tenant, the window's cells as the last evaluation left them, refreshed with the
     /// cells changed since (PostgreSQL only; see [`AnalyticsStore::cells_since`]).
     kept: Arc<Mutex<HashMap<String, KeptCells>>>,
+    /// Per tenant whose cells are kept, the cell deltas of this instance's batches that
+    /// committed since the last evaluation took them: they reach the kept cells from here,
+    /// not from a read of the database.
+    pending: Arc<Mutex<HashMap<String, Cells>>>,
+    /// Held for reading by a batch from its commit until its deltas are in `pending`, and
+    /// for writing by the evaluation while it takes its snapshot and the deltas.
+    pub gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A tenant's cells kept between evaluations.
@@ -75,6 +89,42 @@ impl SignalHub {
 
     fn take_dirty(&self) -> BTreeSet<String> {
         std::mem::take(&mut *self.dirty.lock().expect("dirty lock"))
+    }
+
+    /// A committed batch's cell deltas, per tenant; call with [`Self::gate`] held for
+    /// reading since before the commit. Kept only for tenants whose cells are kept.
+    pub fn committed_cells(&self, cells: impl IntoIterator<Item = (String, Cells)>) {
+        let mut pending = self.pending.lock().expect("pending cells lock");
+        for (tenant, deltas) in cells {
+            if let Some(p) = pending.get_mut(&tenant) {
+                p.extend(deltas);
+            }
+        }
+    }
+
+    /// A batch whose commit may or may not have happened: the tenants' kept cells are no
+    /// longer known to be current, so their next evaluation reads them whole.
+    pub fn unsure(&self, tenants: impl IntoIterator<Item = String>) {
+        let mut pending = self.pending.lock().expect("pending cells lock");
+        for tenant in tenants {
+            pending.remove(&tenant);
+        }
+    }
+
+    /// At an evaluation's snapshot: the deltas committed since the last one (`None` when
+    /// the tenant was not followed), and from now on the tenant's deltas are collected.
+    fn take_pending(&self, tenant: &str) -> Option<Cells> {
+        self.pending.lock().expect("pending cells lock").insert(tenant.to_string(), Vec::new())
+    }
+
+    /// A tenant's kept window, its first day and its cells sorted, as the last evaluation
+    /// left them: what tests compare with the stored cells.
+    pub fn kept_cells(&self, tenant: &str) -> Option<(Day, Cells)> {
+        self.kept.lock().expect("kept cells lock").get(tenant).map(|k| (k.from, k.state.snapshot().cells))
+    }
+
+    fn forget_pending(&self, tenant: &str) {
+        self.pending.lock().expect("pending cells lock").remove(tenant);
     }
 }
 
@@ -247,15 +297,39 @@ async fn evaluate_tenant(
     let from = as_of.plus_days(1 - reach as i32);
     // Taken out while reading, so a failed read leaves nothing half refreshed behind.
     let kept = hub.kept.lock().expect("kept cells lock").remove(tenant).filter(|k| k.from == from);
-    let read = store
-        .cells_since(tenant, from, kept.as_ref().map(|k| k.mark), kept.as_ref().map_or(0, |k| k.state.cell_count()))
-        .await?;
+    let (read, pending) = match store
+        .cells_since(
+            tenant,
+            from,
+            kept.as_ref().map(|k| k.mark),
+            kept.as_ref().map_or(0, |k| k.state.cell_count()),
+            &hub.gate,
+            || hub.take_pending(tenant),
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            hub.forget_pending(tenant);
+            return Err(e);
+        }
+    };
     let mut state = match kept {
         Some(k) if !read.whole => k.state,
         _ => GapState::new(),
     };
     for (coords, agg) in &read.cells {
         state.set_cell(coords, agg);
+    }
+    // This instance's batches that committed before the snapshot: a cell just read holds
+    // their deltas already, and a whole read holds them all.
+    if !read.whole {
+        let read_now: HashSet<&CellCoords> = read.cells.iter().map(|(c, _)| c).collect();
+        for (coords, delta) in pending.iter().flatten() {
+            if coords.0 >= from && !read_now.contains(coords) {
+                state.merge_cell(coords, delta);
+            }
+        }
     }
     // Few rows; a replaced assessment is superseded as in memory (latest wins).
     for a in store.assessments(tenant).await? {
@@ -272,6 +346,7 @@ async fn evaluate_tenant(
     debug!(
         tenant,
         cells_read = read.cells.len(),
+        own_deltas = pending.as_ref().map_or(0, Vec::len),
         whole = read.whole,
         keyed = read.keyed,
         cells = state.cell_count(),
@@ -279,8 +354,11 @@ async fn evaluate_tenant(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "tenant evaluated"
     );
-    if let Some(mark) = read.mark {
-        hub.kept.lock().expect("kept cells lock").insert(tenant.to_string(), KeptCells { from, mark, state });
+    match read.mark {
+        Some(mark) => {
+            hub.kept.lock().expect("kept cells lock").insert(tenant.to_string(), KeptCells { from, mark, state });
+        }
+        None => hub.forget_pending(tenant),
     }
     Ok(stored)
 }

@@ -95,6 +95,9 @@ pub struct AnalyticsStore {
     /// On PostgreSQL, batch transactions and the outbox's writes go through the native
     /// driver, which binds arrays (see [`crate::pgbatch`]); SQLite has no arrays.
     pg: Option<PgPool>,
+    /// This instance, in the change log's rows of its batches (migration 1008): its
+    /// evaluation reads back only the cells other instances changed.
+    writer: i64,
 }
 
 impl std::fmt::Debug for AnalyticsStore {
@@ -227,10 +230,13 @@ pub struct CellRead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Changed {
     All,
+    /// None: no other instance logged a change since the mark.
+    Nothing,
     /// Those stamped with a transaction from this mark on.
     Stamped(i64),
-    /// Those the change log names for transactions from this mark on, by key.
-    Logged(i64),
+    /// Those the change log names for transactions from this mark on, by key, but for
+    /// the rows of this writer.
+    Logged(i64, i64),
 }
 
 /// A tenant's cells from `from_day` on, those `changed` says (see
@@ -247,17 +253,19 @@ async fn read_cells(
         cols.join(", ")
     );
     let (sql, since) = match changed {
+        Changed::Nothing => return Ok(Vec::new()),
         Changed::All => (window, None),
         Changed::Stamped(since) => (format!("{window} AND changed_xid >= $3"), Some(since)),
         // A cell changed by several batches is read once; `OFFSET 0` keeps each a lookup by
         // the key, whatever the statistics of the young log say.
-        Changed::Logged(since) => (
+        Changed::Logged(since, _) => (
             format!(
                 "SELECT c.day, c.channel, c.stage, c.touchpoint, c.segment, {} FROM \
                  (SELECT DISTINCT u.day, u.channel, u.stage, u.touchpoint, u.segment \
                   FROM analytics_cell_changes l CROSS JOIN LATERAL \
                   UNNEST(l.days, l.channels, l.stages, l.touchpoints, l.segments) AS u(day, channel, stage, touchpoint, segment) \
-                  WHERE l.tenant_id = $1 AND l.changed_xid >= $3 AND u.day >= $2) AS k \
+                  WHERE l.tenant_id = $1 AND l.changed_xid >= $3 AND l.writer IS DISTINCT FROM $4 \
+                  AND u.day >= $2) AS k \
                  CROSS JOIN LATERAL (SELECT * FROM analytics_cells c WHERE c.tenant_id = $1 AND c.day = k.day \
                   AND c.channel = k.channel AND c.stage = k.stage AND c.touchpoint = k.touchpoint \
                   AND c.segment = k.segment OFFSET 0) AS c",
@@ -270,8 +278,22 @@ async fn read_cells(
     if let Some(since) = since {
         q = q.bind(since);
     }
+    if let Changed::Logged(_, writer) = changed {
+        q = q.bind(writer);
+    }
     let rows: Vec<AnyRow> = q.fetch_all(conn).await.map_err(classify)?;
     rows.iter().map(decode_cell).collect()
+}
+
+/// A writer id for this instance's change-log rows: random, so instances that start
+/// together still differ (two sharing one by chance, about one in 2⁶⁴, would each skip
+/// the other's changes until the window moves).
+fn writer_id() -> i64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::process::id().hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    h.finish() as i64
 }
 
 fn decode_cell(r: &AnyRow) -> Result<(CellCoords, CellAgg), StoreError> {
@@ -305,7 +327,7 @@ impl AnalyticsStore {
         } else {
             None
         };
-        Ok(AnalyticsStore { pool, pg })
+        Ok(AnalyticsStore { pool, pg, writer: writer_id() })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -394,7 +416,7 @@ impl AnalyticsStore {
             Some(pg) => Tx::Pg(pg.begin_with(pgbatch::BEGIN).await.map_err(classify)?),
             None => Tx::Any(self.pool.begin().await.map_err(classify)?),
         };
-        let mut tx = PartitionTx { tx, now_ms };
+        let mut tx = PartitionTx { tx, now_ms, writer: self.writer };
         tx.move_offset(group, topic, partition, expected, next).await?;
         Ok(tx)
     }
@@ -515,41 +537,61 @@ impl AnalyticsStore {
             .map_err(classify)
     }
 
-    /// The cells of `tenant` from `from_day` on that changed since `since`, a mark
-    /// from an earlier read (all of them when `None`), for a state kept between reads.
+    /// The cells of `tenant` from `from_day` on that another instance changed since
+    /// `since`, a mark from an earlier read (all of them when `None`), for a state kept
+    /// between reads; this instance's own changes reach that state from memory.
     ///
     /// On PostgreSQL the read is one snapshot (a read-only repeatable-read transaction),
     /// and its mark is that snapshot's xmin: every transaction the read could not see has
-    /// an id at least that. A batch stamps the cells it writes with its transaction
-    /// (migration 1004) and logs their keys with that stamp (migration 1007), so the next
-    /// read from that mark finds every cell changed since, in whatever order the batches
-    /// committed, in two ways:
+    /// an id at least that. The snapshot is taken under `gate`'s write lock, and
+    /// `at_snapshot` runs there too: a batch of this instance holds the read lock from its
+    /// commit until it has handed its cells over, so what `at_snapshot` takes is exactly
+    /// this instance's batches that committed before the snapshot and were not yet taken.
+    /// It returns `None` when the caller's kept state is not current (it was not
+    /// following the tenant), and the read is whole.
+    ///
+    /// A batch stamps the cells it writes with its transaction (migration 1004) and logs
+    /// their keys with that stamp and its writer (migrations 1007, 1008), so the next read
+    /// from that mark finds every cell another instance changed since, in whatever order
+    /// the batches committed:
+    /// - not at all, when no other instance logged a change since the mark (one instance:
+    ///   the usual case), and the read costs two small queries;
     /// - by key, from the log: its cost follows the changes, not the window. Taken while
     ///   the log's rows since the mark name at most 1/[`KEYED_READ_SHARE`] of the `kept`
     ///   cells: a key lookup costs about as much as filtering 20–30 cells of the window
     ///   (2,000 lookups 22–41 ms whatever the window, 324,000 cells filtered 162 ms,
     ///   `docs/benchmarks.md`);
-    /// - otherwise, after a batch too large to log its keys (more than
+    /// - otherwise, after another instance's batch too large to log its keys (more than
     ///   `LOGGED_KEYS_MAX` cells), or when the mark is below the log's pruning floor (see
     ///   [`Self::prune_cell_changes`]), by filtering the window on the stamps, which the
-    ///   server does without sending the unchanged cells.
+    ///   server does without sending the unchanged cells; this read takes this instance's
+    ///   changed cells too.
     ///
-    /// Rows come with their whole sums ([`GapState::set_cell`]); a row read twice is
-    /// harmless. SQLite gives no mark and every read is whole.
-    pub async fn cells_since(
+    /// Rows come with their whole sums as of the snapshot ([`GapState::set_cell`]); a row
+    /// read twice is harmless. SQLite gives no mark and every read is whole.
+    pub async fn cells_since<T>(
         &self,
         tenant: &str,
         from_day: Day,
         since: Option<i64>,
         kept: usize,
-    ) -> Result<CellRead, StoreError> {
+        gate: &tokio::sync::RwLock<()>,
+        at_snapshot: impl FnOnce() -> Option<T>,
+    ) -> Result<(CellRead, Option<T>), StoreError> {
         if self.pg.is_none() {
             let mut conn = self.pool.acquire().await.map_err(classify)?;
+            let taken = {
+                let _gate = gate.write().await;
+                at_snapshot()
+            };
             let cells = read_cells(&mut conn, tenant, from_day.0 as i64, Changed::All).await?;
-            return Ok(CellRead { cells, mark: None, whole: true, keyed: false });
+            return Ok((CellRead { cells, mark: None, whole: true, keyed: false }, taken));
         }
         let mut tx =
             self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(classify)?;
+        // The snapshot is taken by this statement, while no batch of this instance is
+        // between its commit and handing its cells over (see `at_snapshot`).
+        let gate = gate.write().await;
         let (mark, floor): (i64, i64) = sqlx::query_as(
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, \
              (SELECT below_xid FROM analytics_cell_changes_pruned)",
@@ -557,36 +599,46 @@ impl AnalyticsStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
+        let taken = at_snapshot();
+        drop(gate);
         let changed = match since {
             None => Changed::All,
+            Some(_) if taken.is_none() => Changed::All,
             Some(since) if since < floor => Changed::Stamped(since),
             Some(since) => {
                 // Counted with repeats (a cell changed by several batches): it errs towards
                 // the stamps.
                 let (logged, unkeyed): (i64, bool) = sqlx::query_as(
                     "SELECT COALESCE(sum(cells), 0)::bigint, COALESCE(bool_or(days IS NULL), false) \
-                     FROM analytics_cell_changes WHERE tenant_id = $1 AND changed_xid >= $2",
+                     FROM analytics_cell_changes WHERE tenant_id = $1 AND changed_xid >= $2 \
+                     AND writer IS DISTINCT FROM $3",
                 )
                 .bind(tenant)
                 .bind(since)
+                .bind(self.writer)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(classify)?;
-                if unkeyed || logged.saturating_mul(KEYED_READ_SHARE) > i64::try_from(kept).unwrap_or(i64::MAX) {
+                if logged == 0 {
+                    Changed::Nothing
+                } else if unkeyed || logged.saturating_mul(KEYED_READ_SHARE) > i64::try_from(kept).unwrap_or(i64::MAX) {
                     Changed::Stamped(since)
                 } else {
-                    Changed::Logged(since)
+                    Changed::Logged(since, self.writer)
                 }
             }
         };
         let cells = read_cells(&mut tx, tenant, from_day.0 as i64, changed).await?;
         tx.commit().await.map_err(classify)?;
-        Ok(CellRead {
-            cells,
-            mark: Some(mark),
-            whole: changed == Changed::All,
-            keyed: matches!(changed, Changed::Logged(_)),
-        })
+        Ok((
+            CellRead {
+                cells,
+                mark: Some(mark),
+                whole: changed == Changed::All,
+                keyed: matches!(changed, Changed::Logged(..) | Changed::Nothing),
+            },
+            taken,
+        ))
     }
 
     /// Forgets the change log's rows of transactions below `below`, a mark this returned
@@ -669,6 +721,7 @@ impl AnalyticsStore {
 pub struct PartitionTx {
     tx: Tx,
     now_ms: i64,
+    writer: i64,
 }
 
 #[derive(Debug)]
@@ -823,7 +876,7 @@ impl PartitionTx {
         }
         match &mut self.tx {
             Tx::Pg(tx) => {
-                pgbatch::write_cells(tx, &t.tenant, &cells).await?;
+                pgbatch::write_cells(tx, &t.tenant, &cells, self.writer).await?;
                 pgbatch::write_customers(tx, &t.tenant, &customers, now_ms).await?;
             }
             Tx::Any(tx) => write_values(tx, &t.tenant, &cells, &customers, now_ms).await?,

@@ -372,6 +372,12 @@ fn cell_keys(cells: &Cells) -> std::collections::BTreeSet<cxgap_domain::state::C
     cells.iter().map(|(k, _)| k.clone()).collect()
 }
 
+/// What another instance's evaluation reads of acme's window (see `cells_since`).
+async fn read(reader: &AnalyticsStore, since: Option<i64>, kept: usize) -> cxgap_analytics::store::CellRead {
+    let gate = tokio::sync::RwLock::new(());
+    reader.cells_since("acme", Day(D0), since, kept, &gate, || Some(())).await.unwrap().0
+}
+
 /// The transactions of the change log's rows, oldest first.
 async fn logged_xids(conn: &mut sqlx::PgConnection) -> Vec<i64> {
     sqlx::query_scalar("SELECT changed_xid FROM analytics_cell_changes ORDER BY changed_xid")
@@ -389,6 +395,8 @@ async fn logged_xids(conn: &mut sqlx::PgConnection) -> Vec<i64> {
 async fn changed_cells_include_late_commits() {
     let db = cxgap_testkit::TestDb::new().await.unwrap();
     let store = AnalyticsStore::connect(&db.url).await.unwrap();
+    // Another instance: an instance reads back only the changes of others.
+    let reader = AnalyticsStore::connect(&db.url).await.unwrap();
     // As many cells kept as to take every read below by key.
     const MANY: usize = 1 << 20;
     let mut s = GapState::new();
@@ -398,7 +406,7 @@ async fn changed_cells_include_late_commits() {
     let cells = s.snapshot().cells;
     let (a, b) = cells.split_at(cells.len() / 2);
     store.commit(&cells_batch(0, None, a)).await.unwrap();
-    let first = store.cells_since("acme", Day(D0), None, 0).await.unwrap();
+    let first = read(&reader, None, 0).await;
     assert!(first.whole);
     assert_eq!(first.cells.len(), a.len());
 
@@ -406,14 +414,14 @@ async fn changed_cells_include_late_commits() {
     let late = cells_batch(1, None, b);
     let mut tx = store.begin_batch("g", "feedback", 1, None, 1, 0).await.unwrap();
     tx.write(&late.tenants[0]).await.unwrap();
-    let second = store.cells_since("acme", Day(D0), first.mark, MANY).await.unwrap();
+    let second = read(&reader, first.mark, MANY).await;
     assert!(!second.whole && second.keyed);
     assert!(cell_keys(&second.cells).is_disjoint(&cell_keys(b)), "an open transaction's cells are not read");
     // A later batch commits first, adding to a cell of A; then B commits.
     store.commit(&cells_batch(0, Some(1), &a[..1])).await.unwrap();
     tx.commit().await.unwrap();
 
-    let third = store.cells_since("acme", Day(D0), second.mark, MANY).await.unwrap();
+    let third = read(&reader, second.mark, MANY).await;
     assert!(!third.whole);
     let got = cell_keys(&third.cells);
     assert!(cell_keys(b).is_subset(&got), "the batch that committed late is read");
@@ -428,10 +436,10 @@ async fn changed_cells_include_late_commits() {
     let mut changed = cell_keys(b);
     changed.insert(a[0].0.clone());
     let logged = b.len() + 1;
-    let crowded = store.cells_since("acme", Day(D0), b_xid, logged * 16 - 1).await.unwrap();
+    let crowded = read(&reader, b_xid, logged * 16 - 1).await;
     assert!(!crowded.whole && !crowded.keyed);
     assert_eq!(cell_keys(&crowded.cells), changed, "only the changed cells are read, not the window");
-    let by_key = store.cells_since("acme", Day(D0), b_xid, logged * 16).await.unwrap();
+    let by_key = read(&reader, b_xid, logged * 16).await;
     assert!(!by_key.whole && by_key.keyed);
     assert_eq!(cell_keys(&by_key.cells), changed);
 
@@ -455,15 +463,84 @@ async fn changed_cells_include_late_commits() {
     let (c1, last) = (xids[3], xids[4]);
     let (pruned, _) = store.prune_cell_changes(last).await.unwrap();
     assert_eq!(pruned, 4, "the four batches before it leave the log");
-    let stale = store.cells_since("acme", Day(D0), Some(c1), MANY).await.unwrap();
+    let stale = read(&reader, Some(c1), MANY).await;
     assert!(!stale.whole && !stale.keyed, "changes logged before the floor may be gone");
     assert_eq!(cell_keys(&stale.cells), [a[1].0.clone(), a[2].0.clone()].into());
-    let fresh = store.cells_since("acme", Day(D0), Some(last), MANY).await.unwrap();
+    let fresh = read(&reader, Some(last), MANY).await;
     assert!(!fresh.whole && fresh.keyed);
     assert_eq!(cell_keys(&fresh.cells), [a[2].0.clone()].into(), "the batch after the mark, and only it");
     let (left,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM analytics_cell_changes").fetch_one(&mut conn).await.unwrap();
     assert_eq!(left, 1);
+}
+
+/// The aggregate evaluation's kept window: an instance takes its own batches' cells from
+/// memory and reads back only what other instances changed; through its own batches,
+/// another's, both, or neither since the last evaluation, and after a batch whose commit
+/// it is unsure of, the window it keeps equals the stored one.
+#[tokio::test]
+async fn an_instance_keeps_its_own_cells_from_memory_and_reads_back_the_others() {
+    use cxgap_analytics::signals::evaluate_dirty;
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    let dlq = MemoryBus::new();
+    dlq.ensure_topics(&[TopicSpec { name: "dlq".into(), partitions: 1, replication: 1 }]).await.unwrap();
+    let config = ProcessorConfig { group: "g".into(), topic: "feedback".into(), dlq_topic: "dlq".into() };
+    let (store_a, store_b) =
+        (AnalyticsStore::connect(&db.url).await.unwrap(), AnalyticsStore::connect(&db.url).await.unwrap());
+    let a = Processor::new(store_a.clone(), config.clone(), dlq.clone());
+    let b = Processor::new(store_b.clone(), config, dlq);
+    let mut next = [0i64; 2];
+    let mut send = async |p: &Processor<MemoryBus>, partition: i32, events: std::ops::Range<usize>| {
+        let batch: Vec<Consumed> = events
+            .enumerate()
+            .map(|(k, i)| Consumed {
+                record: record("acme", &event(i)),
+                partition,
+                offset: next[partition as usize] + k as i64,
+            })
+            .collect();
+        next[partition as usize] += batch.len() as i64;
+        p.process(partition, &batch).await.unwrap();
+    };
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let check = async |what: &str| {
+        // Batches of either instance mark the tenant for A's next evaluation only when
+        // they are A's: here it is evaluated every time.
+        a.signals.committed(["acme".to_string()]);
+        evaluate_dirty(&store_a, &a.signals).await.unwrap();
+        let (from, kept) = a.signals.kept_cells("acme").expect("a kept window");
+        let stored = store_a.load("acme", Some(from), false).await.unwrap().snapshot().cells;
+        assert!(!stored.is_empty());
+        let differ = kept.iter().zip(&stored).filter(|(k, s)| k != s).count();
+        assert!(
+            kept.len() == stored.len() && differ == 0,
+            "{what}: {} kept cells against {} stored, {differ} differ",
+            kept.len(),
+            stored.len()
+        );
+    };
+    send(&a, 0, 0..40).await;
+    check("a whole first read").await;
+    send(&a, 0, 40..60).await;
+    send(&a, 0, 60..70).await;
+    // Of A's batches since a mark, A reads back nothing and B every changed cell.
+    let since = Some(logged_xids(&mut conn).await[1]);
+    let own = read(&store_a, since, 1 << 20).await;
+    assert!(own.cells.is_empty() && !own.whole && own.keyed);
+    let others = read(&store_b, since, 1 << 20).await;
+    assert_eq!(others.cells.len(), 30, "{} cells", others.cells.len());
+    check("its own batches, from memory").await;
+    send(&b, 1, 70..100).await;
+    check("another instance's batch, read back").await;
+    // Events 180 apart fall in the same cell: B adds to A's cells, then A to B's and its own.
+    send(&a, 0, 100..130).await;
+    send(&b, 1, 280..300).await;
+    send(&a, 0, 290..310).await;
+    check("both, interleaved, on the same cells").await;
+    check("neither").await;
+    a.signals.unsure(["acme".to_string()]);
+    send(&a, 0, 160..170).await;
+    check("after a batch whose commit was in doubt: read whole").await;
 }
 
 /// A batch of more cells than the change log keeps keys for logs its count alone, and the
@@ -472,6 +549,7 @@ async fn changed_cells_include_late_commits() {
 async fn large_batches_log_no_keys_and_reads_after_them_go_by_the_stamps() {
     let db = cxgap_testkit::TestDb::new().await.unwrap();
     let store = AnalyticsStore::connect(&db.url).await.unwrap();
+    let reader = AnalyticsStore::connect(&db.url).await.unwrap();
     let mut s = GapState::new();
     for i in 0..400 {
         s.apply(&event(i));
@@ -485,17 +563,15 @@ async fn large_batches_log_no_keys_and_reads_after_them_go_by_the_stamps() {
     assert!(cells.len() > 600, "{} cells", cells.len());
     let write = |expected, cells: &Cells| cells_batch(0, expected, cells);
     store.commit(&write(None, &cells[..10])).await.unwrap();
-    let first = store.cells_since("acme", Day(D0), None, 0).await.unwrap();
+    let first = read(&reader, None, 0).await;
     store.commit(&write(Some(1), &cells[10..11])).await.unwrap();
     assert!(first.whole);
     // Marks from the batches' own transactions, as in `changed_cells_include_late_commits`.
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
-    let second =
-        store.cells_since("acme", Day(D0), logged_xids(&mut conn).await.last().copied(), 1 << 20).await.unwrap();
+    let second = read(&reader, logged_xids(&mut conn).await.last().copied(), 1 << 20).await;
     assert!(second.keyed && cell_keys(&second.cells) == cell_keys(&cells[10..11]));
     store.commit(&write(Some(2), &cells[11..600])).await.unwrap();
-    let third =
-        store.cells_since("acme", Day(D0), logged_xids(&mut conn).await.last().copied(), 1 << 20).await.unwrap();
+    let third = read(&reader, logged_xids(&mut conn).await.last().copied(), 1 << 20).await;
     assert!(!third.whole && !third.keyed, "589 cells are more than the log keeps keys for");
     assert_eq!(cell_keys(&third.cells), cell_keys(&cells[11..600]));
     let logged: Vec<(i32, bool)> =
