@@ -209,6 +209,8 @@ pub async fn start(args: &RunArgs, stop: cxgap_runtime::Shutdown, announce: bool
         alerting_group,
         signals_topic,
         alerts_topic,
+        dlq_topic: analytics_cfg.dlq_topic.clone(),
+        newest_kept: crate::retention::NEWEST_KEPT,
     };
     let analytics =
         cxgap_analytics::App::build_with(analytics_cfg, analytics_sub, bus.clone(), analytics_store, tenants.clone())

@@ -2,9 +2,10 @@
 //! would keep every record ever sent, so the data directory of a long-running embedded
 //! install grew without end. Here a record goes once the service that reads it has
 //! applied it, as that service's own database says (the offsets it stores with its
-//! state), so nothing unread is ever deleted. The alerts topic, which nothing in the
-//! process reads, keeps its newest [`ALERTS_KEPT`] records per partition; the dead
-//! letters are kept whole.
+//! state), so nothing unread is ever deleted. The topics nothing in the process reads,
+//! the alerts and the dead letters, keep their newest [`NEWEST_KEPT`] records per
+//! partition, as a Kafka topic keeps its recent segments: a feed that keeps sending bad
+//! records no longer grows the file without end.
 
 use anyhow::{Context, Result};
 use cxgap_alerting::store::AlertStore;
@@ -14,8 +15,9 @@ use std::time::Duration;
 
 /// How often the bus is pruned.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Records kept per partition of the alerts topic, for consumers outside the process.
-pub const ALERTS_KEPT: i64 = 100_000;
+/// Records kept per partition of the topics read outside the process (alerts, dead
+/// letters).
+pub const NEWEST_KEPT: i64 = 100_000;
 
 /// The bus and the readers whose stored offsets say what may go.
 pub struct Retention {
@@ -28,6 +30,9 @@ pub struct Retention {
     pub alerting_group: String,
     pub signals_topic: String,
     pub alerts_topic: String,
+    pub dlq_topic: String,
+    /// Records kept per partition of the alerts and dead-letter topics ([`NEWEST_KEPT`]).
+    pub newest_kept: i64,
 }
 
 impl Retention {
@@ -52,8 +57,10 @@ impl Retention {
                 pruned += self.bus.prune(&self.signals_topic, partition, next).await?;
             }
         }
-        for (partition, end) in cxgap_bus::Publisher::end_offsets(&self.bus, &self.alerts_topic).await? {
-            pruned += self.bus.prune(&self.alerts_topic, partition, end - ALERTS_KEPT).await?;
+        for topic in [&self.alerts_topic, &self.dlq_topic] {
+            for (partition, end) in cxgap_bus::Publisher::end_offsets(&self.bus, topic).await? {
+                pruned += self.bus.prune(topic, partition, end - self.newest_kept).await?;
+            }
         }
         Ok(pruned)
     }
@@ -92,7 +99,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = |f: &str| format!("sqlite:{}", dir.path().join(f).display());
         let bus = SqlBus::open(&url("bus.db")).await.unwrap();
-        let topics = ["feedback", "signals", "alerts"];
+        let topics = ["feedback", "signals", "alerts", "dlq"];
         bus.ensure_topics(&topics.map(|t| TopicSpec { name: t.into(), partitions: 2, replication: 1 })).await.unwrap();
         for t in topics {
             assert!(bus.publish((0..40).map(|i| rec(t, i)).collect()).await.iter().all(|r| r.is_ok()));
@@ -137,6 +144,8 @@ mod tests {
             alerting_group: "g".into(),
             signals_topic: "signals".into(),
             alerts_topic: "alerts".into(),
+            dlq_topic: "dlq".into(),
+            newest_kept: 100,
         };
         let pruned = retention.prune_once().await.unwrap();
         let f1 = feedback_ends[1].1;
@@ -146,10 +155,35 @@ mod tests {
         assert_eq!(bus.held("feedback", 1).await.unwrap(), Some((f1 - 1, 1)));
         assert_eq!(bus.held("signals", 0).await.unwrap(), Some((0, signal_ends[0].1)));
         assert_eq!(bus.held("signals", 1).await.unwrap(), Some((2, signal_ends[1].1 - 2)));
-        // The alerts topic is far below its cap; the next pass has nothing to do.
-        for (p, end) in ends("alerts").await {
-            assert_eq!(bus.held("alerts", p).await.unwrap(), Some((0, end)));
+        // The alerts and dead letters are below their cap; the next pass has nothing to do.
+        for t in ["alerts", "dlq"] {
+            for (p, end) in ends(t).await {
+                assert_eq!(bus.held(t, p).await.unwrap(), Some((0, end)));
+            }
         }
         assert_eq!(retention.prune_once().await.unwrap(), 0);
+        // Past the cap, each partition of either keeps its newest records, nothing else.
+        let held = |t: &'static str| {
+            let bus = bus.clone();
+            async move {
+                let mut n = 0;
+                for (p, end) in bus.end_offsets(t).await.unwrap() {
+                    let (first, count) = bus.held(t, p).await.unwrap().unwrap();
+                    assert_eq!(first + count, end, "{t}/{p}: the newest records stay");
+                    n += count;
+                }
+                n
+            }
+        };
+        for t in ["alerts", "dlq"] {
+            assert!(bus.publish((0..300).map(|i| rec(t, i)).collect()).await.iter().all(|r| r.is_ok()));
+            assert_eq!(held(t).await, 340);
+        }
+        retention.prune_once().await.unwrap();
+        for t in ["alerts", "dlq"] {
+            let parts = bus.end_offsets(t).await.unwrap();
+            assert!(parts.iter().all(|(_, end)| *end > 100), "{parts:?}");
+            assert_eq!(held(t).await, 100 * parts.len() as i64, "{t}");
+        }
     }
 }
