@@ -86,7 +86,13 @@ impl Conn {
         if let Some(tls) = self.tls(url, service)? {
             endpoint = endpoint.tls_config(tls).with_context(|| format!("TLS to the {service} service at {url}"))?;
         }
-        endpoint.connect().await.with_context(|| format!("cannot reach the {service} service at {url}"))
+        endpoint.connect().await.map_err(|e| {
+            let e = anyhow::Error::new(e).context(format!("cannot reach the {service} service at {url}"));
+            match tls_hint(&format!("{e:#}")) {
+                Some(hint) => e.context(hint),
+                None => e,
+            }
+        })
     }
 
     /// The TLS settings for `url`: none for http://, the system's CAs plus `--ca-file` and
@@ -164,10 +170,34 @@ pub fn status(e: tonic::Status) -> anyhow::Error {
         }
         source = cause.source();
     }
+    if let Some(hint) = tls_hint(&message) {
+        message = format!("{message} ({hint})");
+    }
     match e.code() {
         tonic::Code::Unauthenticated => anyhow::anyhow!("the API key was refused: {message}"),
         tonic::Code::Unavailable => anyhow::anyhow!("service unavailable: {message}"),
         c => anyhow::anyhow!("{c:?}: {message}"),
+    }
+}
+
+/// What to do about a TLS refusal, read from the words rustls puts in its errors. A server
+/// that wants a client certificate it was not given can also just close the connection
+/// (TLS 1.3 finishes the client's side first), which gives no words to read.
+fn tls_hint(message: &str) -> Option<&'static str> {
+    let alert = |names: &[&str]| {
+        message.contains("received fatal alert") && names.iter().any(|n| message.contains(&format!("alert: {n}")))
+    };
+    if alert(&["CertificateRequired"]) {
+        Some(
+            "the server asks for a client certificate: give --client-cert and --client-key \
+             (CXGAP_CLIENT_CERT, CXGAP_CLIENT_KEY)",
+        )
+    } else if alert(&["UnknownCA", "BadCertificate", "CertificateUnknown", "DecryptError", "AccessDenied"]) {
+        Some("the server refused the client certificate: is it signed by a CA the server trusts, with its own key?")
+    } else if message.contains("invalid peer certificate") {
+        Some("the server's certificate is not trusted here: give the CA that signed it with --ca-file (CXGAP_CA_FILE)")
+    } else {
+        None
     }
 }
 
@@ -200,6 +230,23 @@ mod tests {
             ca_file: ca_file.map(PathBuf::from),
             client_cert: None,
             client_key: None,
+        }
+    }
+
+    #[test]
+    fn tls_refusals_say_what_to_do() {
+        let said = |m: &str| status(tonic::Status::unavailable(m)).to_string();
+        let missing = said("transport error: tls handshake eof: received fatal alert: CertificateRequired");
+        assert!(missing.contains("--client-cert and --client-key"), "{missing}");
+        for alert in ["UnknownCA", "BadCertificate", "DecryptError"] {
+            let refused = said(&format!("transport error: received fatal alert: {alert}"));
+            assert!(refused.contains("refused the client certificate"), "{refused}");
+        }
+        let untrusted = said("transport error: invalid peer certificate: UnknownIssuer");
+        assert!(untrusted.contains("--ca-file"), "{untrusted}");
+        // Other failures get no TLS advice.
+        for m in ["transport error: connection refused", "tenant not found", "received fatal alert: ProtocolVersion"] {
+            assert!(!said(m).contains('('), "{m}");
         }
     }
 
