@@ -7,6 +7,7 @@
 //! agree with each other (topic names and partitions, probes, ports, Secret keys).
 //! `.ci/run` installs kubectl and kubernetes-validate when missing.
 
+use cxgap_testkit::tls::{Pair, Pki};
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -108,6 +109,97 @@ fn check_service_monitor(m: &Value, services: &[&Value]) {
     }
 }
 
+/// cert-manager (cert-manager.io/v1): every `Issuer` is self-signed or a CA whose Secret a
+/// CA `Certificate` writes; every `Certificate` names an `Issuer` of the overlay, uses only
+/// cert-manager's fields and usages, and renews before it expires. Returns the
+/// certificates by the Secret each writes.
+fn check_cert_manager<'a>(certificates: &[&'a Value], issuers: &[&Value]) -> BTreeMap<String, &'a Value> {
+    let mut by_secret = BTreeMap::new();
+    for c in certificates {
+        assert_eq!(str_at(c, &["apiVersion"]), "cert-manager.io/v1", "{}", name(c));
+        let spec = s(c, &["spec"]).and_then(Value::as_mapping).expect("spec");
+        for k in spec.keys() {
+            let k = k.as_str().unwrap();
+            let known = ["secretName", "issuerRef", "dnsNames", "commonName", "isCA", "usages", "duration"];
+            let known2 = ["renewBefore", "privateKey", "subject", "ipAddresses"];
+            assert!(known.contains(&k) || known2.contains(&k), "Certificate {}: no field {k}", name(c));
+        }
+        let secret = str_at(c, &["spec", "secretName"]).to_string();
+        let issuer = str_at(c, &["spec", "issuerRef", "name"]);
+        let issuer_kind = s(c, &["spec", "issuerRef", "kind"]).and_then(Value::as_str).unwrap_or("Issuer");
+        assert_eq!(issuer_kind, "Issuer", "Certificate {}: the overlay's own Issuers only", name(c));
+        assert!(issuers.iter().any(|i| name(i) == issuer), "Certificate {} names a missing Issuer {issuer}", name(c));
+        let usages = ["server auth", "client auth", "digital signature", "key encipherment", "cert sign"];
+        for u in s(c, &["spec", "usages"]).and_then(Value::as_sequence).into_iter().flatten() {
+            assert!(usages.contains(&u.as_str().unwrap()), "Certificate {}: unknown usage {u:?}", name(c));
+        }
+        let algorithm = s(c, &["spec", "privateKey", "algorithm"]).and_then(Value::as_str).unwrap_or("RSA");
+        assert!(["RSA", "ECDSA", "Ed25519"].contains(&algorithm), "Certificate {}: {algorithm}", name(c));
+        let hours = |k: &str| {
+            s(c, &["spec", k]).and_then(Value::as_str).map(|d| {
+                d.strip_suffix('h').and_then(|h| h.parse::<u64>().ok()).unwrap_or_else(|| panic!("{k} {d}: hours"))
+            })
+        };
+        // cert-manager's defaults: 90 days, renewed at two thirds of that.
+        let (duration, renew) = (hours("duration").unwrap_or(2160), hours("renewBefore").unwrap_or(720));
+        assert!(renew < duration, "Certificate {}: renewBefore {renew}h >= duration {duration}h", name(c));
+        let is_ca = s(c, &["spec", "isCA"]).and_then(Value::as_bool) == Some(true);
+        assert!(is_ca || s(c, &["spec", "usages"]).is_some(), "Certificate {}: say what it is for", name(c));
+        assert!(by_secret.insert(secret.clone(), *c).is_none(), "two Certificates write Secret {secret}");
+    }
+    for i in issuers {
+        assert_eq!(str_at(i, &["apiVersion"]), "cert-manager.io/v1", "{}", name(i));
+        let spec = s(i, &["spec"]).and_then(Value::as_mapping).expect("spec");
+        assert_eq!(spec.len(), 1, "Issuer {}: one kind of issuer", name(i));
+        if let Some(secret) = s(i, &["spec", "ca", "secretName"]).and_then(Value::as_str) {
+            let ca =
+                by_secret.get(secret).unwrap_or_else(|| panic!("Issuer {}: no Certificate writes {secret}", name(i)));
+            assert_eq!(s(ca, &["spec", "isCA"]).and_then(Value::as_bool), Some(true), "Issuer {}: not a CA", name(i));
+        } else {
+            assert!(s(i, &["spec", "selfSigned"]).is_some(), "Issuer {}: selfSigned or ca", name(i));
+        }
+    }
+    by_secret
+}
+
+fn usages(c: &Value) -> Vec<&str> {
+    s(c, &["spec", "usages"]).and_then(Value::as_sequence).into_iter().flatten().map(|u| u.as_str().unwrap()).collect()
+}
+
+/// The file a container's TLS setting points at: in a mounted Secret that a Certificate
+/// writes, under the key cert-manager gives that part. Returns the Certificate and the key.
+fn certificate_file<'a>(
+    pod: &Value,
+    c: &Value,
+    path: &str,
+    certificates: &BTreeMap<String, &'a Value>,
+) -> (&'a Value, String) {
+    let mount = s(c, &["volumeMounts"])
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .find(|m| path.starts_with(&format!("{}/", str_at(m, &["mountPath"]))))
+        .unwrap_or_else(|| panic!("{path} is on no mounted volume"));
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume {:?}", mount["name"]));
+    let secret = str_at(volume, &["secret", "secretName"]);
+    let cert = certificates.get(secret).unwrap_or_else(|| panic!("{path}: no Certificate writes Secret {secret}"));
+    let key = path.rsplit('/').next().unwrap().to_string();
+    (cert, key)
+}
+
+/// The Secret key a ServiceMonitor's TLS part reads, and that a Certificate writes it.
+fn tls_secret<'a>(tls: &Value, part: &[&str], certificates: &BTreeMap<String, &'a Value>) -> (&'a Value, String) {
+    let r = s(tls, part).unwrap_or_else(|| panic!("tlsConfig has no {part:?}"));
+    let secret = str_at(r, &["name"]);
+    let cert = certificates.get(secret).unwrap_or_else(|| panic!("tlsConfig {part:?}: no Certificate writes {secret}"));
+    (cert, str_at(r, &["key"]).to_string())
+}
+
 /// What the container would see as its environment: ConfigMap data (envFrom), literal
 /// values, and Secret values from the overlay's generated Secret or a valid stand-in.
 fn container_env(c: &Value, config_maps: &BTreeMap<String, BTreeMap<String, String>>) -> BTreeMap<String, String> {
@@ -143,7 +235,7 @@ fn container_env(c: &Value, config_maps: &BTreeMap<String, BTreeMap<String, Stri
 
 fn check_overlay(overlay: &str) {
     let objects = render(overlay);
-    let known_crds = ["KafkaTopic", "ServiceMonitor"];
+    let known_crds = ["KafkaTopic", "ServiceMonitor", "Certificate", "Issuer"];
     let core: Vec<&Value> = objects.iter().filter(|o| !known_crds.contains(&kind(o))).collect();
     validate_core(overlay, &core);
     let by_kind = |k: &str| objects.iter().filter(|o| kind(o) == k).collect::<Vec<_>>();
@@ -155,6 +247,12 @@ fn check_overlay(overlay: &str) {
     for m in by_kind("ServiceMonitor") {
         check_service_monitor(m, &by_kind("Service"));
     }
+    let certificates = check_cert_manager(&by_kind("Certificate"), &by_kind("Issuer"));
+    // The files a mounted certificate Secret would hold, made once per overlay when needed.
+    let pki_dir = tempfile::tempdir().unwrap();
+    let mut pki: Option<(Pki, Pair)> = None;
+    // Service name → its serving Certificate, and whether it asks clients for one.
+    let mut serving: BTreeMap<String, (&Value, bool)> = BTreeMap::new();
     let config_maps: BTreeMap<String, BTreeMap<String, String>> = by_kind("ConfigMap")
         .iter()
         .map(|cm| {
@@ -204,13 +302,51 @@ fn check_overlay(overlay: &str) {
             assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false), "{}", name(w));
             assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"), "{}", name(w));
             assert!(s(c, &["resources", "requests", "memory"]).is_some(), "{}: resources", name(w));
-            let env = container_env(c, &config_maps);
+            let mut env = container_env(c, &config_maps);
             let command = args[0];
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_cxgap"));
-            cmd.env_clear().envs(&env);
+            cmd.env_clear();
             match command {
                 "ingest" | "analytics" | "alerting" => {
                     services_seen.insert(command);
+                    let tls = env.get("CXGAP_TLS_CERT_FILE").is_some_and(|v| !v.is_empty());
+                    let scheme = if tls { "HTTPS" } else { "HTTP" };
+                    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+                        let got = s(c, &[probe, "httpGet", "scheme"]).and_then(Value::as_str).unwrap_or("HTTP");
+                        assert_eq!(got, scheme, "{overlay}/{}: {probe} against a service with TLS {tls}", name(w));
+                    }
+                    let annotated = s(w, &["spec", "template", "metadata", "annotations", "prometheus.io/scheme"]);
+                    assert_eq!(annotated.and_then(Value::as_str).unwrap_or("http"), scheme.to_lowercase());
+                    if tls {
+                        let (ca, server) = pki.get_or_insert_with(|| {
+                            let ca = Pki::new(pki_dir.path(), "deploy").unwrap();
+                            let server = ca.server("pod").unwrap();
+                            (ca, server)
+                        });
+                        let svc = name(w);
+                        let dns = format!("{svc}.{}.svc", str_at(w, &["metadata", "namespace"]));
+                        let mut served = None;
+                        for (var, part, made) in [
+                            ("CXGAP_TLS_CERT_FILE", "tls.crt", &server.cert),
+                            ("CXGAP_TLS_KEY_FILE", "tls.key", &server.key),
+                            ("CXGAP_TLS_CLIENT_CA_FILE", "ca.crt", &ca.ca().to_path_buf()),
+                        ] {
+                            let Some(path) = env.get(var).cloned() else { continue };
+                            let (cert, key) = certificate_file(pod, c, &path, &certificates);
+                            assert_eq!(key, part, "{overlay}/{svc}: {var} is the Secret's {key}, not its {part}");
+                            if part != "ca.crt" {
+                                assert!(usages(cert).contains(&"server auth"), "{}: not for serving", name(cert));
+                                let names = s(cert, &["spec", "dnsNames"]).and_then(Value::as_sequence).unwrap();
+                                assert!(names.iter().any(|n| n == &dns), "{}: does not name {dns}", name(cert));
+                                served = Some(cert);
+                            }
+                            // The binary reads the files at start: give it real ones there.
+                            env.insert(var.to_string(), made.to_str().unwrap().to_string());
+                        }
+                        let mutual = env.contains_key("CXGAP_TLS_CLIENT_CA_FILE");
+                        serving.insert(svc.to_string(), (served.expect("a serving certificate"), mutual));
+                    }
+                    cmd.envs(&env);
                     cmd.args([command, "--check-config"]);
                     let out = cmd.output().unwrap();
                     assert!(
@@ -255,6 +391,33 @@ fn check_overlay(overlay: &str) {
         }
     }
     assert_eq!(services_seen.len(), 3, "{overlay}: a Deployment per service");
+    // Prometheus scrapes a service that serves TLS over TLS, trusting the CA that issued
+    // its certificate, and under mutual TLS with a client certificate of that CA.
+    for m in by_kind("ServiceMonitor") {
+        let selected = s(m, &["spec", "selector", "matchExpressions"]).and_then(Value::as_sequence).unwrap();
+        let selected = selected.iter().flat_map(|e| e["values"].as_sequence().unwrap().iter());
+        for svc in selected.filter_map(|v| serving.get(v.as_str().unwrap())) {
+            let (served, mutual) = *svc;
+            let issuer = str_at(served, &["spec", "issuerRef", "name"]);
+            for e in s(m, &["spec", "endpoints"]).and_then(Value::as_sequence).unwrap() {
+                assert_eq!(e["scheme"].as_str(), Some("https"), "{overlay}: {} scrapes TLS in the clear", name(m));
+                let tls = &e["tlsConfig"];
+                let (ca, key) = tls_secret(tls, &["ca", "secret"], &certificates);
+                assert_eq!((key.as_str(), str_at(ca, &["spec", "issuerRef", "name"])), ("ca.crt", issuer));
+                let server_name = tls["serverName"].as_str().expect("pods are scraped by IP: a serverName");
+                let names = s(served, &["spec", "dnsNames"]).and_then(Value::as_sequence).unwrap();
+                assert!(names.iter().any(|n| n == server_name), "{server_name} is not on {}", name(served));
+                if mutual {
+                    let (cert, key) = tls_secret(tls, &["cert", "secret"], &certificates);
+                    let (cert_of_key, key_key) = tls_secret(tls, &["keySecret"], &certificates);
+                    assert_eq!((key.as_str(), key_key.as_str()), ("tls.crt", "tls.key"));
+                    assert_eq!(name(cert), name(cert_of_key), "the client certificate and its key");
+                    assert!(usages(cert).contains(&"client auth"), "{}: not a client certificate", name(cert));
+                    assert_eq!(str_at(cert, &["spec", "issuerRef", "name"]), issuer, "a client the pods trust");
+                }
+            }
+        }
+    }
     for svc in ["ingest", "analytics", "alerting"] {
         let n = format!("cxgap-{svc}");
         assert!(by_kind("Service").iter().any(|s| name(s) == n), "{overlay}: Service {n}");
@@ -273,6 +436,25 @@ fn dev_overlay_renders_validates_and_matches_the_binary() {
 fn production_overlay_renders_validates_and_matches_the_binary() {
     check_overlay("production");
     assert!(render("production").iter().any(|o| kind(o) == "ServiceMonitor"), "production is scraped");
+}
+
+#[test]
+fn production_tls_overlay_serves_mutual_tls_from_cert_manager_certificates() {
+    check_overlay("production-tls");
+    let objects = render("production-tls");
+    let tls_env = |d: &Value| {
+        d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().starts_with("CXGAP_TLS_"))
+            .count()
+    };
+    let deployments: Vec<&Value> = objects.iter().filter(|o| kind(o) == "Deployment").collect();
+    assert_eq!(deployments.len(), 3);
+    for d in deployments {
+        assert_eq!(tls_env(d), 3, "{}: certificate, key and client CA", name(d));
+    }
 }
 
 #[test]
