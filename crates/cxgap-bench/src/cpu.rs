@@ -4,16 +4,88 @@
 
 use std::time::Duration;
 
-/// User plus system time of a process so far, from `/proc/<pid>/stat` (Linux only).
-fn cpu_time(pid: &str) -> Option<Duration> {
+/// The fields of `/proc/<pid>/stat` after the command name (Linux only): field `n` of the
+/// whole line is at `n - 3`.
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it are plain.
+    // The command name (field 2) may hold spaces; the fields after it are plain (the
+    // state, field 3, is a letter and reads as 0).
     let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux architecture this runs on.
-    Some(Duration::from_millis(ticks * 10))
+    Some(rest.split(' ').map(|f| f.parse().unwrap_or(0)).collect())
+}
+
+/// Clock ticks to time: USER_HZ is 100 on every Linux architecture this runs on.
+fn ticks(n: u64) -> Duration {
+    Duration::from_millis(n * 10)
+}
+
+/// User plus system time of a process so far (fields 14 and 15).
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let f = stat_fields(pid)?;
+    Some(ticks(f.get(11)? + f.get(12)?))
+}
+
+/// User plus system time of a process and of its children, those running (fields 14 and
+/// 15 of each) and those it has reaped (its fields 16 and 17). PostgreSQL's backends are
+/// children of its postmaster.
+fn tree_time(pid: u32) -> Option<Duration> {
+    let f = stat_fields(&pid.to_string())?;
+    let mut total = ticks(f.get(11)? + f.get(12)? + f.get(13)? + f.get(14)?);
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) =
+            entry.file_name().to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())).map(String::from)
+        else {
+            continue;
+        };
+        // The parent is field 4.
+        if let Some(c) = stat_fields(&child).filter(|c| c.get(1) == Some(&(pid as u64))) {
+            total += ticks(c.get(11).unwrap_or(&0) + c.get(12).unwrap_or(&0));
+        }
+    }
+    Some(total)
+}
+
+/// The postmaster of the PostgreSQL server a backend belongs to, when that server runs on
+/// this machine: the backend's parent, if both are called `postgres`.
+pub fn postmaster_of(backend: u32) -> Option<u32> {
+    let comm = |pid: u64| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    let parent = *stat_fields(&backend.to_string())?.get(1)?;
+    (comm(backend as u64)?.trim() == "postgres" && comm(parent)?.trim() == "postgres").then_some(parent as u32)
+}
+
+/// Cores used over a stretch of time by this process, the broker and PostgreSQL: CPU time
+/// over wall time. On a machine of two cores the three share, it says who had them.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreMeter {
+    at: std::time::Instant,
+    broker: Option<u32>,
+    postgres: Option<u32>,
+    start: [Option<Duration>; 3],
+}
+
+/// Cores used by each, `None` where `/proc` could not tell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cores {
+    pub ours: Option<f64>,
+    pub broker: Option<f64>,
+    pub postgres: Option<f64>,
+}
+
+impl CoreMeter {
+    fn read(broker: Option<u32>, postgres: Option<u32>) -> [Option<Duration>; 3] {
+        [cpu_time("self"), broker.and_then(|p| cpu_time(&p.to_string())), postgres.and_then(tree_time)]
+    }
+
+    pub fn start(broker: Option<u32>, postgres: Option<u32>) -> CoreMeter {
+        CoreMeter { at: std::time::Instant::now(), broker, postgres, start: Self::read(broker, postgres) }
+    }
+
+    pub fn cores(&self) -> Cores {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let now = Self::read(self.broker, self.postgres);
+        let used = |i: usize| Some(now[i]?.checked_sub(self.start[i]?)?.as_secs_f64() / wall);
+        Cores { ours: used(0), broker: used(1), postgres: used(2) }
+    }
 }
 
 /// A reading of this process's and the broker's CPU time.
@@ -62,5 +134,32 @@ mod tests {
         // 300 ms of spinning at 10 ms resolution; the machine may steal some of it.
         assert!(per.ours_us >= 100_000.0 && per.broker_us >= 100_000.0, "{per:?}");
         assert!((per.ours_us - per.broker_us).abs() <= 20_000.0, "the same process read twice: {per:?}");
+    }
+
+    #[test]
+    fn a_process_tree_counts_its_children_running_and_exited() {
+        // A child that spins for 300 ms and exits: reaped, its time is in ours as a parent.
+        let me = std::process::id();
+        let before = tree_time(me).expect("readable /proc");
+        let status = std::process::Command::new("sh")
+            .args(["-c", "end=$(($(date +%s%N) + 300000000)); while [ $(date +%s%N) -lt $end ]; do :; done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let grew = tree_time(me).unwrap() - before;
+        assert!(grew >= Duration::from_millis(100), "the child's time is counted: {grew:?}");
+        let meter = CoreMeter::start(Some(me), None);
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(std::hint::black_box(1));
+        }
+        std::hint::black_box(x);
+        let cores = meter.cores();
+        let (ours, broker) = (cores.ours.unwrap(), cores.broker.unwrap());
+        // One busy thread is about one core; the clock ticks every 10 ms.
+        assert!((0.3..=1.5).contains(&ours) && (ours - broker).abs() < 0.2, "{cores:?}");
+        assert_eq!(cores.postgres, None);
+        assert_eq!(postmaster_of(me), None, "this process is not a PostgreSQL backend");
     }
 }

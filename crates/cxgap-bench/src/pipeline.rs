@@ -2,7 +2,7 @@
 //! consumer (the baselines), gRPC and HTTP ingest, analytics with exactly-once state, and
 //! the accepted-to-alert latency through all three services.
 
-use crate::cpu::{CpuMeter, PerEvent};
+use crate::cpu::{CoreMeter, CpuMeter, PerEvent};
 use crate::report::{Figure, Results, Target, percentile};
 use crate::workload::{now_ms, probe, spec};
 use anyhow::Context;
@@ -562,9 +562,12 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
         ],
     };
     let last = ladder.len() - 1;
+    let postgres = postmaster(&db).await;
     for (i, (rate, run, what)) in ladder.into_iter().enumerate() {
         let before = batch_totals(&batch_metrics).await?;
+        let cores = CoreMeter::start(broker.pid(), postgres);
         let step = open_loop(&client, &key, &alerted, rate, seconds, run).await?;
+        let cores = cores.cores();
         let after = batch_totals(&batch_metrics).await?;
         let note = format!(
             "{} probes, {} without an alert after 10 s, {} failed requests; {:.0} events/s for {seconds} s",
@@ -593,6 +596,22 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
                 f = f.target(Target::AtMost(100.0));
             }
             results.add(f);
+        }
+        for (who, label, used) in [
+            ("ours", "this process (the services and the load)", cores.ours),
+            ("broker", "the broker", cores.broker),
+            ("postgres", "PostgreSQL", cores.postgres),
+        ] {
+            let Some(used) = used else { continue };
+            results.add(
+                Figure::new(
+                    &format!("latency_cores_{who}{suffix}"),
+                    &format!("cores used at {what}: {label}"),
+                    used,
+                    "cores",
+                )
+                .note("CPU time over the step's wall time, from /proc; the machine's cores are shared by all three"),
+            );
         }
         let mut f = Figure::new(
             &format!("latency_missing{suffix}"),
@@ -640,6 +659,13 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
         let _ = tokio::time::timeout(Duration::from_secs(30), s).await;
     }
     Ok(())
+}
+
+/// The PostgreSQL server's postmaster, when it runs on this machine (for its CPU time).
+async fn postmaster(db: &TestDb) -> Option<u32> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.ok()?;
+    let (backend,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()").fetch_one(&mut conn).await.ok()?;
+    crate::cpu::postmaster_of(u32::try_from(backend).ok()?)
 }
 
 /// The backlog drains in requests of 500 events; the open-loop load comes in requests of
@@ -943,6 +969,21 @@ fn hop_times(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_machines_postgresql_is_found_and_its_backends_cpu_counted() {
+        let db = TestDb::new().await.unwrap();
+        let pid = postmaster(&db).await.expect("the test cluster runs on this machine");
+        let meter = CoreMeter::start(None, Some(pid));
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+        // A backend busy for about half a second.
+        sqlx::query("SELECT count(*) FROM generate_series(1, 3000000) a, LATERAL (SELECT md5(a::text)) b")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let used = meter.cores().postgres.expect("readable /proc");
+        assert!(used > 0.2, "the backend's CPU is counted: {used} cores");
+    }
 
     fn round(bare: f64, grpc: f64) -> Round {
         Round { bare, grpc, cpu: None }
