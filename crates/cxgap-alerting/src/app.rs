@@ -49,6 +49,7 @@ impl App<KafkaSubscriber, KafkaPublisher> {
         let mut kafka = KafkaConfig::new(&config.kafka_brokers);
         kafka.extra = config.kafka_security.properties.clone();
         kafka.session_timeout = config.session_timeout;
+        kafka.fetch_wait = config.fetch_wait;
         let publisher = KafkaPublisher::new(kafka.clone()).context("creating the producer")?;
         let topics: Vec<TopicSpec> = [&config.signals_topic, &config.alerts_topic]
             .into_iter()

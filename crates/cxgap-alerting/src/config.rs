@@ -24,6 +24,11 @@ pub const SETTINGS: &[Setting] = &[
         "session (group or lease): how soon a crashed instance's partitions move",
     ),
     (
+        "CXGAP_KAFKA_FETCH_WAIT_MS",
+        Some("10"),
+        "longest a consumer's fetch waits at the broker for records: 10 for a broker that answers only then (tansu); 500 on Apache Kafka",
+    ),
+    (
         "CXGAP_PARTITION_ASSIGNMENT",
         Some("database"),
         "database (leases in PostgreSQL share the signal partitions) or kafka (the group protocol)",
@@ -70,6 +75,8 @@ pub struct AlertingConfig {
     pub topic_partitions: i32,
     pub topic_replication: i32,
     pub session_timeout: Duration,
+    /// The longest a consumer's fetch waits at the broker for records.
+    pub fetch_wait: Duration,
     /// Partitions shared through database leases (true) or the Kafka group protocol.
     pub database_assignment: bool,
     pub batch_max_events: usize,
@@ -105,6 +112,9 @@ impl AlertingConfig {
         let replication = r.parse::<i32>("CXGAP_TOPIC_REPLICATION", "a positive integer", |x| *x > 0);
         let session = r.parse::<u64>("CXGAP_KAFKA_SESSION_TIMEOUT_MS", "milliseconds between 1000 and 300000", |x| {
             (1000..=300_000).contains(x)
+        });
+        let fetch_wait = r.parse::<u64>("CXGAP_KAFKA_FETCH_WAIT_MS", "milliseconds between 1 and 10000", |x| {
+            (1..=10_000).contains(x)
         });
         let assignment =
             r.parse::<String>("CXGAP_PARTITION_ASSIGNMENT", "database or kafka", |x| x == "database" || x == "kafka");
@@ -148,6 +158,7 @@ impl AlertingConfig {
                 topic_partitions: partitions?,
                 topic_replication: replication?,
                 session_timeout: Duration::from_millis(session?),
+                fetch_wait: Duration::from_millis(fetch_wait?),
                 database_assignment: assignment? == "database",
                 batch_max_events: batch?,
                 batch_max_wait: Duration::from_millis(wait?),
@@ -183,10 +194,13 @@ mod tests {
         let c = AlertingConfig::load(&m).unwrap();
         assert_eq!(c.retry_schedule.attempts(), 8);
         assert_eq!(c.repeat_interval, Duration::from_secs(4 * 3600));
+        assert_eq!(c.fetch_wait, Duration::from_millis(10));
+        m.insert("CXGAP_KAFKA_FETCH_WAIT_MS".into(), "10001".into());
         m.insert("CXGAP_WEBHOOK_RETRY_SCHEDULE".into(), "5s,later".into());
         m.insert("CXGAP_WEBHOOK_ALLOW".into(), "localhost".into());
         let e = AlertingConfig::load(&m).unwrap_err().to_string();
         assert!(e.contains("CXGAP_WEBHOOK_RETRY_SCHEDULE") && e.contains("\"later\""), "{e}");
         assert!(e.contains("CXGAP_WEBHOOK_ALLOW"), "{e}");
+        assert!(e.contains("CXGAP_KAFKA_FETCH_WAIT_MS=\"10001\""), "{e}");
     }
 }

@@ -47,6 +47,7 @@ impl App<KafkaSubscriber, KafkaPublisher> {
         let mut kafka = KafkaConfig::new(&config.kafka_brokers);
         kafka.extra = config.kafka_security.properties.clone();
         kafka.session_timeout = config.session_timeout;
+        kafka.fetch_wait = config.fetch_wait;
         let publisher = KafkaPublisher::new(kafka.clone()).context("creating the dead-letter producer")?;
         let topics: Vec<TopicSpec> = [&config.feedback_topic, &config.dlq_topic, &config.signals_topic]
             .into_iter()

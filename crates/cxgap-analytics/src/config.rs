@@ -29,6 +29,11 @@ pub const SETTINGS: &[Setting] = &[
         Some("45000"),
         "session (group or lease): how soon a crashed instance's partitions move",
     ),
+    (
+        "CXGAP_KAFKA_FETCH_WAIT_MS",
+        Some("10"),
+        "longest a consumer's fetch waits at the broker for records: 10 for a broker that answers only then (tansu); 500 on Apache Kafka",
+    ),
     ("CXGAP_BATCH_MAX_EVENTS", Some("2000"), "records per consume batch (one transaction per partition in it)"),
     (
         "CXGAP_BATCH_MAX_WAIT_MS",
@@ -77,6 +82,8 @@ pub struct AnalyticsConfig {
     pub topic_partitions: i32,
     pub topic_replication: i32,
     pub session_timeout: Duration,
+    /// The longest a consumer's fetch waits at the broker for records.
+    pub fetch_wait: Duration,
     pub batch_max_events: usize,
     pub batch_max_wait: Duration,
     pub dedup_window: Duration,
@@ -115,6 +122,9 @@ impl AnalyticsConfig {
         let session = r.parse::<u64>("CXGAP_KAFKA_SESSION_TIMEOUT_MS", "milliseconds between 1000 and 300000", |x| {
             (1000..=300_000).contains(x)
         });
+        let fetch_wait = r.parse::<u64>("CXGAP_KAFKA_FETCH_WAIT_MS", "milliseconds between 1 and 10000", |x| {
+            (1..=10_000).contains(x)
+        });
         let batch = r.parse::<usize>("CXGAP_BATCH_MAX_EVENTS", "a positive integer", |x| *x > 0);
         let wait = r.parse::<u64>("CXGAP_BATCH_MAX_WAIT_MS", "a number of milliseconds", |_| true);
         let dedup = r.parse::<u64>("CXGAP_DEDUP_WINDOW_HOURS", "a positive number of hours", |x| *x > 0);
@@ -142,6 +152,7 @@ impl AnalyticsConfig {
                 topic_partitions: partitions?,
                 topic_replication: replication?,
                 session_timeout: Duration::from_millis(session?),
+                fetch_wait: Duration::from_millis(fetch_wait?),
                 batch_max_events: batch?,
                 batch_max_wait: Duration::from_millis(wait?),
                 dedup_window: Duration::from_secs(dedup? * 3600),
@@ -173,10 +184,15 @@ mod tests {
         let c = AnalyticsConfig::load(&m).unwrap();
         assert_eq!(c.dedup_window, Duration::from_secs(24 * 3600));
         assert_eq!(c.dlq_topic, "cxgap.feedback.dlq.v1");
+        assert_eq!(c.fetch_wait, Duration::from_millis(10));
+        m.insert("CXGAP_KAFKA_FETCH_WAIT_MS".into(), "500".into());
+        assert_eq!(AnalyticsConfig::load(&m).unwrap().fetch_wait, Duration::from_millis(500));
+        m.insert("CXGAP_KAFKA_FETCH_WAIT_MS".into(), "0".into());
         m.insert("CXGAP_BATCH_MAX_EVENTS".into(), "0".into());
         m.insert("CXGAP_MAX_BATCH_EVENTS".into(), "10".into());
         let e = AnalyticsConfig::load(&m).unwrap_err().to_string();
         assert!(e.contains("CXGAP_BATCH_MAX_EVENTS=\"0\""), "{e}");
+        assert!(e.contains("CXGAP_KAFKA_FETCH_WAIT_MS=\"0\"") && e.contains("between 1 and 10000"), "{e}");
         assert!(e.contains("CXGAP_MAX_BATCH_EVENTS is not a setting of the analytics service"), "{e}");
     }
 }

@@ -56,6 +56,18 @@ fn settings(broker: &Broker, db: &TestDb, extra: &[(&str, &str)]) -> BTreeMap<St
     m
 }
 
+/// [`settings`] for the services that consume (analytics, alerting): with the bench's own
+/// `CXGAP_KAFKA_FETCH_WAIT_MS` when it is set. On this bench's broker the consumers' fetch
+/// wait trades latency at low load for the broker's CPU at high load (docs/benchmarks.md),
+/// so a run can try another; unset, the services run as shipped.
+fn consumer_settings(broker: &Broker, db: &TestDb, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut m = settings(broker, db, extra);
+    if let Ok(wait) = std::env::var("CXGAP_KAFKA_FETCH_WAIT_MS") {
+        m.insert("CXGAP_KAFKA_FETCH_WAIT_MS".into(), wait);
+    }
+    m
+}
+
 fn authed<T>(key: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert("authorization", format!("Bearer {key}").parse()?);
@@ -469,11 +481,18 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
     let partitions = [("CXGAP_TOPIC_PARTITIONS", "4")];
     let (grpc, _, stop_ingest) = ingest(&broker, &db).await?;
     let stop = Shutdown::new();
-    let analytics =
-        cxgap_analytics::App::build(cxgap_analytics::AnalyticsConfig::load(&settings(&broker, &db, &partitions))?)
-            .await?;
-    let alerting =
-        cxgap_alerting::App::build(cxgap_alerting::AlertingConfig::load(&settings(&broker, &db, &partitions))?).await?;
+    let analytics = cxgap_analytics::App::build(cxgap_analytics::AnalyticsConfig::load(&consumer_settings(
+        &broker,
+        &db,
+        &partitions,
+    ))?)
+    .await?;
+    let alerting = cxgap_alerting::App::build(cxgap_alerting::AlertingConfig::load(&consumer_settings(
+        &broker,
+        &db,
+        &partitions,
+    ))?)
+    .await?;
     let alerting_grpc = alerting.grpc_addr();
     let batch_metrics = [
         ("analytics", analytics.http_addr(), "cxgap_analytics_batch_seconds"),
