@@ -7,6 +7,7 @@ pub mod broker;
 pub mod http;
 pub mod pgserver;
 pub mod postgres;
+pub mod process;
 pub mod tls;
 
 pub use broker::Broker;

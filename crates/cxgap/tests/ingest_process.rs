@@ -3,10 +3,11 @@
 //! its own ports, mutual TLS included (certificates from openssl, clients curl and the
 //! `cxgap` CLI).
 
+use cxgap_testkit::process::{curl, stop};
 use cxgap_testkit::tls::Pki;
 use cxgap_testkit::{Broker, TestDb, free_port};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PEPPER: &str = "process-test-pepper-0123";
 
@@ -14,22 +15,6 @@ fn cxgap(db: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cxgap"));
     c.env("CXGAP_DATABASE_URL", db).env("CXGAP_API_KEY_PEPPER", PEPPER);
     c
-}
-
-/// SIGTERM, then the exit within 30 s; returns the status and what it logged.
-async fn stop(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "the service did not stop within 30 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    (status, stderr)
 }
 
 fn run(mut c: Command) -> String {
@@ -101,22 +86,6 @@ fn bad_configuration_exits_non_zero_naming_each_problem() {
         ["CXGAP_KAFKA_BROKERS is required", "CXGAP_MAX_BATCH_EVENTS=\"0\"", "CXGAP_GRPC_ADDR=\"not-an-address\""]
     {
         assert!(err.contains(want), "missing {want:?} in {err}");
-    }
-}
-
-/// `curl` to an HTTPS URL of the service with these TLS options: the HTTP status, or the
-/// error curl printed when no response came.
-fn curl(url: &str, tls: &[&str]) -> Result<u16, String> {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
-        .args(tls)
-        .arg(url)
-        .output()
-        .expect("curl (Debian package curl; .ci/run installs it)");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 

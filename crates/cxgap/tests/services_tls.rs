@@ -4,11 +4,12 @@
 //! certificate, everything else only with one the CA signed, and the CLI's queries over
 //! gRPC. Certificates from openssl; clients curl and the `cxgap` CLI.
 
+use cxgap_testkit::process::{curl, stop};
 use cxgap_testkit::tls::{Pair, Pki};
 use cxgap_testkit::{Broker, TestDb, free_port};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PEPPER: &str = "services-tls-test-pepper";
 
@@ -20,21 +21,6 @@ fn cxgap(db: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cxgap"));
     c.env("CXGAP_DATABASE_URL", db).env("CXGAP_API_KEY_PEPPER", PEPPER);
     c
-}
-
-/// `curl` with these options: the HTTP status, or curl's error when no response came.
-fn curl(url: &str, args: &[&str]) -> Result<u16, String> {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("curl (Debian package curl; .ci/run installs it)");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 /// The service with mutual TLS on both ports.
@@ -55,22 +41,6 @@ fn start(service: &str, broker: &Broker, db: &TestDb, server: &Pair, ca: &Path) 
         .spawn()
         .unwrap();
     (child, grpc, http)
-}
-
-/// SIGTERM, then the exit within 30 s; returns the status and what it logged.
-async fn stop(child: &mut Child) -> (std::process::ExitStatus, String) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "the service did not stop within 30 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    (status, stderr)
 }
 
 #[tokio::test]
