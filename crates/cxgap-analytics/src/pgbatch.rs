@@ -29,7 +29,7 @@ use std::collections::HashSet;
 /// outside it (the relay's, the evaluation's) plan as before: session-wide, the relay's
 /// delete took a generic hash join over the outbox and ran four times slower. Measured:
 /// analytics' throughput +10–23 %, the pipeline's backlog rate +19–42 %
-/// (`docs/benchmarks.md`, 2026-11-30, fourteenth run).
+/// (`docs/benchmarks-history.md`, 2026-11-30, fourteenth run).
 pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// A cell ready to store: coordinates, segment as JSON, and the integer row.
@@ -39,7 +39,7 @@ pub(crate) type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
 /// migration 1007). Batches of a steady flow hold tens of cells, a backlog's hundreds or
 /// more. At 512, three of five alternated throughput pairs ran the cell upsert 5–37 %
 /// longer than without the log (the benchmark's backlog batches hold about 1,150 events
-/// each); at 128, five pairs were a tie (10.6 against 10.8 s, `docs/benchmarks.md`).
+/// each); at 128, five pairs were a tie (10.6 against 10.8 s, `docs/benchmarks-history.md`).
 pub(crate) const LOGGED_KEYS_MAX: usize = 128;
 
 /// The additive cell upsert: one statement text for any number of rows, so it is

@@ -560,7 +560,7 @@ impl AnalyticsStore {
     ///   the log's rows since the mark name at most 1/[`KEYED_READ_SHARE`] of the `kept`
     ///   cells: a key lookup costs about as much as filtering 20–30 cells of the window
     ///   (2,000 lookups 22–41 ms whatever the window, 324,000 cells filtered 162 ms,
-    ///   `docs/benchmarks.md`);
+    ///   `docs/benchmarks-history.md`);
     /// - otherwise, after another instance's batch too large to log its keys (more than
     ///   `LOGGED_KEYS_MAX` cells), or when the mark is below the log's pruning floor (see
     ///   [`Self::prune_cell_changes`]), by filtering the window on the stamps, which the

@@ -58,7 +58,7 @@ fn settings(broker: &Broker, db: &TestDb, extra: &[(&str, &str)]) -> BTreeMap<St
 
 /// [`settings`] for the services that consume (analytics, alerting): with the bench's own
 /// `CXGAP_KAFKA_FETCH_WAIT_MS` when it is set. On this bench's broker the consumers' fetch
-/// wait trades latency at low load for the broker's CPU at high load (docs/benchmarks.md),
+/// wait trades latency at low load for the broker's CPU at high load (docs/benchmarks-history.md),
 /// so a run can try another; unset, the services run as shipped.
 fn consumer_settings(broker: &Broker, db: &TestDb, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut m = settings(broker, db, extra);

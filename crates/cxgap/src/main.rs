@@ -71,7 +71,7 @@ enum Command {
 
 // mimalloc instead of the system allocator: the services allocate many small, short-lived
 // objects per event (decoded messages, records, statements), and glibc's allocator spent
-// a quarter of ingest's CPU time (measured with the benchmark suite, docs/benchmarks.md).
+// a quarter of ingest's CPU time (measured with the benchmark suite, docs/benchmarks-history.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -4,7 +4,7 @@
 //! events/s, alerting's batches did 7 ms of work in a 47 ms median and spent the rest
 //! waiting on PostgreSQL, with about one alert change in five events. Held, in alternated
 //! runs at that load, the latency's p99 fell from 814 to 474 ms and alerting's mean batch
-//! from 62 to 50 ms (medians of five; `docs/benchmarks.md`).
+//! from 62 to 50 ms (medians of five; `docs/benchmarks-history.md`).
 //!
 //! Held back, the writes are invisible to the batch's own reads, so every read of alerts
 //! inside a batch goes through [`AlertWrites::overlay`], and the transitions' numbers are
