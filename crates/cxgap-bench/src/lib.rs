@@ -29,18 +29,62 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     }
 }
 
-fn machine() -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+/// What tells one virtual machine from another in `/proc/cpuinfo`: figures on the same
+/// kind of machine differed by up to seven times, and a model name such as "AMD EPYC"
+/// does not say which generation ran them.
+fn processor(cpuinfo: &str) -> serde_json::Value {
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
         })
-        .unwrap_or_default();
-    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+    };
+    let flags = field("flags").unwrap_or_default();
+    let has: Vec<&str> =
+        ["avx2", "avx512f", "sha_ni"].into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
+    json!({
+        "model": field("model name").unwrap_or_default(),
+        "family": field("cpu family"),
+        "model_number": field("model"),
+        "mhz": field("cpu MHz").and_then(|v| v.parse::<f64>().ok()).map(f64::round),
+        "flags": has,
+    })
+}
+
+/// The kernel's setting of transparent huge pages (`always`, `madvise` or `never`): on
+/// these machines a large part of the engine's time is the kernel zeroing the pages its
+/// state touches first, and the page size changes that cost.
+fn huge_pages(setting: &str) -> Option<String> {
+    let start = setting.find('[')? + 1;
+    let len = setting[start..].find(']')?;
+    Some(setting[start..start + len].to_string())
+}
+
+/// The commit measured, `+` when the tree held changes beside it: figures are compared
+/// across runs by the code they ran.
+fn commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short=7", "HEAD"])?;
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}+") } else { head })
+}
+
+fn machine() -> serde_json::Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let processor = processor(&read("/proc/cpuinfo"));
+    let mem_kib: u64 = read("/proc/meminfo")
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let tansu = std::process::Command::new("tansu")
         .arg("--version")
@@ -48,11 +92,15 @@ fn machine() -> serde_json::Value {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     json!({
-        "cpu": cpu,
+        "cpu": processor["model"],
+        "processor": processor,
         "cores": std::thread::available_parallelism().map_or(0, usize::from),
         "memory_gib": (mem_kib as f64 / 1048576.0 * 10.0).round() / 10.0,
         "os": std::env::consts::OS,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "transparent_huge_pages": huge_pages(&read("/sys/kernel/mm/transparent_hugepage/enabled")),
         "broker": tansu,
+        "commit": commit(),
         "date": workload::now_ms(),
     })
 }
@@ -149,4 +197,38 @@ fn run() -> anyhow::Result<bool> {
     std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
     println!("figures written to {out}");
     Ok(results.figures.iter().all(|f| results.met(f) != Some(false)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{huge_pages, processor};
+    use serde_json::json;
+
+    #[test]
+    fn the_processor_is_told_by_family_model_and_the_flags_that_matter_here() {
+        let cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n\
+                       model name\t: AMD EPYC\ncpu MHz\t\t: 2596.132\n\
+                       flags\t\t: fpu avx2 avx512f avx512_vnni sha_ni\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n";
+        assert_eq!(
+            processor(cpuinfo),
+            json!({
+                "model": "AMD EPYC",
+                "family": "25",
+                "model_number": "17",
+                "mhz": 2596.0,
+                "flags": ["avx2", "avx512f", "sha_ni"],
+            })
+        );
+        // `avx512_vnni` is not `avx512f`; a machine without the fields reads as unknown.
+        let bare = processor("flags\t: avx512_vnni sha\n");
+        assert_eq!(bare["flags"], json!([]));
+        assert_eq!((bare["model"].as_str(), bare["family"].is_null()), (Some(""), true));
+    }
+
+    #[test]
+    fn the_huge_page_setting_is_the_bracketed_choice() {
+        assert_eq!(huge_pages("always [madvise] never\n").as_deref(), Some("madvise"));
+        assert_eq!(huge_pages("[always] madvise never").as_deref(), Some("always"));
+        assert_eq!(huge_pages(""), None);
+    }
 }
