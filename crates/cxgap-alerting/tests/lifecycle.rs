@@ -650,3 +650,75 @@ async fn invalid_signals_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     invalid_signals_are_skipped(&format!("sqlite:{}", dir.path().join("a.db").display())).await;
 }
+
+/// `signals` as records of `partition` from offset `from`.
+fn on(partition: i32, from: i64, signals: &[pb::Signal]) -> Vec<Consumed> {
+    signals
+        .iter()
+        .zip(from..)
+        .map(|(s, offset)| Consumed {
+            record: Record { topic: "signals".into(), key: vec![], payload: s.encode_to_vec(), headers: vec![] },
+            partition,
+            offset,
+        })
+        .collect()
+}
+
+/// Firing churn-risk alerts' subjects, sorted.
+async fn firing(store: &AlertStore) -> Vec<String> {
+    let mut subjects: Vec<String> = store
+        .alerts("acme", &[AlertState::Firing], 100, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.rule_id == "churn-risk-high")
+        .map(|a| a.subject)
+        .collect();
+    subjects.sort();
+    subjects
+}
+
+/// Several partitions' batches in one transaction: every partition's offset moves and
+/// every signal is evaluated; a gap in one partition fails the whole group and writes
+/// nothing, after which the good partition applies on its own.
+async fn grouped_partitions(url: &str) {
+    let (store, p) = processor(url).await;
+    let zero = on(0, 0, &[customer_signal("g1", "c1", 0.9, 50_000.0)]);
+    let one = on(1, 0, &[customer_signal("g2", "c2", 0.95, 50_000.0), customer_signal("g3", "c3", 0.1, 1.0)]);
+    let stats = p.process_group(&[(0, &zero), (1, &one)]).await.unwrap();
+    assert_eq!((stats.records, stats.signals, stats.replayed), (3, 3, 0), "{stats:?}");
+    assert_eq!(store.next_offset("g", "signals", 0).await.unwrap(), Some(1));
+    assert_eq!(store.next_offset("g", "signals", 1).await.unwrap(), Some(2));
+    assert_eq!(firing(&store).await, ["customer:c1", "customer:c2"]);
+
+    // Partition 1 resumes at offset 5 where storage expects 2: a gap, so the group fails
+    // and partition 0's signal, earlier in the same transaction, is not kept either.
+    let zero = on(0, 1, &[customer_signal("g4", "c4", 0.99, 1.0)]);
+    let one = on(1, 5, &[customer_signal("g5", "c5", 0.99, 1.0)]);
+    let e = p.process_group(&[(0, &zero), (1, &one)]).await.unwrap_err();
+    assert!(matches!(e, cxgap_alerting::store::StoreError::Gap(_)), "{e}");
+    assert_eq!(store.next_offset("g", "signals", 0).await.unwrap(), Some(1));
+    assert_eq!(store.next_offset("g", "signals", 1).await.unwrap(), Some(2));
+    assert_eq!(firing(&store).await, ["customer:c1", "customer:c2"]);
+
+    // On its own, as the consume loop then applies a refused group's partitions.
+    let stats = p.process(0, &zero).await.unwrap();
+    assert_eq!(stats.signals, 1);
+    assert_eq!(store.next_offset("g", "signals", 0).await.unwrap(), Some(2));
+    assert_eq!(firing(&store).await, ["customer:c1", "customer:c2", "customer:c4"]);
+    // A group whose batches were all applied before is a replay: nothing moves.
+    let stats = p.process_group(&[(0, &zero), (1, &on(1, 0, &[customer_signal("g2", "c2", 0.95, 50_000.0)]))]).await;
+    assert_eq!(stats.unwrap().replayed, 2);
+}
+
+#[tokio::test]
+async fn grouped_partitions_postgres() {
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    grouped_partitions(&db.url).await;
+}
+
+#[tokio::test]
+async fn grouped_partitions_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    grouped_partitions(&format!("sqlite:{}", dir.path().join("a.db").display())).await;
+}

@@ -478,7 +478,16 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
     let broker = Broker::start()?;
     let db = TestDb::new().await?;
     let key = tenant_key(&db).await?;
-    let partitions = [("CXGAP_TOPIC_PARTITIONS", "4")];
+    // The pipeline's topics' partitions: each consuming service runs a transaction per
+    // partition batch (or per group of small ones), so this sets how finely the load is cut.
+    let parts = match std::env::var("CXGAP_BENCH_PARTITIONS") {
+        Ok(v) => match v.trim().parse::<u32>() {
+            Ok(n) if n > 0 => n.to_string(),
+            _ => anyhow::bail!("CXGAP_BENCH_PARTITIONS={v:?} is not a positive integer"),
+        },
+        Err(_) => "4".to_string(),
+    };
+    let partitions = [("CXGAP_TOPIC_PARTITIONS", parts.as_str())];
     let (grpc, _, stop_ingest) = ingest(&broker, &db).await?;
     let stop = Shutdown::new();
     let analytics = cxgap_analytics::App::build(cxgap_analytics::AnalyticsConfig::load(&consumer_settings(
