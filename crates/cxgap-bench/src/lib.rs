@@ -60,18 +60,22 @@ fn huge_pages(setting: &str) -> Option<String> {
     Some(setting[start..start + len].to_string())
 }
 
+/// What `program args` printed, run from this crate's directory; `None` when it could not
+/// run or failed.
+fn stdout_of(program: &str, args: &[&str]) -> Option<String> {
+    std::process::Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
 /// The commit measured, `+` when the tree held changes beside it: figures are compared
 /// across runs by the code they ran.
 fn commit() -> Option<String> {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
+    let git = |args: &[&str]| stdout_of("git", args);
     let head = git(&["rev-parse", "--short=7", "HEAD"])?;
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     Some(if dirty { format!("{head}+") } else { head })
@@ -86,11 +90,7 @@ fn machine() -> serde_json::Value {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let tansu = std::process::Command::new("tansu")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let tansu = stdout_of("tansu", &["--version"]).unwrap_or_default();
     json!({
         "cpu": processor["model"],
         "processor": processor,

@@ -480,13 +480,9 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
     let key = tenant_key(&db).await?;
     // The pipeline's topics' partitions: each consuming service runs a transaction per
     // partition batch (or per group of small ones), so this sets how finely the load is cut.
-    let parts = match std::env::var("CXGAP_BENCH_PARTITIONS") {
-        Ok(v) => match v.trim().parse::<u32>() {
-            Ok(n) if n > 0 => n.to_string(),
-            _ => anyhow::bail!("CXGAP_BENCH_PARTITIONS={v:?} is not a positive integer"),
-        },
-        Err(_) => "4".to_string(),
-    };
+    let parts: u32 = crate::env_or("CXGAP_BENCH_PARTITIONS", 4)?;
+    anyhow::ensure!(parts > 0, "CXGAP_BENCH_PARTITIONS=0: the topics need at least one partition");
+    let parts = parts.to_string();
     let partitions = [("CXGAP_TOPIC_PARTITIONS", parts.as_str())];
     let (grpc, _, stop_ingest) = ingest(&broker, &db).await?;
     let stop = Shutdown::new();
