@@ -198,9 +198,9 @@ impl<P: Publisher> Processor<P> {
                 events.iter().filter(|e| claimed.contains(&e.event_id)).map(|e| e.customer_id.clone()).collect();
             customer_ids.sort();
             customer_ids.dedup();
-            let mut delta = GapState::new();
+            let mut delta = GapState::with_capacity(events.len());
             for (id, state) in tx.customers(&tenant, &customer_ids).await? {
-                delta.put_customer(&id, &state);
+                delta.put_customer(&id, state);
             }
             let gaps = self.signals.stage_gaps(&tenant);
             let model = self.signals.model;
@@ -241,12 +241,12 @@ impl<P: Publisher> Processor<P> {
             if !processed.is_empty() || !assessments.is_empty() {
                 changed.push(tenant.clone());
             }
-            let snap = delta.snapshot();
+            let writes = delta.into_writes();
             let write = TenantWrite {
                 tenant,
                 processed,
-                cells: snap.cells,
-                customers: snap.customers.into_iter().filter(|(id, _)| touched.contains(id.as_str())).collect(),
+                cells: writes.cells,
+                customers: writes.customers.into_iter().filter(|(id, _)| touched.contains(id.as_str())).collect(),
                 assessments,
                 signals,
             };

@@ -147,7 +147,7 @@ pub async fn customer(
 ) -> Result<Option<CustomerRiskDetail>, StoreError> {
     let mut state = store.load(tenant, Some(as_of.plus_days(-89)), false).await?;
     for (cid, c) in store.customers(tenant, &[id.to_string()]).await? {
-        state.put_customer(&cid, &c);
+        state.put_customer(&cid, c);
     }
     let Some(risk) = RiskView::new(&state, model, as_of).customer(id) else {
         return Ok(None);

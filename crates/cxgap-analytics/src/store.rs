@@ -709,7 +709,7 @@ impl AnalyticsStore {
                     .map_err(classify)?;
             for (id, json) in rows {
                 let c: CustomerState<Attributes> = serde_json::from_str(&json).map_err(|e| corrupt("customer", e))?;
-                state.put_customer(&id, &c);
+                state.put_customer(&id, c);
             }
         }
         Ok(state)

@@ -192,6 +192,21 @@ impl<S: Clone> CustomerState<S> {
     }
 
     /// The same state with the segment referred to another way (e.g. resolved).
+    /// The same state with its segment mapped, taking it apart (nothing is copied).
+    pub fn map_segment<T>(self, f: impl FnOnce(S) -> T) -> CustomerState<T> {
+        CustomerState {
+            events: self.events,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            stages: self.stages,
+            latest: self.latest,
+            segment: f(self.segment),
+            customer_value: self.customer_value,
+            buckets: self.buckets,
+            channels: self.channels,
+        }
+    }
+
     pub fn with_segment<T>(&self, segment: T) -> CustomerState<T> {
         CustomerState {
             events: self.events,

@@ -24,6 +24,10 @@ pub(crate) struct SlotIndex {
 }
 
 impl SlotIndex {
+    pub fn with_capacity(n: usize) -> Self {
+        SlotIndex { table: HashTable::with_capacity(n) }
+    }
+
     /// The position of the record whose key hashes to `h` and for which `is` holds.
     pub fn find(&self, h: u32, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
         self.table.find(spread(h), |&(pos, tag)| tag == h && is(pos)).map(|&(pos, _)| pos)

@@ -34,6 +34,20 @@ impl<T: std::hash::Hash + Eq + Clone> Interner<T> {
     fn get(&self, id: u32) -> &T {
         &self.values[id as usize]
     }
+
+    /// Each id's rank in the values' order: comparing ranks compares the values.
+    fn ranks(&self) -> Vec<u32>
+    where
+        T: Ord,
+    {
+        let mut by_value: Vec<u32> = (0..self.values.len() as u32).collect();
+        by_value.sort_unstable_by_key(|&id| &self.values[id as usize]);
+        let mut rank = vec![0; self.values.len()];
+        for (r, id) in by_value.into_iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        rank
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,6 +103,11 @@ impl<T> Default for Chunked<T> {
 impl<T> Chunked<T> {
     const CHUNK: usize = 4096;
 
+    /// Room for `n` values in the first chunk (at most a chunk's worth).
+    fn with_capacity(n: usize) -> Self {
+        Chunked { chunks: if n == 0 { Vec::new() } else { vec![Vec::with_capacity(n.min(Self::CHUNK))] } }
+    }
+
     fn len(&self) -> usize {
         self.chunks.last().map_or(0, |last| (self.chunks.len() - 1) * Self::CHUNK + last.len())
     }
@@ -109,6 +128,10 @@ impl<T> Chunked<T> {
 
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
+    }
+
+    fn into_values(self) -> impl Iterator<Item = T> {
+        self.chunks.into_iter().flatten()
     }
 }
 
@@ -163,6 +186,20 @@ const GROUP: usize = 32;
 impl GapState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A state sized for `events` events from the start: a batch's delta, whose tables
+    /// would otherwise grow from nothing, copying what they hold at each step, in every
+    /// batch. Cells and customers are at most one per event (plus customers put back).
+    pub fn with_capacity(events: usize) -> Self {
+        GapState {
+            seen: FxHashSet::with_capacity_and_hasher(events, Default::default()),
+            cell_index: SlotIndex::with_capacity(events),
+            cells: Chunked::with_capacity(events),
+            customer_index: SlotIndex::with_capacity(events),
+            customers: Chunked::with_capacity(events),
+            ..Self::default()
+        }
     }
 
     /// Applies one event; a second event with the same id is a no-op (first one wins).
@@ -366,10 +403,11 @@ impl GapState {
     }
 
     /// Puts a stored customer back, replacing what is in memory, so new events for that
-    /// customer continue from its stored state.
-    pub fn put_customer(&mut self, id: &str, state: &CustomerState<Attributes>) {
+    /// customer continue from its stored state. Takes the state: a batch's customers come
+    /// from storage once, and their buckets move in rather than being copied.
+    pub fn put_customer(&mut self, id: &str, state: CustomerState<Attributes>) {
         let seg = self.segments.intern(&state.segment);
-        self.insert_customer(id, state.with_segment(seg));
+        self.insert_customer(id, state.map_segment(|_| seg));
     }
 
     /// A customer in storable form (segment resolved).
@@ -429,6 +467,61 @@ impl GapState {
         self.cells.iter().map(|(k, _)| k.day).max()
     }
 
+    /// What a batch's state has to write, taken apart instead of copied: the cells with
+    /// their coordinates resolved and the customers with their segments, each sorted by
+    /// key as in [`GapState::snapshot`] (so concurrent writers lock rows in one order).
+    /// The analytics processor's delta ends here; copying it through `snapshot` cost as
+    /// much as applying its events (see `docs/benchmarks.md`, 2026-12-01).
+    pub fn into_writes(self) -> Writes {
+        // Sorted as positions under integer keys: a touchpoint's or segment's rank among
+        // the interned values orders cells as their strings do, and the values, hundreds of
+        // bytes each, move once. Sorting the resolved cells themselves compared strings and
+        // moved each value several times (measured: it cost as much as applying the batch).
+        let touchpoint_rank = self.touchpoints.ranks();
+        let segment_rank = self.segments.ranks();
+        let mut cell_order: Vec<_> = self
+            .cells
+            .iter()
+            .zip(0u32..)
+            .map(|((k, _), i)| {
+                (
+                    (
+                        k.day,
+                        k.channel,
+                        k.stage,
+                        touchpoint_rank[k.touchpoint as usize],
+                        segment_rank[k.segment as usize],
+                    ),
+                    i,
+                )
+            })
+            .collect();
+        cell_order.sort_unstable();
+        let cell_order: Vec<u32> = cell_order.into_iter().map(|(_, i)| i).collect();
+        let mut customer_order: Vec<(&[u8], u32)> =
+            self.customers.iter().zip(0u32..).map(|((id, _), i)| (id.as_bytes(), i)).collect();
+        customer_order.sort_unstable();
+        let customer_order: Vec<u32> = customer_order.into_iter().map(|(_, i)| i).collect();
+        let GapState { touchpoints, segments, cells, customers, .. } = self;
+        let mut cells: Vec<Option<(CellKey, CellAgg)>> = cells.into_values().map(Some).collect();
+        let cells = cell_order
+            .into_iter()
+            .map(|i| {
+                let (k, v) = cells[i as usize].take().expect("each position once");
+                ((k.day, k.channel, k.stage, touchpoints.get(k.touchpoint).clone(), segments.get(k.segment).clone()), v)
+            })
+            .collect();
+        let mut customers: Vec<Option<(SmallId, CustomerState<u32>)>> = customers.into_values().map(Some).collect();
+        let customers = customer_order
+            .into_iter()
+            .map(|i| {
+                let (id, c) = customers[i as usize].take().expect("each position once");
+                (id.as_str().to_owned(), c.map_segment(|s| segments.get(s).clone()))
+            })
+            .collect();
+        Writes { cells, customers }
+    }
+
     /// A canonical, fully resolved and sorted copy of the state, for equality checks.
     pub fn snapshot(&self) -> Snapshot {
         let mut cells: Vec<_> = self
@@ -456,6 +549,13 @@ pub struct Snapshot {
     pub cells: Vec<(CellCoords, CellAgg)>,
     pub customers: Vec<(String, CustomerState<Attributes>)>,
     pub assessments: Vec<(AssessmentKey, InternalAssessment)>,
+}
+
+/// See [`GapState::into_writes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Writes {
+    pub cells: Vec<(CellCoords, CellAgg)>,
+    pub customers: Vec<(String, CustomerState<Attributes>)>,
 }
 
 pub type CellCoords = (Day, Channel, JourneyStage, Option<String>, Attributes);
@@ -499,6 +599,42 @@ mod tests {
         assert_eq!(s.customer_count(), 2);
         assert_eq!(s.customer(&a).map(|(c, _)| c.events), Some(4));
         assert_eq!(s.customer(&b).map(|(c, _)| c.events), Some(6));
+    }
+
+    #[test]
+    fn a_state_taken_apart_for_writing_holds_what_its_snapshot_copies() {
+        // More customers and cells than one chunk holds, several segments and touchpoints
+        // (and none), and stored customers put back in, as a batch's delta has them.
+        let n = Chunked::<usize>::CHUNK + 500;
+        let event = |i: usize| {
+            FeedbackDraft {
+                event_id: format!("e{i}"),
+                customer_id: format!("c{}", i % (n - 7)),
+                attributes: vec![("tier".into(), ["gold", "silver", "bronze"][i % 3].into())],
+                channel: Some(Channel::ALL[i % Channel::ALL.len()]),
+                journey_stage: Some(JourneyStage::ALL[i % JourneyStage::ALL.len()]),
+                touchpoint: if i.is_multiple_of(7) { String::new() } else { format!("tp{}", i % 7) },
+                occurred_at: Some(Timestamp((i as i64 % 37) * 86_400_000)),
+                nps: Some((i % 11) as i64),
+                ..Default::default()
+            }
+            .validate(Timestamp(50 * 86_400_000), Default::default())
+            .unwrap()
+        };
+        let earlier: Vec<_> = (n..n + 50).map(event).collect();
+        let mut stored = GapState::new();
+        stored.apply_all(&earlier, |_, _| ());
+        let mut s = GapState::new();
+        for (id, c) in stored.into_writes().customers {
+            s.put_customer(&id, c);
+        }
+        let events: Vec<_> = (0..n).map(event).collect();
+        s.apply_all(&events, |_, _| ());
+        let snap = s.snapshot();
+        assert!(snap.cells.len() > Chunked::<usize>::CHUNK && snap.customers.len() > Chunked::<usize>::CHUNK);
+        let writes = s.into_writes();
+        assert_eq!(writes.cells, snap.cells);
+        assert_eq!(writes.customers, snap.customers);
     }
 
     #[test]

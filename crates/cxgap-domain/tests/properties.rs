@@ -206,13 +206,14 @@ fn persisted_in_batches(events: &[FeedbackEvent], cuts: &[usize]) -> GapState {
         let mut delta = GapState::new();
         for e in batch {
             if let Some(c) = customers.get(&e.customer_id) {
-                delta.put_customer(&e.customer_id, c);
+                delta.put_customer(&e.customer_id, c.clone());
             }
         }
         for e in batch {
             delta.apply(e);
         }
-        let snap = delta.snapshot();
+        // As the analytics processor ends a batch's delta.
+        let snap = delta.into_writes();
         for (coords, agg) in snap.cells {
             let row = agg.to_row().expect("fits");
             let stored = cells.entry(coords).or_insert([0; aggregate::CELL_ROW_WIDTH]);
@@ -228,8 +229,8 @@ fn persisted_in_batches(events: &[FeedbackEvent], cuts: &[usize]) -> GapState {
     for (coords, row) in &cells {
         rebuilt.merge_cell(coords, &aggregate::CellAgg::from_row(row));
     }
-    for (id, c) in &customers {
-        rebuilt.put_customer(id, c);
+    for (id, c) in customers {
+        rebuilt.put_customer(&id, c);
     }
     rebuilt
 }
