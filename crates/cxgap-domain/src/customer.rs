@@ -191,7 +191,6 @@ impl<S: Clone> CustomerState<S> {
         b.last_at = b.last_at.max(Some(ev.occurred_at));
     }
 
-    /// The same state with the segment referred to another way (e.g. resolved).
     /// The same state with its segment mapped, taking it apart (nothing is copied).
     pub fn map_segment<T>(self, f: impl FnOnce(S) -> T) -> CustomerState<T> {
         CustomerState {
@@ -207,18 +206,10 @@ impl<S: Clone> CustomerState<S> {
         }
     }
 
+    /// A copy of the state with the segment referred to another way (e.g. resolved).
+    /// Callers hold small segments (an interned id), so copying it along costs nothing.
     pub fn with_segment<T>(&self, segment: T) -> CustomerState<T> {
-        CustomerState {
-            events: self.events,
-            first_seen: self.first_seen,
-            last_seen: self.last_seen,
-            stages: self.stages,
-            latest: self.latest,
-            segment,
-            customer_value: self.customer_value,
-            buckets: self.buckets.clone(),
-            channels: self.channels.clone(),
-        }
+        self.clone().map_segment(|_| segment)
     }
 
     /// Omnichannel inconsistency for this customer: best minus worst channel mean score.

@@ -470,13 +470,13 @@ impl GapState {
     /// What a batch's state has to write, taken apart instead of copied: the cells with
     /// their coordinates resolved and the customers with their segments, each sorted by
     /// key as in [`GapState::snapshot`] (so concurrent writers lock rows in one order).
-    /// The analytics processor's delta ends here; copying it through `snapshot` cost as
-    /// much as applying its events (see `docs/benchmarks.md`, 2026-12-01).
+    /// The analytics processor's delta ends here; copying it through `snapshot` cost two
+    /// thirds as much as applying its events (see `docs/benchmarks.md`, 2026-12-01).
     pub fn into_writes(self) -> Writes {
         // Sorted as positions under integer keys: a touchpoint's or segment's rank among
         // the interned values orders cells as their strings do, and the values, hundreds of
-        // bytes each, move once. Sorting the resolved cells themselves compared strings and
-        // moved each value several times (measured: it cost as much as applying the batch).
+        // bytes each, move once. Comparing the resolved strings instead cost more than the
+        // copy this replaces (measured, 2026-12-01).
         let touchpoint_rank = self.touchpoints.ranks();
         let segment_rank = self.segments.ranks();
         let mut cell_order: Vec<_> = self
