@@ -54,7 +54,7 @@ pub fn throughput(results: &mut Results, n: usize) {
     results.add(
         Figure::new(
             "engine_apply_batches",
-            "engine, as analytics applies it: a fresh state per batch of 2,000, one core",
+            &format!("engine, as analytics applies it: a fresh state per batch of {BATCH}, one core"),
             n as f64 / t.as_secs_f64(),
             "events/s",
         )
