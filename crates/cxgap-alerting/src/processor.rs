@@ -107,17 +107,9 @@ impl Processor {
         // (partition, offset expected in storage, next offset) of each partition that moves.
         let mut moves = Vec::with_capacity(parts.len());
         let mut signals = Vec::new();
+        let stored = store::offsets(&mut tx, &c.group, &c.topic).await?;
         for &(partition, records) in parts {
-            let expected: Option<(i64,)> = sqlx::query_as(
-                "SELECT next_offset FROM alerting_offsets WHERE consumer_group = $1 AND topic = $2 AND partition_id = $3",
-            )
-            .bind(&c.group)
-            .bind(&c.topic)
-            .bind(partition as i64)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
-            let expected = expected.map(|r| r.0);
+            let expected = stored.get(&partition).copied();
             let fresh = cxgap_bus::consume::fresh(partition, records, expected, accept_gap).map_err(StoreError::Gap)?;
             stats.records += records.len();
             stats.replayed += fresh.replayed;
@@ -197,36 +189,7 @@ impl Processor {
         let (keep, forget) = customers.settle(&risk_points);
         store::insert_risk(&mut tx, &keep).await?;
         store::delete_risk(&mut tx, &forget).await?;
-        for (partition, expected, next) in moves {
-            let moved = match expected {
-                None => sqlx::query(
-                    "INSERT INTO alerting_offsets (consumer_group, topic, partition_id, next_offset) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(&c.group)
-                .bind(&c.topic)
-                .bind(partition as i64)
-                .bind(next)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?,
-                Some(e) => sqlx::query(
-                    "UPDATE alerting_offsets SET next_offset = $1 WHERE consumer_group = $2 AND topic = $3 \
-                     AND partition_id = $4 AND next_offset = $5",
-                )
-                .bind(next)
-                .bind(&c.group)
-                .bind(&c.topic)
-                .bind(partition as i64)
-                .bind(e)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?,
-            };
-            if moved.rows_affected() != 1 {
-                return Err(StoreError::Fenced { partition });
-            }
-        }
+        store::move_offsets(&mut tx, &c.group, &c.topic, &moves).await?;
         // Last before the commit: it takes the log's cursor row, which every notifying
         // transaction waits for until this one commits.
         store::log_changes(&mut tx, changes, now).await?;

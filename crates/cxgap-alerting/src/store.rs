@@ -1241,13 +1241,89 @@ fn keep_open(open: &mut Vec<(String, String)>, a: &Alert) {
     }
 }
 
+/// A consumer group's stored next offsets of a topic's partitions, all of them: a row per
+/// partition, so one prepared statement serves a batch of any partitions (a group of
+/// partitions read theirs a statement each before, 2026-12-01).
+pub(crate) async fn offsets(
+    conn: &mut AnyConnection,
+    group: &str,
+    topic: &str,
+) -> Result<std::collections::HashMap<i32, i64>, StoreError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT partition_id, next_offset FROM alerting_offsets WHERE consumer_group = $1 AND topic = $2",
+    )
+    .bind(group)
+    .bind(topic)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify)?;
+    rows.into_iter()
+        .map(|(p, next)| {
+            let p = i32::try_from(p)
+                .map_err(|_| corrupt("alerting_offsets.partition_id", format!("{p} is no partition")))?;
+            Ok((p, next))
+        })
+        .collect()
+}
+
+/// Moves partitions' offsets (partition, stored offset read before, or none if there was
+/// none; next offset), a statement for the stored ones and one for the new. Each is guarded
+/// by what was read: a partition whose offset moved (or was first stored) meanwhile is
+/// fenced, and the caller's transaction then fails with nothing of its batch written.
+pub(crate) async fn move_offsets(
+    conn: &mut AnyConnection,
+    group: &str,
+    topic: &str,
+    moves: &[(i32, Option<i64>, i64)],
+) -> Result<(), StoreError> {
+    let stored: Vec<_> = moves.iter().filter_map(|&(p, e, next)| e.map(|e| (p, e, next))).collect();
+    let new: Vec<_> = moves.iter().filter(|m| m.1.is_none()).map(|&(p, _, next)| (p, next)).collect();
+    let mut moved = std::collections::HashSet::with_capacity(moves.len());
+    // The statements' text varies only with the number of partitions, which the topic
+    // bounds, so they are prepared.
+    if !stored.is_empty() {
+        let values: Vec<String> = (0..stored.len()).map(|r| format!("({})", placeholders(3 + r * 3, 3))).collect();
+        let sql = format!(
+            "UPDATE alerting_offsets SET next_offset = v.column3 FROM (VALUES {}) AS v \
+             WHERE alerting_offsets.consumer_group = $1 AND alerting_offsets.topic = $2 \
+             AND alerting_offsets.partition_id = v.column1 AND alerting_offsets.next_offset = v.column2 \
+             RETURNING alerting_offsets.partition_id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (i64,)>(&sql).bind(group).bind(topic);
+        for (p, expected, next) in &stored {
+            q = q.bind(*p as i64).bind(*expected).bind(*next);
+        }
+        moved.extend(q.fetch_all(&mut *conn).await.map_err(classify)?.into_iter().map(|r| r.0));
+    }
+    if !new.is_empty() {
+        let values: Vec<String> = (0..new.len()).map(|r| format!("({})", placeholders(3 + r * 2, 2))).collect();
+        // `WHERE true`: SQLite otherwise reads the `ON` of `ON CONFLICT` as a join's.
+        let sql = format!(
+            "INSERT INTO alerting_offsets (consumer_group, topic, partition_id, next_offset) \
+             SELECT $1, $2, v.column1, v.column2 FROM (VALUES {}) AS v WHERE true \
+             ON CONFLICT DO NOTHING RETURNING partition_id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (i64,)>(&sql).bind(group).bind(topic);
+        for (p, next) in &new {
+            q = q.bind(*p as i64).bind(*next);
+        }
+        moved.extend(q.fetch_all(&mut *conn).await.map_err(classify)?.into_iter().map(|r| r.0));
+    }
+    match moves.iter().find(|m| !moved.contains(&(m.0 as i64))) {
+        Some(&(partition, ..)) => Err(StoreError::Fenced { partition }),
+        None => Ok(()),
+    }
+}
+
 impl AlertStore {
-    /// The next offset to apply of a partition, if any batch of it was committed.
     /// The partition-assignment leases (table `alerting_members`).
     pub fn leases(&self) -> cxgap_bus::membership::SqlLeases {
         cxgap_bus::membership::SqlLeases { pool: self.pool.clone(), table: "alerting_members" }
     }
 
+    /// The next offset to apply of a partition, if any batch of it was committed.
     pub async fn next_offset(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
         let row: Option<(i64,)> = sqlx::query_as(
             "SELECT next_offset FROM alerting_offsets WHERE consumer_group = $1 AND topic = $2 AND partition_id = $3",
@@ -1265,6 +1341,57 @@ impl AlertStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Offsets stored and moved several partitions at a time; one partition's stale
+    /// expectation (moved, or first stored, by someone else) fences the whole move.
+    async fn offsets_move_together_or_not_at_all(url: &str) {
+        let store = AlertStore::connect(url).await.unwrap();
+        let read = |store: &AlertStore| {
+            let pool = store.pool.clone();
+            async move {
+                let mut conn = pool.acquire().await.unwrap();
+                let mut o: Vec<(i32, i64)> = offsets(&mut conn, "g", "signals").await.unwrap().into_iter().collect();
+                o.sort();
+                o
+            }
+        };
+        let mut tx = store.begin().await.unwrap();
+        move_offsets(&mut tx, "g", "signals", &[(0, None, 5), (1, None, 3)]).await.unwrap();
+        // Another group's and another topic's rows are not read as this group's.
+        move_offsets(&mut tx, "h", "signals", &[(0, None, 50)]).await.unwrap();
+        move_offsets(&mut tx, "g", "other", &[(2, None, 60)]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(read(&store).await, [(0, 5), (1, 3)]);
+
+        let mut tx = store.begin().await.unwrap();
+        move_offsets(&mut tx, "g", "signals", &[(0, Some(5), 7), (1, Some(3), 4), (2, None, 1)]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(read(&store).await, [(0, 7), (1, 4), (2, 1)]);
+
+        for (moves, fenced) in [
+            (vec![(0, Some(7), 9), (1, Some(3), 9)], 1),
+            (vec![(0, Some(7), 9), (2, None, 9)], 2),
+            (vec![(3, None, 9), (0, Some(6), 9)], 0),
+        ] {
+            let mut tx = store.begin().await.unwrap();
+            let e = move_offsets(&mut tx, "g", "signals", &moves).await.unwrap_err();
+            assert!(matches!(e, StoreError::Fenced { partition } if partition == fenced), "{moves:?}: {e}");
+            drop(tx);
+            assert_eq!(read(&store).await, [(0, 7), (1, 4), (2, 1)], "{moves:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn offsets_move_together_or_not_at_all_on_postgres() {
+        let db = cxgap_testkit::TestDb::new().await.unwrap();
+        offsets_move_together_or_not_at_all(&db.url).await;
+    }
+
+    #[tokio::test]
+    async fn offsets_move_together_or_not_at_all_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        offsets_move_together_or_not_at_all(&format!("sqlite:{}", dir.path().join("a.db").display())).await;
+    }
 
     /// Keys that JSON must carry unchanged, and lists of several lengths, some keys absent.
     async fn keyed_reads_find_exactly_their_keys(store: &AlertStore) -> sqlx::pool::PoolConnection<sqlx::Any> {
