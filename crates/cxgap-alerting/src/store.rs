@@ -1270,12 +1270,19 @@ pub(crate) async fn offsets(
 /// none; next offset), a statement for the stored ones and one for the new. Each is guarded
 /// by what was read: a partition whose offset moved (or was first stored) meanwhile is
 /// fenced, and the caller's transaction then fails with nothing of its batch written.
+/// Each partition moves at most once: in one `UPDATE … FROM (VALUES …)` a partition listed
+/// twice would match once, and one of its moves would be lost without a fence.
 pub(crate) async fn move_offsets(
     conn: &mut AnyConnection,
     group: &str,
     topic: &str,
     moves: &[(i32, Option<i64>, i64)],
 ) -> Result<(), StoreError> {
+    let mut partitions: Vec<i32> = moves.iter().map(|m| m.0).collect();
+    partitions.sort_unstable();
+    if let Some(w) = partitions.windows(2).find(|w| w[0] == w[1]) {
+        return Err(StoreError::Invalid(format!("partition {} moves twice in one batch", w[0])));
+    }
     let stored: Vec<_> = moves.iter().filter_map(|&(p, e, next)| e.map(|e| (p, e, next))).collect();
     let new: Vec<_> = moves.iter().filter(|m| m.1.is_none()).map(|&(p, _, next)| (p, next)).collect();
     let mut moved = std::collections::HashSet::with_capacity(moves.len());
@@ -1379,6 +1386,9 @@ mod tests {
             drop(tx);
             assert_eq!(read(&store).await, [(0, 7), (1, 4), (2, 1)], "{moves:?}");
         }
+        let mut tx = store.begin().await.unwrap();
+        let e = move_offsets(&mut tx, "g", "signals", &[(0, Some(7), 8), (0, Some(7), 9)]).await.unwrap_err();
+        assert!(matches!(&e, StoreError::Invalid(m) if m.contains("partition 0 moves twice")), "{e}");
     }
 
     #[tokio::test]
