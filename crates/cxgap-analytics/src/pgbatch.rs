@@ -9,7 +9,7 @@
 use crate::store::{OutboxSignal, StoreError, Unpublished, classify, corrupt};
 use cxgap_domain::aggregate::CELL_ROW_WIDTH;
 use cxgap_domain::customer::CustomerState;
-use cxgap_domain::model::Attributes;
+use cxgap_domain::model::Segment;
 use cxgap_domain::state::CellCoords;
 use sqlx::PgConnection;
 use std::collections::HashSet;
@@ -33,7 +33,7 @@ use std::collections::HashSet;
 pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// A cell ready to store: coordinates, segment as JSON, and the integer row.
-pub(crate) type CellRow<'a> = (&'a CellCoords, String, [i64; CELL_ROW_WIDTH]);
+pub(crate) type CellRow<'a> = (&'a CellCoords, &'a str, [i64; CELL_ROW_WIDTH]);
 
 /// The most cells whose keys a batch logs; a batch of more logs only their count (see
 /// migration 1007). Batches of a steady flow hold tens of cells, a backlog's hundreds or
@@ -130,7 +130,7 @@ pub(crate) async fn read_customers(
     conn: &mut PgConnection,
     tenant: &str,
     ids: &[String],
-) -> Result<Vec<(String, CustomerState<Attributes>)>, StoreError> {
+) -> Result<Vec<(String, CustomerState<Segment>)>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -169,7 +169,7 @@ pub(crate) async fn write_cells(
         .bind(cells.iter().map(|(c, _, _)| c.1.as_str()).collect::<Vec<_>>())
         .bind(cells.iter().map(|(c, _, _)| c.2.as_str()).collect::<Vec<_>>())
         .bind(cells.iter().map(|(c, _, _)| c.3.as_deref().unwrap_or_default()).collect::<Vec<_>>())
-        .bind(cells.iter().map(|(_, segment, _)| segment.as_str()).collect::<Vec<_>>())
+        .bind(cells.iter().map(|(_, segment, _)| *segment).collect::<Vec<_>>())
         .bind(cells.iter().flat_map(|(_, _, row)| row.iter().copied()).collect::<Vec<i64>>())
         .bind(writer);
     q.execute(conn).await.map_err(classify)?;

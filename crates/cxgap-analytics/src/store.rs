@@ -6,12 +6,12 @@
 use crate::pgbatch::{self, CellRow};
 use cxgap_domain::aggregate::{CELL_ROW_WIDTH, CellAgg};
 use cxgap_domain::customer::{CustomerState, stable_hash};
-use cxgap_domain::model::Attributes;
+use cxgap_domain::model::Segment;
 use cxgap_domain::state::CellCoords;
 use cxgap_domain::{Channel, Day, GapState, InternalAssessment, JourneyStage};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, PgPool, Row};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,7 +45,7 @@ pub struct TenantWrite {
     pub tenant: String,
     pub processed: Vec<String>,
     pub cells: Vec<(CellCoords, CellAgg)>,
-    pub customers: Vec<(String, CustomerState<Attributes>)>,
+    pub customers: Vec<(String, CustomerState<Segment>)>,
     pub assessments: Vec<InternalAssessment>,
     pub signals: Vec<OutboxSignal>,
 }
@@ -187,7 +187,7 @@ async fn read_customers(
     conn: &mut sqlx::AnyConnection,
     tenant: &str,
     ids: &[String],
-) -> Result<Vec<(String, CustomerState<Attributes>)>, StoreError> {
+) -> Result<Vec<(String, CustomerState<Segment>)>, StoreError> {
     let mut out = Vec::new();
     for chunk in ids.chunks(500) {
         let sql = format!(
@@ -302,7 +302,7 @@ fn decode_cell(r: &AnyRow) -> Result<(CellCoords, CellAgg), StoreError> {
     let channel = Channel::parse(&get_s(1)?).ok_or_else(|| corrupt("cell", "unknown channel"))?;
     let stage = JourneyStage::parse(&get_s(2)?).ok_or_else(|| corrupt("cell", "unknown stage"))?;
     let touchpoint = Some(get_s(3)?).filter(|t| !t.is_empty());
-    let attributes: Attributes = serde_json::from_str(&get_s(4)?).map_err(|e| corrupt("segment", e))?;
+    let attributes: Segment = serde_json::from_str(&get_s(4)?).map_err(|e| corrupt("segment", e))?;
     let mut row = [0i64; CELL_ROW_WIDTH];
     for (i, v) in row.iter_mut().enumerate() {
         *v = r.try_get(5 + i).map_err(|e| corrupt("cell value", e))?;
@@ -385,7 +385,7 @@ impl AnalyticsStore {
         &self,
         tenant: &str,
         ids: &[String],
-    ) -> Result<Vec<(String, CustomerState<Attributes>)>, StoreError> {
+    ) -> Result<Vec<(String, CustomerState<Segment>)>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(classify)?;
         read_customers(&mut conn, tenant, ids).await
     }
@@ -708,7 +708,7 @@ impl AnalyticsStore {
                     .await
                     .map_err(classify)?;
             for (id, json) in rows {
-                let c: CustomerState<Attributes> = serde_json::from_str(&json).map_err(|e| corrupt("customer", e))?;
+                let c: CustomerState<Segment> = serde_json::from_str(&json).map_err(|e| corrupt("customer", e))?;
                 state.put_customer(&id, c);
             }
         }
@@ -852,7 +852,7 @@ impl PartitionTx {
         &mut self,
         tenant: &str,
         ids: &[String],
-    ) -> Result<Vec<(String, CustomerState<Attributes>)>, StoreError> {
+    ) -> Result<Vec<(String, CustomerState<Segment>)>, StoreError> {
         match &mut self.tx {
             Tx::Pg(tx) => pgbatch::read_customers(tx, tenant, ids).await,
             Tx::Any(tx) => read_customers(tx, tenant, ids).await,
@@ -863,12 +863,20 @@ impl PartitionTx {
     /// written by [`PartitionTx::claim`]).
     pub async fn write(&mut self, t: &TenantWrite) -> Result<(), StoreError> {
         let now_ms = self.now_ms;
+        // Each segment's JSON once: a batch's cells share the state's copy of their segment
+        // (see `Segment`), and a few segments hold most cells. Keyed by that copy's address,
+        // which stays taken while `t` holds the cells.
+        let mut segments: HashMap<usize, String> = HashMap::new();
+        for (coords, _) in &t.cells {
+            if let std::collections::hash_map::Entry::Vacant(e) = segments.entry(coords.4.address()) {
+                e.insert(serde_json::to_string(&coords.4).map_err(|e| corrupt("segment", e))?);
+            }
+        }
         let mut cells = Vec::with_capacity(t.cells.len());
         for (coords, agg) in &t.cells {
             let row =
                 agg.to_row().ok_or_else(|| StoreError::Overflow("a cell's sum of squares exceeds 64 bits".into()))?;
-            let segment = serde_json::to_string(&coords.4).map_err(|e| corrupt("segment", e))?;
-            cells.push((coords, segment, row));
+            cells.push((coords, segments[&coords.4.address()].as_str(), row));
         }
         let mut customers = Vec::with_capacity(t.customers.len());
         for (id, state) in &t.customers {
@@ -933,7 +941,7 @@ async fn write_values(
                 .bind(channel.as_str())
                 .bind(stage.as_str())
                 .bind(touchpoint.clone().unwrap_or_default())
-                .bind(segment);
+                .bind(*segment);
             for v in row {
                 q = q.bind(*v);
             }

@@ -148,6 +148,58 @@ impl Attributes {
     }
 }
 
+/// A segment's attributes as a state hands them out: shared, so a batch's cells and
+/// customers that sit in one segment refer to one copy. The state interns each segment
+/// once; before, taking a batch's state apart for writing copied the attributes (a vector
+/// and its strings) for every cell and customer, and the writer turned each copy into
+/// JSON again. Compares, hashes and serializes as the attributes do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Segment(std::sync::Arc<Attributes>);
+
+impl Segment {
+    pub fn new(attributes: Attributes) -> Self {
+        Segment(std::sync::Arc::new(attributes))
+    }
+
+    /// The address of the shared copy: handles with one address hold one copy, for as long
+    /// as any of them lives (equal segments from different states may have two).
+    pub fn address(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.0) as usize
+    }
+}
+
+impl std::ops::Deref for Segment {
+    type Target = Attributes;
+
+    fn deref(&self) -> &Attributes {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<Attributes> for Segment {
+    fn borrow(&self) -> &Attributes {
+        &self.0
+    }
+}
+
+impl From<Attributes> for Segment {
+    fn from(a: Attributes) -> Self {
+        Segment::new(a)
+    }
+}
+
+impl Serialize for Segment {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Segment {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Attributes::deserialize(d).map(Segment::new)
+    }
+}
+
 /// A validated feedback event. Construct it through [`crate::FeedbackDraft::validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedbackEvent {

@@ -6,39 +6,85 @@
 use crate::aggregate::CellAgg;
 use crate::calendar::Day;
 use crate::customer::{CustomerState, EventOrder, stable_hash};
-use crate::model::{Attributes, Channel, FeedbackEvent, Instrument, InternalAssessment, JourneyStage};
+use crate::model::{Attributes, Channel, FeedbackEvent, Instrument, InternalAssessment, JourneyStage, Segment};
 use crate::score::derive;
 use crate::slots::{SlotIndex, SmallId, hash32};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-/// Interned strings: ids are assigned in arrival order, so they never leave this module
-/// unresolved (snapshots and reports use the strings).
-#[derive(Debug, Default, Clone)]
-struct Interner<T> {
-    ids: FxHashMap<T, u32>,
-    values: Vec<T>,
+/// Interned values: ids are assigned in arrival order, so they never leave this module
+/// unresolved (snapshots and reports use the values). `K` is how a value is kept, looked
+/// up by the value itself (`Q`): segments are kept shared (see [`Segment`]).
+#[derive(Debug, Clone)]
+struct Interner<K> {
+    ids: FxHashMap<K, u32>,
+    values: Vec<K>,
 }
 
-impl<T: std::hash::Hash + Eq + Clone> Interner<T> {
-    fn intern(&mut self, v: &T) -> u32 {
-        if let Some(&id) = self.ids.get(v) {
-            return id;
+/// How an interner keeps a value it is given by reference.
+trait Keep<Q: ?Sized> {
+    fn keep(v: &Q) -> Self;
+}
+
+impl Keep<Option<String>> for Option<String> {
+    fn keep(v: &Option<String>) -> Self {
+        v.clone()
+    }
+}
+
+impl Keep<Attributes> for Segment {
+    fn keep(v: &Attributes) -> Self {
+        Segment::new(v.clone())
+    }
+}
+
+impl Keep<Segment> for Segment {
+    fn keep(v: &Segment) -> Self {
+        v.clone()
+    }
+}
+
+impl<K> Default for Interner<K> {
+    fn default() -> Self {
+        Interner { ids: FxHashMap::default(), values: Vec::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
+    fn intern<Q>(&mut self, v: &Q) -> u32
+    where
+        K: std::borrow::Borrow<Q> + Keep<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        match self.ids.get(v) {
+            Some(&id) => id,
+            None => self.insert(K::keep(v)),
         }
+    }
+
+    /// Interns a value already in kept form, keeping it as it is when it is new.
+    fn intern_kept(&mut self, v: K) -> u32 {
+        match self.ids.get(&v) {
+            Some(&id) => id,
+            None => self.insert(v),
+        }
+    }
+
+    fn insert(&mut self, v: K) -> u32 {
         let id = self.values.len() as u32;
         self.values.push(v.clone());
-        self.ids.insert(v.clone(), id);
+        self.ids.insert(v, id);
         id
     }
 
-    fn get(&self, id: u32) -> &T {
+    fn get(&self, id: u32) -> &K {
         &self.values[id as usize]
     }
 
     /// Each id's rank in the values' order: comparing ranks compares the values.
     fn ranks(&self) -> Vec<u32>
     where
-        T: Ord,
+        K: Ord,
     {
         let mut by_value: Vec<u32> = (0..self.values.len() as u32).collect();
         by_value.sort_unstable_by_key(|&id| &self.values[id as usize]);
@@ -169,7 +215,7 @@ pub struct GapState {
     seen: FxHashSet<u128>,
     duplicates: u64,
     touchpoints: Interner<Option<String>>,
-    segments: Interner<Attributes>,
+    segments: Interner<Segment>,
     cell_index: SlotIndex,
     cells: Chunked<(CellKey, CellAgg)>,
     customer_index: SlotIndex,
@@ -405,13 +451,13 @@ impl GapState {
     /// Puts a stored customer back, replacing what is in memory, so new events for that
     /// customer continue from its stored state. Takes the state: a batch's customers come
     /// from storage once, and their buckets move in rather than being copied.
-    pub fn put_customer(&mut self, id: &str, state: CustomerState<Attributes>) {
-        let seg = self.segments.intern(&state.segment);
-        self.insert_customer(id, state.map_segment(|_| seg));
+    pub fn put_customer(&mut self, id: &str, state: CustomerState<Segment>) {
+        let state = state.map_segment(|s| self.segments.intern_kept(s));
+        self.insert_customer(id, state);
     }
 
     /// A customer in storable form (segment resolved).
-    pub fn customer_state(&self, id: &str) -> Option<CustomerState<Attributes>> {
+    pub fn customer_state(&self, id: &str) -> Option<CustomerState<Segment>> {
         self.customer_ref(id).map(|c| c.with_segment(self.segments.get(c.segment).clone()))
     }
 
@@ -451,11 +497,11 @@ impl GapState {
     }
 
     pub fn customers(&self) -> impl Iterator<Item = (&str, &CustomerState<u32>, &Attributes)> {
-        self.customers.iter().map(|(id, c)| (id.as_str(), c, self.segments.get(c.segment)))
+        self.customers.iter().map(|(id, c)| (id.as_str(), c, &**self.segments.get(c.segment)))
     }
 
     pub fn customer(&self, id: &str) -> Option<(&CustomerState<u32>, &Attributes)> {
-        self.customer_ref(id).map(|c| (c, self.segments.get(c.segment)))
+        self.customer_ref(id).map(|c| (c, &**self.segments.get(c.segment)))
     }
 
     pub fn assessments(&self) -> impl Iterator<Item = &InternalAssessment> {
@@ -525,14 +571,19 @@ impl GapState {
     /// A canonical, fully resolved and sorted copy of the state, for equality checks.
     pub fn snapshot(&self) -> Snapshot {
         let mut cells: Vec<_> = self
-            .cells()
+            .cells
+            .iter()
             .map(|(k, v)| {
-                ((k.day, k.channel, k.stage, k.touchpoint.map(str::to_owned), k.attributes.clone()), v.clone())
+                let touchpoint = self.touchpoints.get(k.touchpoint).clone();
+                ((k.day, k.channel, k.stage, touchpoint, self.segments.get(k.segment).clone()), v.clone())
             })
             .collect();
         cells.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut customers: Vec<_> =
-            self.customers().map(|(id, c, segment)| (id.to_string(), c.with_segment(segment.clone()))).collect();
+        let mut customers: Vec<_> = self
+            .customers
+            .iter()
+            .map(|(id, c)| (id.as_str().to_owned(), c.with_segment(self.segments.get(c.segment).clone())))
+            .collect();
         customers.sort_by(|a, b| a.0.cmp(&b.0));
         let mut seen: Vec<u128> = self.seen.iter().copied().collect();
         seen.sort_unstable();
@@ -547,7 +598,7 @@ pub struct Snapshot {
     /// The applied events' identities (see `event_key`), sorted.
     pub seen: Vec<u128>,
     pub cells: Vec<(CellCoords, CellAgg)>,
-    pub customers: Vec<(String, CustomerState<Attributes>)>,
+    pub customers: Vec<(String, CustomerState<Segment>)>,
     pub assessments: Vec<(AssessmentKey, InternalAssessment)>,
 }
 
@@ -555,10 +606,10 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Writes {
     pub cells: Vec<(CellCoords, CellAgg)>,
-    pub customers: Vec<(String, CustomerState<Attributes>)>,
+    pub customers: Vec<(String, CustomerState<Segment>)>,
 }
 
-pub type CellCoords = (Day, Channel, JourneyStage, Option<String>, Attributes);
+pub type CellCoords = (Day, Channel, JourneyStage, Option<String>, Segment);
 
 #[cfg(test)]
 mod tests {

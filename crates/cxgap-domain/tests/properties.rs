@@ -197,7 +197,7 @@ proptest! {
 fn persisted_in_batches(events: &[FeedbackEvent], cuts: &[usize]) -> GapState {
     use std::collections::BTreeMap;
     let mut cells: BTreeMap<state::CellCoords, [i64; aggregate::CELL_ROW_WIDTH]> = BTreeMap::new();
-    let mut customers: BTreeMap<String, customer::CustomerState<model::Attributes>> = BTreeMap::new();
+    let mut customers: BTreeMap<String, customer::CustomerState<model::Segment>> = BTreeMap::new();
     let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
     bounds.extend([0, events.len()]);
     bounds.sort();
