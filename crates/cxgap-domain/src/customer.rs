@@ -16,8 +16,14 @@ pub const RETENTION_WEEKS: i32 = 26;
 /// order), not objects. A customer's state is rewritten on every batch that touches it,
 /// and with field names a state of a few months' weekly buckets passed PostgreSQL's 2 KB
 /// compression threshold (pglz on every write and read). Deserializing accepts both the
-/// array form and the object form of rows written before.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// array form and the object form of rows written before (see [`StoredBucket`]).
+///
+/// In memory the week's latest NPS answer and latest event time are kept without
+/// `Option`'s tags (a score that no answer has, and the earliest time): 80 bytes a bucket
+/// where the two options took 96. A customer holds a bucket per active week, grown one at
+/// a time (memory per tracked customer), so each new week moves the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(from = "StoredBucket")]
 pub struct WeekBucket {
     pub week: i32,
     pub events: u32,
@@ -30,9 +36,96 @@ pub struct WeekBucket {
     pub ces_n: u32,
     pub ces_sum: u32,
     pub sla_breaches: u32,
+    /// The latest NPS answer within the week: its order, and the score or [`NO_NPS`].
+    nps_order: EventOrder,
+    nps: u8,
+    /// The latest event within the week; [`NO_EVENT`] before the first.
+    last_at: Timestamp,
+}
+
+const NO_NPS: u8 = u8::MAX;
+const NO_EVENT: Timestamp = Timestamp(i64::MIN);
+const NO_ORDER: EventOrder = EventOrder { at: Timestamp(i64::MIN), id_hash: 0 };
+
+impl Default for WeekBucket {
+    fn default() -> Self {
+        WeekBucket {
+            week: 0,
+            events: 0,
+            exp_n: 0,
+            exp_sum: 0,
+            sentiment_n: 0,
+            sentiment_negative: 0,
+            contacts: 0,
+            unresolved: 0,
+            ces_n: 0,
+            ces_sum: 0,
+            sla_breaches: 0,
+            nps_order: NO_ORDER,
+            nps: NO_NPS,
+            last_at: NO_EVENT,
+        }
+    }
+}
+
+impl WeekBucket {
     /// The latest NPS answer within the week.
-    pub last_nps: Option<(EventOrder, u8)>,
-    pub last_at: Option<Timestamp>,
+    pub fn last_nps(&self) -> Option<(EventOrder, u8)> {
+        (self.nps != NO_NPS).then_some((self.nps_order, self.nps))
+    }
+
+    /// When the week's latest event happened.
+    pub fn last_at(&self) -> Option<Timestamp> {
+        (self.last_at != NO_EVENT).then_some(self.last_at)
+    }
+
+    fn set_last_nps(&mut self, v: Option<(EventOrder, u8)>) {
+        (self.nps_order, self.nps) = match v {
+            // Scores are 0–10 (validated), so the marker is never a score.
+            Some((o, n)) if n != NO_NPS => (o, n),
+            _ => (NO_ORDER, NO_NPS),
+        };
+    }
+}
+
+/// A bucket as stored, and as it was kept in memory before: the form rows are read in.
+#[derive(Deserialize)]
+struct StoredBucket {
+    week: i32,
+    events: u32,
+    exp_n: u32,
+    exp_sum: u64,
+    sentiment_n: u32,
+    sentiment_negative: u32,
+    contacts: u32,
+    unresolved: u32,
+    ces_n: u32,
+    ces_sum: u32,
+    sla_breaches: u32,
+    last_nps: Option<(EventOrder, u8)>,
+    last_at: Option<Timestamp>,
+}
+
+impl From<StoredBucket> for WeekBucket {
+    fn from(s: StoredBucket) -> Self {
+        let mut b = WeekBucket {
+            week: s.week,
+            events: s.events,
+            exp_n: s.exp_n,
+            exp_sum: s.exp_sum,
+            sentiment_n: s.sentiment_n,
+            sentiment_negative: s.sentiment_negative,
+            contacts: s.contacts,
+            unresolved: s.unresolved,
+            ces_n: s.ces_n,
+            ces_sum: s.ces_sum,
+            sla_breaches: s.sla_breaches,
+            last_at: s.last_at.unwrap_or(NO_EVENT),
+            ..WeekBucket::default()
+        };
+        b.set_last_nps(s.last_nps);
+        b
+    }
 }
 
 impl Serialize for WeekBucket {
@@ -49,8 +142,8 @@ impl Serialize for WeekBucket {
             self.ces_n,
             self.ces_sum,
             self.sla_breaches,
-            self.last_nps,
-            self.last_at,
+            self.last_nps(),
+            self.last_at(),
         )
             .serialize(s)
     }
@@ -184,11 +277,11 @@ impl<S: Clone> CustomerState<S> {
         }
         b.sla_breaches += (ev.operational.sla_breached() == Some(true)) as u32;
         if let Some(n) = ev.nps
-            && b.last_nps.is_none_or(|(o, _)| order > o)
+            && b.last_nps().is_none_or(|(o, _)| order > o)
         {
-            b.last_nps = Some((order, n));
+            b.set_last_nps(Some((order, n)));
         }
-        b.last_at = b.last_at.max(Some(ev.occurred_at));
+        b.last_at = b.last_at.max(ev.occurred_at);
     }
 
     /// The same state with its segment mapped, taking it apart (nothing is copied).
@@ -244,8 +337,8 @@ impl<S: Clone> CustomerState<S> {
             }
         }
         let visible = || self.buckets.iter().filter(|b| Day::week_start(b.week) <= as_of);
-        let last_nps = visible().filter_map(|b| b.last_nps).max_by_key(|(o, _)| *o).map(|(_, n)| NpsClass::of(n));
-        let last_at = visible().filter_map(|b| b.last_at).max().unwrap_or(self.last_seen);
+        let last_nps = visible().filter_map(|b| b.last_nps()).max_by_key(|(o, _)| *o).map(|(_, n)| NpsClass::of(n));
+        let last_at = visible().filter_map(|b| b.last_at()).max().unwrap_or(self.last_seen);
         let touched: Vec<f64> = JourneyStage::ALL
             .iter()
             .filter(|s| self.stages & (1 << s.index()) != 0)
@@ -406,8 +499,8 @@ mod tests {
                 "sentiment_n": b.sentiment_n, "sentiment_negative": b.sentiment_negative,
                 "contacts": b.contacts, "unresolved": b.unresolved, "ces_n": b.ces_n, "ces_sum": b.ces_sum,
                 "sla_breaches": b.sla_breaches,
-                "last_nps": b.last_nps.map(|(o, n)| (serde_json::json!({"at": o.at, "id_hash": o.id_hash}), n)),
-                "last_at": b.last_at,
+                "last_nps": b.last_nps().map(|(o, n)| (serde_json::json!({"at": o.at, "id_hash": o.id_hash}), n)),
+                "last_at": b.last_at(),
             }],
             "channels": s.channels.iter().map(|c| serde_json::json!({"channel": c.channel, "n": c.n, "sum": c.sum}))
                 .collect::<Vec<_>>(),
@@ -415,6 +508,29 @@ mod tests {
         let mut expected = s.clone();
         expected.buckets.truncate(1);
         assert_eq!(serde_json::from_value::<CustomerState<u32>>(old).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_bucket_keeps_no_tags_and_stores_as_before() {
+        // 80 bytes where `Option`'s tags made 96 (memory per tracked customer).
+        assert_eq!(size_of::<WeekBucket>(), 80);
+        let mut e = ev("a", 20_000, 0, None);
+        e.nps = None;
+        let s = state(&[e, ev("b", 20_007, 9, None)]);
+        let (quiet, answered) = (&s.buckets[0], &s.buckets[1]);
+        assert_eq!(quiet.last_nps(), None);
+        assert_eq!(quiet.last_at(), Some(Day(20_000).start()));
+        assert_eq!(answered.last_nps().map(|(_, n)| n), Some(9));
+        let json = serde_json::to_value(quiet).unwrap();
+        assert_eq!(json[11], serde_json::Value::Null, "no answer stores as null: {json}");
+        assert_eq!(json[12], serde_json::json!(Day(20_000).start().0));
+        for b in [quiet, answered] {
+            assert_eq!(&serde_json::from_value::<WeekBucket>(serde_json::to_value(b).unwrap()).unwrap(), b);
+        }
+        // A bucket stored with no event time (never written, but readable).
+        let mut stored = serde_json::to_value(quiet).unwrap();
+        stored[12] = serde_json::Value::Null;
+        assert_eq!(serde_json::from_value::<WeekBucket>(stored).unwrap().last_at(), None);
     }
 
     #[test]
