@@ -182,12 +182,6 @@ impl std::borrow::Borrow<Attributes> for Segment {
     }
 }
 
-impl From<Attributes> for Segment {
-    fn from(a: Attributes) -> Self {
-        Segment::new(a)
-    }
-}
-
 impl Serialize for Segment {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)
