@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 /// How long signal ids are remembered for dedup.
@@ -160,7 +159,10 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(AlertingServiceServer::new(api))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move { stop.cancelled().await })
+                .serve_with_incoming_shutdown(
+                    cxgap_runtime::tls::grpc_incoming(grpc),
+                    async move { stop.cancelled().await },
+                )
         });
         let deliverer = Arc::new(Deliverer {
             store: store.clone(),

@@ -22,7 +22,6 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 pub struct App<S, P> {
@@ -183,7 +182,10 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(query)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move { stop.cancelled().await })
+                .serve_with_incoming_shutdown(
+                    cxgap_runtime::tls::grpc_incoming(grpc),
+                    async move { stop.cancelled().await },
+                )
         });
         let hub = processor.signals.clone();
         let stop_signals = Shutdown::new();

@@ -20,7 +20,6 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{error, info};
 
 pub struct App<P> {
@@ -135,7 +134,10 @@ impl<P: Publisher> App<P> {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move { stop.cancelled().await })
+                .serve_with_incoming_shutdown(
+                    cxgap_runtime::tls::grpc_incoming(grpc),
+                    async move { stop.cancelled().await },
+                )
         });
         let stop_http_server = stop.clone();
         let http_task = cxgap_runtime::tls::serve_http(http, router, config.server_tls.as_ref(), async move {

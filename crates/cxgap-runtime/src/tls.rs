@@ -124,7 +124,10 @@ impl TlsListener {
         let accepting = tokio::spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        no_delay(&c.0);
+                        c
+                    }
                     Err(e) => {
                         // Out of file descriptors and the like: wait, as axum does.
                         debug!(error = %e, "accept failed");
@@ -208,7 +211,7 @@ pub fn serve_http(
 ) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     use std::future::IntoFuture;
     Ok(match tls {
-        None => tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stop).into_future()),
+        None => tokio::spawn(axum::serve(http_incoming(listener), router).with_graceful_shutdown(stop).into_future()),
         Some(tls) if tls.mutual() => {
             let router = router.layer(axum::middleware::from_fn(require_client_certificate));
             let service = router.into_make_service_with_connect_info::<ClientCertificate>();
@@ -218,11 +221,67 @@ pub fn serve_http(
     })
 }
 
+/// Sends small writes at once (`TCP_NODELAY`). With Nagle's algorithm on, a small write
+/// waits while an earlier one is unacknowledged, and a client that only reads (an alert
+/// stream, a response) acknowledges late on purpose (delayed ACK, up to 40 ms on Linux):
+/// every streamed alert after the first would wait for it. Best effort: a socket that
+/// refuses the option still serves.
+fn no_delay(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(error = %e, "TCP_NODELAY not set");
+    }
+}
+
+/// The plain HTTP port's connections, with [`no_delay`] (`axum::serve` leaves Nagle on).
+fn http_incoming(listener: TcpListener) -> impl axum::serve::Listener<Io = TcpStream, Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp: &mut TcpStream| no_delay(tcp))
+}
+
+/// A gRPC port's connections, with [`no_delay`]: serving from a listener of one's own
+/// (`serve_with_incoming`), tonic ignores its builder's `tcp_nodelay`, which it would
+/// otherwise set.
+pub fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// A gRPC server builder, with TLS when `tls` is given.
 pub fn grpc_server(tls: Option<&ServerTls>) -> Result<tonic::transport::Server, tonic::transport::Error> {
     let server = tonic::transport::Server::builder();
     match tls {
         Some(tls) => server.tls_config(tls.grpc()),
         None => Ok(server),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt;
+
+    async fn bound() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        (listener, addr)
+    }
+
+    #[tokio::test]
+    async fn grpc_connections_send_small_writes_at_once() {
+        let (listener, addr) = bound().await;
+        let mut incoming = grpc_incoming(listener);
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let server_side = incoming.next().await.expect("a connection").expect("accepted");
+        assert!(server_side.nodelay().expect("read TCP_NODELAY"), "Nagle's algorithm left on");
+    }
+
+    #[tokio::test]
+    async fn plain_http_connections_send_small_writes_at_once() {
+        use axum::serve::Listener;
+        let (listener, addr) = bound().await;
+        let mut incoming = http_incoming(listener);
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (server_side, peer) = incoming.accept().await;
+        assert_eq!(peer, _client.local_addr().expect("client address"));
+        assert!(server_side.nodelay().expect("read TCP_NODELAY"), "Nagle's algorithm left on");
     }
 }
