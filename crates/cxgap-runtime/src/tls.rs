@@ -222,10 +222,12 @@ pub fn serve_http(
 }
 
 /// Sends small writes at once (`TCP_NODELAY`). With Nagle's algorithm on, a small write
-/// waits while an earlier one is unacknowledged, and a client that only reads (an alert
-/// stream, a response) acknowledges late on purpose (delayed ACK, up to 40 ms on Linux):
-/// every streamed alert after the first would wait for it. Best effort: a socket that
-/// refuses the option still serves.
+/// waits while an earlier one is unacknowledged, and a client that is only waiting to read
+/// (a call's response, an alert stream) acknowledges late on purpose (delayed ACK, up to
+/// 40 ms on Linux): a gRPC response written after a flow-control update waited for it,
+/// which held gRPC ingest at a third less throughput at four calls in flight per
+/// connection (docs/benchmarks.md). Best effort: a socket that refuses the option still
+/// serves.
 fn no_delay(tcp: &TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         debug!(error = %e, "TCP_NODELAY not set");
@@ -279,9 +281,9 @@ mod tests {
         use axum::serve::Listener;
         let (listener, addr) = bound().await;
         let mut incoming = http_incoming(listener);
-        let _client = TcpStream::connect(addr).await.expect("connect");
+        let client = TcpStream::connect(addr).await.expect("connect");
         let (server_side, peer) = incoming.accept().await;
-        assert_eq!(peer, _client.local_addr().expect("client address"));
+        assert_eq!(peer, client.local_addr().expect("client address"));
         assert!(server_side.nodelay().expect("read TCP_NODELAY"), "Nagle's algorithm left on");
     }
 }
