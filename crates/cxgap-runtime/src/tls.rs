@@ -286,4 +286,37 @@ mod tests {
         assert_eq!(peer, client.local_addr().expect("client address"));
         assert!(server_side.nodelay().expect("read TCP_NODELAY"), "Nagle's algorithm left on");
     }
+
+    /// The TLS listener sets the option itself, on the accepted socket before the
+    /// handshake: a real handshake (openssl's certificates, a rustls client) and the
+    /// server's side of the socket it yields.
+    #[tokio::test]
+    async fn tls_http_connections_send_small_writes_at_once() {
+        use axum::serve::Listener;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let pki = cxgap_testkit::tls::Pki::new(dir.path(), "nodelay").expect("a CA");
+        let pair = pki.server("http").expect("a server certificate");
+        let read = |p: &std::path::Path| std::fs::read(p).expect("read a PEM file");
+        let tls = ServerTls::from_pem(read(&pair.cert), read(&pair.key), None).expect("the server's TLS");
+        let (listener, addr) = bound().await;
+        let mut incoming = tls.http(listener).expect("the TLS listener");
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(pki.ca()).expect("the CA's certificate")).expect("a trusted CA");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("127.0.0.1").expect("a server name");
+        // The server yields the connection only once the handshake is done, which needs
+        // the client's side running beside it.
+        let handshake = tokio::spawn(async move { connector.connect(name, tcp).await });
+        let (server_side, _) = incoming.accept().await;
+        handshake.await.expect("the client task").expect("the client's handshake");
+        assert!(server_side.get_ref().0.nodelay().expect("read TCP_NODELAY"), "Nagle's algorithm left on");
+    }
 }
