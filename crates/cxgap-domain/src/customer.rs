@@ -218,6 +218,22 @@ impl<S: Clone> CustomerState<S> {
         }
     }
 
+    /// A state of no events that allocates nothing: what is left behind where a state
+    /// is taken out of a collection that keeps its place.
+    pub(crate) fn vacant(segment: S) -> Self {
+        CustomerState {
+            events: 0,
+            first_seen: Timestamp(0),
+            last_seen: Timestamp(0),
+            stages: 0,
+            latest: EventOrder { at: Timestamp(i64::MIN), id_hash: 0 },
+            segment,
+            customer_value: None,
+            buckets: Vec::new(),
+            channels: Vec::new(),
+        }
+    }
+
     pub fn add(&mut self, ev: &FeedbackEvent, d: &Derived, segment: S) {
         let order = EventOrder { at: ev.occurred_at, id_hash: stable_hash(ev.event_id.as_bytes()) };
         self.events += 1;

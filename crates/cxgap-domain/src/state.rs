@@ -175,10 +175,6 @@ impl<T> Chunked<T> {
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
     }
-
-    fn into_values(self) -> impl Iterator<Item = T> {
-        self.chunks.into_iter().flatten()
-    }
 }
 
 impl<T> std::ops::Index<usize> for Chunked<T> {
@@ -548,20 +544,23 @@ impl GapState {
             self.customers.iter().zip(0u32..).map(|((id, _), i)| (id.as_bytes(), i)).collect();
         customer_order.sort_unstable();
         let customer_order: Vec<u32> = customer_order.into_iter().map(|(_, i)| i).collect();
-        let GapState { touchpoints, segments, cells, customers, .. } = self;
-        let mut cells: Vec<Option<(CellKey, CellAgg)>> = cells.into_values().map(Some).collect();
+        // Each value is taken from where it is kept, in the sorted order, leaving an empty
+        // one behind (no allocation): moving them into a vector of options first copied
+        // every cell twice.
+        let GapState { touchpoints, segments, mut cells, mut customers, .. } = self;
         let cells = cell_order
             .into_iter()
             .map(|i| {
-                let (k, v) = cells[i as usize].take().expect("each position once");
+                let (k, v) = &mut cells[i as usize];
+                let v = std::mem::take(v);
                 ((k.day, k.channel, k.stage, touchpoints.get(k.touchpoint).clone(), segments.get(k.segment).clone()), v)
             })
             .collect();
-        let mut customers: Vec<Option<(SmallId, CustomerState<u32>)>> = customers.into_values().map(Some).collect();
         let customers = customer_order
             .into_iter()
             .map(|i| {
-                let (id, c) = customers[i as usize].take().expect("each position once");
+                let (id, c) = &mut customers[i as usize];
+                let c = std::mem::replace(c, CustomerState::vacant(0));
                 (id.as_str().to_owned(), c.map_segment(|s| segments.get(s).clone()))
             })
             .collect();
