@@ -188,12 +188,15 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
                 )
         });
         let hub = processor.signals.clone();
+        // Before the first batch: its customers' risk needs the tenants' stage gaps.
+        let swept = signals::start(&store, &hub).await;
         let stop_signals = Shutdown::new();
         let evaluator = tokio::spawn(signals::evaluate_loop(
             store.clone(),
             hub.clone(),
             config.signal_interval,
             stop_signals.clone(),
+            swept,
         ));
         let relay = tokio::spawn(signals::relay_loop(
             store.clone(),

@@ -368,17 +368,82 @@ async fn evaluate_tenant(
 /// next time.
 const ROUNDS_PER_LOG_PRUNE: u32 = 30;
 
+/// Evaluation rounds between two sweeps of every stored tenant (see [`sweep`]): at the
+/// default interval of 2 s, five minutes.
+const ROUNDS_PER_SWEEP: u32 = 150;
+
+/// Marks every tenant with stored figures for the next evaluation, not only those this
+/// instance's batches touched. Which tenants are due lives in memory, so without this an
+/// instance that stopped between a batch's commit and the evaluation after it (up to an
+/// interval) took those tenants' aggregate signals with it until their next batch, and
+/// an instance that started used no stage gaps in its customers' risk until its own
+/// batches had touched the tenant and an evaluation had run. So at start-up, before the
+/// first batch, and every [`ROUNDS_PER_SWEEP`] rounds after it (for tenants whose
+/// batches went through an instance that stopped for good). Evaluating an unchanged
+/// tenant stores nothing: a figure's signal id is its content's.
+pub async fn sweep(store: &AnalyticsStore, hub: &SignalHub) -> Result<usize, crate::store::StoreError> {
+    let tenants = store.tenants().await?;
+    let n = tenants.len();
+    hub.dirty.lock().expect("dirty lock").extend(tenants);
+    Ok(n)
+}
+
+/// What an instance does before its first batch: [`sweep`], then one evaluation, so that
+/// its batches see every tenant's stage gaps and what a stopped instance left undecided is
+/// decided. A failure is logged, not fatal: the evaluation loop sweeps again at its first
+/// round.
+pub async fn start(store: &AnalyticsStore, hub: &SignalHub) -> bool {
+    let started = std::time::Instant::now();
+    let tenants = match sweep(store, hub).await {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "listing the stored tenants at start-up failed; the first evaluation round retries");
+            return false;
+        }
+    };
+    match evaluate_dirty(store, hub).await {
+        Ok(stored) => {
+            tracing::info!(
+                tenants,
+                signals = stored,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "every stored tenant evaluated before the first batch"
+            );
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "the start-up evaluation failed; the first evaluation round retries");
+            false
+        }
+    }
+}
+
 /// Runs [`evaluate_dirty`] every `interval` until shutdown, and prunes the cell change log
 /// every [`ROUNDS_PER_LOG_PRUNE`] rounds below the mark of the pruning before.
-pub async fn evaluate_loop(store: AnalyticsStore, hub: SignalHub, interval: Duration, shutdown: Shutdown) {
+/// With `swept` false (the start-up sweep failed), the first round sweeps; every
+/// [`ROUNDS_PER_SWEEP`] rounds after, every round does.
+pub async fn evaluate_loop(store: AnalyticsStore, hub: SignalHub, interval: Duration, shutdown: Shutdown, swept: bool) {
     let mut prune_below = 0;
     let mut round = 0u32;
+    let mut sweep_due = !swept;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
         }
         round = round.wrapping_add(1);
+        if sweep_due || round.is_multiple_of(ROUNDS_PER_SWEEP) {
+            match sweep(&store, &hub).await {
+                Ok(n) => {
+                    debug!(tenants = n, "every stored tenant marked for evaluation");
+                    sweep_due = false;
+                }
+                Err(e) => {
+                    warn!(error = %e, "listing the stored tenants failed; the next round retries");
+                    sweep_due = true;
+                }
+            }
+        }
         if round % ROUNDS_PER_LOG_PRUNE == 1 {
             match store.prune_cell_changes(prune_below).await {
                 Ok((pruned, mark)) => {

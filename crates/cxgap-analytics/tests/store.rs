@@ -136,6 +136,71 @@ async fn conformance(store: AnalyticsStore) {
     signals(&store, &p, &offline).await;
     groups(&store, &p).await;
     group_offsets(&store).await;
+    restart(&store, &p, Processor::new(store.clone(), config, dlq)).await;
+}
+
+/// A restart. Which tenants are due for evaluation lives in memory: an instance that
+/// stops between a batch's commit and the evaluation after it leaves that tenant's
+/// aggregate figures undecided, and a new instance knows no tenant's stage gaps. At
+/// start-up the new one (`fresh`) decides them for every stored tenant, as the stopped
+/// one (`stopped`) would have.
+async fn restart(store: &AnalyticsStore, stopped: &Processor<MemoryBus>, fresh: Processor<MemoryBus>) {
+    use cxgap_analytics::processor::ASSESSMENT_SCHEMA;
+    use cxgap_analytics::signals::{evaluate_dirty, start};
+    use cxgap_domain::{Instrument, InternalAssessment};
+    use cxgap_proto::signals as spb;
+    let aggregates = async |tenant: &str| {
+        let mut n = 0;
+        for row in store.unpublished(100_000).await.unwrap() {
+            let s = spb::Signal::decode(row.payload.as_slice()).unwrap();
+            n += usize::from(s.tenant_id == tenant && matches!(s.body, Some(spb::signal::Body::Aggregate(_))));
+        }
+        n
+    };
+    // A helpline assessment gives the stages the helpline's events are in a stage gap.
+    let assessment = InternalAssessment {
+        assessment_id: "a1".into(),
+        touchpoint: "helpline".into(),
+        journey_stage: None,
+        assessor: "ops".into(),
+        assessed_at: Timestamp(Day(D0).start().0),
+        instrument: Instrument::Nps,
+        score: 9,
+    };
+    let mut records: Vec<Record> = (0..60).map(|i| record("umbrella", &event(i))).collect();
+    records.push(Record {
+        payload: convert::assessment_to_pb(&assessment, "umbrella").encode_to_vec(),
+        headers: vec![
+            (headers::ID.into(), b"a1".to_vec()),
+            (headers::SCHEMA.into(), ASSESSMENT_SCHEMA.as_bytes().to_vec()),
+            (headers::TENANT.into(), b"umbrella".to_vec()),
+        ],
+        ..records[0].clone()
+    });
+    let batch: Vec<Consumed> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, record)| Consumed { record, partition: 20, offset: i as i64 })
+        .collect();
+    stopped.process(20, &batch).await.unwrap();
+    // The stopping instance's evaluation never runs.
+    assert_eq!(aggregates("umbrella").await, 0);
+    assert_eq!(store.tenants().await.unwrap(), ["acme", "globex", "initech", "umbrella"]);
+    assert!(fresh.signals.stage_gaps("umbrella").iter().all(Option::is_none));
+
+    assert!(start(store, &fresh.signals).await);
+    assert!(aggregates("umbrella").await > 0, "the stopped instance's figures are decided");
+    let gaps = fresh.signals.stage_gaps("umbrella");
+    assert!(gaps.iter().any(Option::is_some), "{gaps:?}");
+    // What the stopped instance would have decided: the same figures (nothing new to
+    // store) and the same stage gaps.
+    assert_eq!(evaluate_dirty(store, &stopped.signals).await.unwrap(), 0);
+    assert_eq!(stopped.signals.stage_gaps("umbrella"), gaps);
+    for tenant in ["acme", "globex", "initech"] {
+        stopped.signals.committed([tenant.to_string()]);
+        evaluate_dirty(store, &stopped.signals).await.unwrap();
+        assert_eq!(stopped.signals.stage_gaps(tenant), fresh.signals.stage_gaps(tenant), "{tenant}");
+    }
 }
 
 /// A group's offsets move together or not at all: one partition not at its expected
