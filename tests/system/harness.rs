@@ -602,7 +602,10 @@ pub fn event(run: &str, seed: u64, i: u64) -> Value {
 
 pub fn to_pb(e: &Value) -> cxgap_proto::common::FeedbackEvent {
     let now = cxgap_domain::Timestamp(time::OffsetDateTime::now_utc().unix_timestamp() * 1000);
-    let ev = cxgap_import::decode_value::<cxgap_import::Feedback>(e, now)
+    let text = e.to_string();
+    let ev = cxgap_import::json::Record::parse(text.as_bytes())
+        .expect("serde_json writes JSON")
+        .decode::<cxgap_import::Feedback>(now)
         .unwrap_or_else(|v| panic!("the generator made an invalid event {e}: {v}"));
     cxgap_proto::convert::feedback_to_pb(&ev, "", now)
 }

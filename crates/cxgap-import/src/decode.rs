@@ -2,7 +2,7 @@
 //! unknown channel, bad timestamp) are recorded against their column here; the domain's
 //! validation adds the semantic rules without repeating a field already reported.
 
-use crate::{RecordError, Schema, known_column};
+use crate::{RecordError, Schema};
 use cxgap_domain::validate::RatingDraft;
 use cxgap_domain::{
     AssessmentDraft, Channel, Dimension, FeedbackDraft, FeedbackEvent, Instrument, InternalAssessment, JourneyStage,
@@ -175,7 +175,7 @@ pub fn decode_assessment(
 /// One JSON-lines record: a flat object with the CSV's column names as keys (numbers may be
 /// JSON numbers or strings), and optionally `"segment": {"tier": "gold", ...}`.
 pub(crate) fn decode_json<S: Schema>(line_text: &str, line: u64, now: Timestamp) -> Result<S::Output, RecordError> {
-    let value: serde_json::Value = match serde_json::from_str(line_text) {
+    let record = match crate::json::Record::parse(line_text.as_bytes()) {
         Ok(x) => x,
         Err(e) => {
             let mut v = Violations::default();
@@ -183,62 +183,5 @@ pub(crate) fn decode_json<S: Schema>(line_text: &str, line: u64, now: Timestamp)
             return Err(RecordError { line, event_id: None, violations: v });
         }
     };
-    let event_id = value_id(&value);
-    decode_value::<S>(&value, now).map_err(|violations| RecordError { line, event_id, violations })
-}
-
-/// The `event_id` or `assessment_id` of a JSON record, for naming it in errors.
-pub fn value_id(value: &serde_json::Value) -> Option<String> {
-    ["event_id", "assessment_id"]
-        .iter()
-        .find_map(|k| value.get(k).and_then(|v| v.as_str()))
-        .map(str::to_string)
-        .filter(|s| !s.is_empty())
-}
-
-/// Decodes one JSON object of schema `S` (the HTTP API's body format).
-pub fn decode_value<S: Schema>(value: &serde_json::Value, now: Timestamp) -> Result<S::Output, Violations> {
-    let mut v = Violations::default();
-    let serde_json::Value::Object(map) = value else {
-        v.push("record", "must be a JSON object");
-        return Err(v);
-    };
-    let mut flat: Vec<(String, String)> = Vec::with_capacity(map.len());
-    for (k, val) in map {
-        if k == "segment" && S::PREFIX.is_some() {
-            match val {
-                serde_json::Value::Object(attrs) => {
-                    for (ak, av) in attrs {
-                        let field = format!("segment.{ak}");
-                        match scalar(av) {
-                            Some(s) => flat.push((field, s)),
-                            None => v.push(field, "must be a string, number or boolean"),
-                        }
-                    }
-                }
-                _ => v.push("segment", "must be an object of attribute: value"),
-            }
-            continue;
-        }
-        if !known_column::<S>(k) {
-            v.push(k.clone(), "is not a known field");
-            continue;
-        }
-        match scalar(val) {
-            Some(s) => flat.push((k.clone(), s)),
-            None => v.push(k.clone(), "must be a string, number, boolean or null"),
-        }
-    }
-    let fields: Vec<(&str, &str)> = flat.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    S::decode(&fields, now, v)
-}
-
-fn scalar(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        serde_json::Value::Null => Some(String::new()),
-        _ => None,
-    }
+    record.decode::<S>(now).map_err(|violations| RecordError { line, event_id: record.id(), violations })
 }

@@ -7,9 +7,10 @@
 
 mod columns;
 mod decode;
+pub mod json;
 
 pub use columns::{ASSESSMENT_COLUMNS, FEEDBACK_COLUMNS};
-pub use decode::{decode_assessment, decode_feedback, decode_value, value_id};
+pub use decode::{decode_assessment, decode_feedback};
 
 use cxgap_domain::{FeedbackEvent, InternalAssessment, Timestamp, Violations};
 use std::fmt;

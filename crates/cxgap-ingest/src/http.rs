@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use cxgap_auth::Authenticator;
 use cxgap_bus::Publisher;
 use cxgap_domain::Violations;
+use cxgap_import::json::{Batch, BatchError, Record};
 use cxgap_import::{Assessments, Feedback, Format, RecordError};
 use serde::Serialize;
 use serde_json::Value;
@@ -77,8 +78,12 @@ impl BatchJson {
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, IngestError> {
-    serde_json::from_slice(body).map_err(|e| IngestError::bad_field("body", format!("is not valid JSON: {e}")))
+fn not_json(e: impl std::fmt::Display) -> IngestError {
+    IngestError::bad_field("body", format!("is not valid JSON: {e}"))
+}
+
+fn parse_record(body: &Bytes) -> Result<Record<'_>, IngestError> {
+    Record::parse(body).map_err(not_json)
 }
 
 impl<P: Publisher> HttpState<P> {
@@ -99,9 +104,9 @@ async fn submit_one<P: Publisher>(
 ) -> Result<Json<Value>, IngestError> {
     let r = async {
         let tenant = s.tenant(&headers).await?;
-        let value = parse_json(&body)?;
-        let id = cxgap_import::value_id(&value).unwrap_or_default();
-        let ev = cxgap_import::decode_value::<Feedback>(&value, now());
+        let record = parse_record(&body)?;
+        let id = record.id().unwrap_or_default();
+        let ev = record.decode::<Feedback>(now());
         let duplicate = s.ingestor.submit_one(&tenant, id.clone(), ev).await?;
         Ok(serde_json::json!({"event_id": id, "duplicate": duplicate}))
     }
@@ -116,34 +121,12 @@ async fn submit_batch<P: Publisher>(
 ) -> Result<Json<BatchJson>, IngestError> {
     let r = async {
         let tenant = s.tenant(&headers).await?;
-        let value = parse_json(&body)?;
-        let (events, atomic) = match value {
-            Value::Array(events) => (events, false),
-            Value::Object(mut map) => {
-                let atomic = match map.remove("atomic") {
-                    None | Some(Value::Null) => false,
-                    Some(Value::Bool(b)) => b,
-                    Some(_) => {
-                        return Err(IngestError::bad_field("atomic", "must be true or false"));
-                    }
-                };
-                let Some(Value::Array(events)) = map.remove("events") else {
-                    return Err(IngestError::bad_field("events", "is required: an array of feedback events"));
-                };
-                if let Some(k) = map.keys().next() {
-                    return Err(IngestError::bad_field(k.clone(), "is not a known field (events, atomic)"));
-                }
-                (events, atomic)
-            }
-            _ => {
-                return Err(IngestError::bad_field("body", "must be {\"events\": [...]} or an array of events"));
-            }
-        };
+        let Batch { records, atomic } = Batch::parse(&body).map_err(|e| match e {
+            BatchError::Json(e) => not_json(e),
+            BatchError::Field(field, description) => IngestError::bad_field(field, description),
+        })?;
         let t = now();
-        let items = events
-            .iter()
-            .map(|e| (cxgap_import::value_id(e).unwrap_or_default(), cxgap_import::decode_value::<Feedback>(e, t)))
-            .collect();
+        let items = records.iter().map(|r| (r.id().unwrap_or_default(), r.decode::<Feedback>(t))).collect();
         let mut out = BatchJson::default();
         out.add(s.ingestor.submit(&tenant, items, atomic).await?);
         Ok(out)
@@ -238,8 +221,7 @@ async fn submit_assessment<P: Publisher>(
 ) -> Result<Json<Value>, IngestError> {
     let r = async {
         let tenant = s.tenant(&headers).await?;
-        let value = parse_json(&body)?;
-        let a = cxgap_import::decode_value::<Assessments>(&value, now()).map_err(IngestError::invalid)?;
+        let a = parse_record(&body)?.decode::<Assessments>(now()).map_err(IngestError::invalid)?;
         let id = a.assessment_id.clone();
         s.ingestor.submit_assessment(&tenant, a).await?;
         Ok(serde_json::json!({"assessment_id": id}))
