@@ -154,38 +154,59 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The scalars' part of a visitor, shared by [`Scalar`], [`Field`] and [`Record`]: each
-/// accepts any JSON value, so a value of the wrong kind is a violation of its record,
-/// not an error of the whole input.
-macro_rules! scalar_visits {
-    ($wrap:expr) => {
-        fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-            Ok($wrap(Scalar::Str(Cow::Borrowed(s))))
-        }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-            Ok($wrap(Scalar::Str(Cow::Owned(s.to_string()))))
-        }
-        fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-            Ok($wrap(Scalar::Str(Cow::Owned(s))))
-        }
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-            Ok($wrap(Scalar::Number(n.into())))
-        }
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
-            Ok($wrap(Scalar::Number(n.into())))
-        }
-        fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
-            // JSON has no NaN or infinity, so a parsed float always makes a number.
-            Ok($wrap(serde_json::Number::from_f64(n).map_or(Scalar::Other, Scalar::Number)))
-        }
-        fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
-            Ok($wrap(Scalar::Bool(b)))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok($wrap(Scalar::Null))
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok($wrap(Scalar::Null))
+/// `Deserialize` for a type that accepts any JSON value, so that a value of the wrong kind
+/// is a violation of its record, not an error of the whole input: scalars go through
+/// `$wrap`, arrays and objects through the two bodies given (`$seq` and `$map` name the
+/// accessors in them).
+macro_rules! any_value {
+    ($ty:ident, $wrap:expr, |$seq:ident| $on_seq:expr, |$map:ident| $on_map:expr) => {
+        impl<'de> Deserialize<'de> for $ty<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("any JSON value")
+                    }
+                    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                        Ok($wrap(Scalar::Str(Cow::Borrowed(s))))
+                    }
+                    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                        Ok($wrap(Scalar::Str(Cow::Owned(s.to_string()))))
+                    }
+                    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                        Ok($wrap(Scalar::Str(Cow::Owned(s))))
+                    }
+                    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                        Ok($wrap(Scalar::Number(n.into())))
+                    }
+                    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                        Ok($wrap(Scalar::Number(n.into())))
+                    }
+                    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+                        // JSON has no NaN or infinity, so a parsed float always makes a number.
+                        Ok($wrap(serde_json::Number::from_f64(n).map_or(Scalar::Other, Scalar::Number)))
+                    }
+                    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+                        Ok($wrap(Scalar::Bool(b)))
+                    }
+                    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                        Ok($wrap(Scalar::Null))
+                    }
+                    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                        Ok($wrap(Scalar::Null))
+                    }
+                    #[allow(unused_mut)]
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut $seq: A) -> Result<Self::Value, A::Error> {
+                        $on_seq
+                    }
+                    #[allow(unused_mut)]
+                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<Self::Value, A::Error> {
+                        $on_map
+                    }
+                }
+                d.deserialize_any(V)
+            }
         }
     };
 }
@@ -200,73 +221,23 @@ fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-impl<'de> Deserialize<'de> for Scalar<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Scalar<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalar_visits!(|s| s);
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar<'de>, A::Error> {
-                skip_seq(seq).map(|()| Scalar::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar<'de>, A::Error> {
-                skip_map(map).map(|()| Scalar::Other)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+any_value!(Scalar, |s| s, |seq| skip_seq(seq).map(|()| Scalar::Other), |map| skip_map(map).map(|()| Scalar::Other));
 
-impl<'de> Deserialize<'de> for Field<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Field<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalar_visits!(Field::Scalar);
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
-                skip_seq(seq).map(|()| Field::Scalar(Scalar::Other))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
-                let mut entries = Vec::new();
-                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Scalar<'de>>()? {
-                    entries.push((k, v));
-                }
-                Ok(Field::Object(last_wins(entries)))
-            }
-        }
-        d.deserialize_any(V)
+any_value!(Field, Field::Scalar, |seq| skip_seq(seq).map(|()| Field::Scalar(Scalar::Other)), |map| {
+    let mut entries = Vec::new();
+    while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Scalar<'de>>()? {
+        entries.push((k, v));
     }
-}
+    Ok(Field::Object(last_wins(entries)))
+});
 
-impl<'de> Deserialize<'de> for Record<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Record<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalar_visits!(|_| Record(None));
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Record<'de>, A::Error> {
-                skip_seq(seq).map(|()| Record(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
-                let mut entries = Vec::with_capacity(32);
-                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Field<'de>>()? {
-                    entries.push((k, v));
-                }
-                Ok(Record(Some(last_wins(entries))))
-            }
-        }
-        d.deserialize_any(V)
+any_value!(Record, |_| Record(None), |seq| skip_seq(seq).map(|()| Record(None)), |map| {
+    let mut entries = Vec::with_capacity(32);
+    while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Field<'de>>()? {
+        entries.push((k, v));
     }
-}
+    Ok(Record(Some(last_wins(entries))))
+});
 
 /// A batch request's body: `[event, ...]` or `{"events": [...], "atomic": bool}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -292,64 +263,41 @@ enum Top<'a> {
 /// The value of `events`: an array of records, or `None` for anything else.
 struct Records<'a>(Option<Vec<Record<'a>>>);
 
-impl<'de> Deserialize<'de> for Records<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Records<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalar_visits!(|_| Records(None));
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Records<'de>, A::Error> {
-                let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some(r) = seq.next_element::<Record<'de>>()? {
-                    records.push(r);
-                }
-                Ok(Records(Some(records)))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Records<'de>, A::Error> {
-                skip_map(map).map(|()| Records(None))
-            }
+any_value!(
+    Records,
+    |_| Records(None),
+    |seq| {
+        let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(r) = seq.next_element::<Record<'de>>()? {
+            records.push(r);
         }
-        d.deserialize_any(V)
-    }
-}
+        Ok(Records(Some(records)))
+    },
+    |map| skip_map(map).map(|()| Records(None))
+);
 
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Top<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalar_visits!(|_| Top::Other);
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Top<'de>, A::Error> {
-                Records::deserialize(de::value::SeqAccessDeserializer::new(seq))
-                    .map(|r| Top::Array(r.0.unwrap_or_default()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
-                let (mut events, mut atomic, mut unknown) = (None, None, None::<Cow<'de, str>>);
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    match k.as_ref() {
-                        "events" => events = Some(map.next_value::<Records<'de>>()?.0),
-                        "atomic" => atomic = Some(map.next_value::<Scalar<'de>>()?),
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                            // The first in key order is the one named.
-                            if unknown.as_ref().is_none_or(|u| k < *u) {
-                                unknown = Some(k);
-                            }
-                        }
+any_value!(
+    Top,
+    |_| Top::Other,
+    |seq| Records::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(|r| Top::Array(r.0.unwrap_or_default())),
+    |map| {
+        let (mut events, mut atomic, mut unknown) = (None, None, None::<Cow<'de, str>>);
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match k.as_ref() {
+                "events" => events = Some(map.next_value::<Records<'de>>()?.0),
+                "atomic" => atomic = Some(map.next_value::<Scalar<'de>>()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    // The first in key order is the one named.
+                    if unknown.as_ref().is_none_or(|u| k < *u) {
+                        unknown = Some(k);
                     }
                 }
-                Ok(Top::Object { events, atomic, unknown })
             }
         }
-        d.deserialize_any(V)
+        Ok(Top::Object { events, atomic, unknown })
     }
-}
+);
 
 impl<'a> Batch<'a> {
     /// Parses a batch body; refuses it whole only when it is not JSON or not of either
