@@ -325,18 +325,26 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_{:016x}", u64::from_le_bytes(b))
 }
 
-fn notification_to_pb(n: &Notification) -> Result<pb::Notification, Status> {
-    let payload: serde_json::Value =
-        serde_json::from_str(&n.payload).map_err(|e| Status::internal(format!("stored notification: {e}")))?;
-    let alert: Alert = serde_json::from_value(payload["data"].clone())
-        .map_err(|e| Status::internal(format!("stored notification: {e}")))?;
-    Ok(pb::Notification {
+/// The alert a stored notification is about: its payload's `data`, read once for both the
+/// subscription's filter and the message.
+fn stored_alert(n: &Notification) -> Result<Alert, Status> {
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        data: Alert,
+    }
+    serde_json::from_str::<Payload>(&n.payload)
+        .map(|p| p.data)
+        .map_err(|e| Status::internal(format!("stored notification: {e}")))
+}
+
+fn notification_to_pb(n: &Notification, alert: &Alert) -> pb::Notification {
+    pb::Notification {
         notification_id: n.notification_id.clone(),
         cursor: n.seq.to_string(),
-        alert: Some(alert_to_pb(&alert, &[])),
+        alert: Some(alert_to_pb(alert, &[])),
         state: state_to_pb(n.state),
         at: Some(ts(n.at)),
-    })
+    }
 }
 
 impl GrpcAlerting {
@@ -674,18 +682,14 @@ impl AlertingService for GrpcAlerting {
                     if !n.silenced_by.is_empty() {
                         continue;
                     }
-                    let pbn = match notification_to_pb(n) {
-                        Ok(p) => p,
+                    let alert = match stored_alert(n) {
+                        Ok(a) => a,
                         Err(e) => {
                             let _ = tx.send(Err(e)).await;
                             return;
                         }
                     };
-                    let accepted = serde_json::from_str::<serde_json::Value>(&n.payload)
-                        .ok()
-                        .and_then(|v| serde_json::from_value::<Alert>(v["data"].clone()).ok())
-                        .is_some_and(|a| sub.filter.accepts(&a.facts()));
-                    if accepted && tx.send(Ok(pbn)).await.is_err() {
+                    if sub.filter.accepts(&alert.facts()) && tx.send(Ok(notification_to_pb(n, &alert))).await.is_err() {
                         return; // the client went away
                     }
                 }
