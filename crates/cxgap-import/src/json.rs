@@ -117,16 +117,17 @@ impl<'a> Record<'a> {
 
 /// Puts entries in key order and keeps the last of a repeated key.
 fn last_wins<T>(mut entries: Vec<(Cow<'_, str>, T)>) -> Vec<(Cow<'_, str>, T)> {
-    // Stable: of equal keys the last one read stays last.
+    // Stable: of equal keys the last one read stays last. `dedup_by` keeps the first of
+    // equal neighbours, so each later one is swapped into its place before it goes.
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: Vec<(Cow<'_, str>, T)> = Vec::with_capacity(entries.len());
-    for e in entries {
-        match out.last_mut() {
-            Some(last) if last.0 == e.0 => *last = e,
-            _ => out.push(e),
+    entries.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(later, kept);
         }
-    }
-    out
+        same
+    });
+    entries
 }
 
 /// A key, borrowed from the input when it holds no escape.
