@@ -527,35 +527,8 @@ impl GapState {
     /// The analytics processor's delta ends here; copying it through `snapshot` cost two
     /// thirds as much as applying its events (see `docs/benchmarks.md`, 2026-12-01).
     pub fn into_writes(self) -> Writes {
-        // Sorted as positions under integer keys: a touchpoint's or segment's rank among
-        // the interned values orders cells as their strings do, and the values, hundreds of
-        // bytes each, move once. Comparing the resolved strings instead cost more than the
-        // copy this replaces (measured, 2026-12-01).
-        let touchpoint_rank = self.touchpoints.ranks();
-        let segment_rank = self.segments.ranks();
-        let mut cell_order: Vec<_> = self
-            .cells
-            .iter()
-            .zip(0u32..)
-            .map(|((k, _), i)| {
-                (
-                    (
-                        k.day,
-                        k.channel,
-                        k.stage,
-                        touchpoint_rank[k.touchpoint as usize],
-                        segment_rank[k.segment as usize],
-                    ),
-                    i,
-                )
-            })
-            .collect();
-        cell_order.sort_unstable();
-        let cell_order: Vec<u32> = cell_order.into_iter().map(|(_, i)| i).collect();
-        let mut customer_order: Vec<(&[u8], u32)> =
-            self.customers.iter().zip(0u32..).map(|((id, _), i)| (id.as_bytes(), i)).collect();
-        customer_order.sort_unstable();
-        let customer_order: Vec<u32> = customer_order.into_iter().map(|(_, i)| i).collect();
+        let cell_order = self.cell_order();
+        let customer_order = self.customer_order();
         // Each value is taken from where it is kept, in the sorted order, leaving an empty
         // one behind (no allocation): moving them into a vector of options first copied
         // every cell twice.
@@ -577,6 +550,104 @@ impl GapState {
             })
             .collect();
         Writes { cells, customers }
+    }
+
+    /// The cells' positions in their keys' order: day, channel, stage, then touchpoint and
+    /// segment by their values, whose ranks among the interned values order cells as their
+    /// strings do (comparing the resolved strings cost more than the copy `into_writes`
+    /// replaced, measured 2026-12-01). A batch's key and position nearly always fit one
+    /// 64-bit integer (days counted from the earliest, each field in the bits its range
+    /// needs), and integers sort without the branches of comparing tuples field by field;
+    /// keys too wide for that sort as tuples.
+    fn cell_order(&self) -> Vec<u32> {
+        let touchpoint_rank = self.touchpoints.ranks();
+        let segment_rank = self.segments.ranks();
+        let n = self.cells.len();
+        let (first, last) =
+            self.cells.iter().fold((i32::MAX, i32::MIN), |(lo, hi), (k, _)| (lo.min(k.day.0), hi.max(k.day.0)));
+        let bits = |count: usize| usize::BITS - count.saturating_sub(1).leading_zeros();
+        let widths = [
+            bits((i64::from(last) - i64::from(first) + 1).max(1) as usize),
+            bits(Channel::ALL.len()),
+            bits(JourneyStage::ALL.len()),
+            bits(touchpoint_rank.len()),
+            bits(segment_rank.len()),
+            bits(n),
+        ];
+        if widths.iter().sum::<u32>() <= u64::BITS {
+            let mut packed: Vec<u64> = self
+                .cells
+                .iter()
+                .zip(0u64..)
+                .map(|((k, _), i)| {
+                    let fields = [
+                        (i64::from(k.day.0) - i64::from(first)) as u64,
+                        k.channel.index() as u64,
+                        k.stage.index() as u64,
+                        u64::from(touchpoint_rank[k.touchpoint as usize]),
+                        u64::from(segment_rank[k.segment as usize]),
+                        i,
+                    ];
+                    // No field is wider than 33 bits, so no shift reaches 64.
+                    fields.iter().zip(widths).fold(0u64, |acc, (&f, w)| acc << w | f)
+                })
+                .collect();
+            packed.sort_unstable();
+            let position = (1u64 << widths[5]) - 1;
+            return packed.into_iter().map(|v| (v & position) as u32).collect();
+        }
+        let mut order: Vec<_> = self
+            .cells
+            .iter()
+            .zip(0u32..)
+            .map(|((k, _), i)| {
+                (
+                    (
+                        k.day,
+                        k.channel,
+                        k.stage,
+                        touchpoint_rank[k.touchpoint as usize],
+                        segment_rank[k.segment as usize],
+                    ),
+                    i,
+                )
+            })
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// The customers' positions in their ids' byte order. Sorted first on the ids' first
+    /// twelve bytes (zero-padded) packed with the position into one integer, which orders
+    /// ids that differ there as their bytes do, without a `memcmp` per comparison; then
+    /// each run that shares those twelve bytes by the whole id.
+    fn customer_order(&self) -> Vec<u32> {
+        const PREFIX: usize = 12;
+        let id = |i: u32| self.customers[i as usize].0.as_bytes();
+        let mut packed: Vec<u128> = self
+            .customers
+            .iter()
+            .zip(0u32..)
+            .map(|((id, _), i)| {
+                let (id, mut key) = (id.as_bytes(), [0u8; 16]);
+                let k = id.len().min(PREFIX);
+                key[..k].copy_from_slice(&id[..k]);
+                key[PREFIX..].copy_from_slice(&i.to_be_bytes());
+                u128::from_be_bytes(key)
+            })
+            .collect();
+        packed.sort_unstable();
+        let mut order: Vec<u32> = packed.iter().map(|&v| v as u32).collect();
+        let mut start = 0;
+        while start < packed.len() {
+            let prefix = packed[start] >> 32;
+            let end = start + packed[start..].iter().take_while(|&&v| v >> 32 == prefix).count();
+            if end - start > 1 {
+                order[start..end].sort_unstable_by(|&a, &b| id(a).cmp(id(b)));
+            }
+            start = end;
+        }
+        order
     }
 
     /// A canonical, fully resolved and sorted copy of the state, for equality checks.
@@ -731,6 +802,82 @@ mod tests {
         s.apply_all(&events, |_, _| ());
         let snap = s.snapshot();
         assert!(snap.cells.len() > Chunked::<usize>::CHUNK && snap.customers.len() > Chunked::<usize>::CHUNK);
+        let writes = s.into_writes();
+        assert_eq!(writes.cells, snap.cells);
+        assert_eq!(writes.customers, snap.customers);
+    }
+
+    #[test]
+    fn writes_sort_ids_that_share_their_first_bytes_by_the_whole_id() {
+        // Ids sharing the twelve bytes the first sort packs, ids that are prefixes of
+        // others, a zero byte (what shorter ids are padded with) and non-ASCII bytes.
+        let ids = [
+            "customer-000-b",
+            "customer-000-a",
+            "customer-000",
+            "customer-00",
+            "customer-000\0",
+            "customer-000-a\0",
+            "c\0",
+            "c",
+            "é-1",
+            "e-1",
+            "customer-001",
+            "customer-000-aa",
+        ];
+        let events: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| {
+                FeedbackDraft {
+                    event_id: format!("e{n}"),
+                    customer_id: (*id).into(),
+                    channel: Some(Channel::Web),
+                    journey_stage: Some(JourneyStage::Usage),
+                    occurred_at: Some(Timestamp(0)),
+                    nps: Some(9),
+                    ..Default::default()
+                }
+                .validate(Timestamp(0), Default::default())
+                .unwrap()
+            })
+            .collect();
+        let mut s = GapState::new();
+        s.apply_all(&events, |_, applied| assert_eq!(applied, Applied::New));
+        let snap = s.snapshot();
+        let writes = s.into_writes();
+        let mut sorted: Vec<_> = ids.iter().map(|id| id.as_bytes()).collect();
+        sorted.sort();
+        assert!(writes.customers.iter().map(|(id, _)| id.as_bytes()).eq(sorted));
+        assert_eq!(writes.customers, snap.customers);
+    }
+
+    #[test]
+    fn cells_whose_keys_are_too_wide_for_one_integer_sort_as_tuples() {
+        // Days 2²⁸ apart (29 bits: a packed key would lose the top one, which orders the
+        // latest day first), 600 touchpoints, 600 segments and 600 cells (10 bits each)
+        // and 8 bits for channel and stage: 67 bits, past the 64 of the packed sort.
+        let n = 600;
+        let event = |i: usize| {
+            FeedbackDraft {
+                event_id: format!("e{i}"),
+                customer_id: format!("c{}", i % 7),
+                attributes: vec![("tier".into(), format!("t{}", (i * 7) % n))],
+                channel: Some(Channel::ALL[i % Channel::ALL.len()]),
+                journey_stage: Some(JourneyStage::ALL[i % JourneyStage::ALL.len()]),
+                touchpoint: format!("tp{}", (i * 13) % n),
+                occurred_at: Some(Timestamp([-(1 << 28), 5 - (1 << 28), 0][i % 3] * 86_400_000)),
+                nps: Some((i % 11) as i64),
+                ..Default::default()
+            }
+            .validate(Timestamp(n as i64 * 86_400_000), Default::default())
+            .unwrap()
+        };
+        let events: Vec<_> = (0..n).map(event).collect();
+        let mut s = GapState::new();
+        s.apply_all(&events, |_, _| ());
+        assert_eq!(s.cell_count(), n);
+        let snap = s.snapshot();
         let writes = s.into_writes();
         assert_eq!(writes.cells, snap.cells);
         assert_eq!(writes.customers, snap.customers);
