@@ -191,15 +191,15 @@ impl<T> std::ops::IndexMut<usize> for Chunked<T> {
     }
 }
 
-/// The identity of an applied event: 128 bits of SipHash-1-3 of its id, two 64-bit
-/// outputs of one secret key (`std`'s `RandomState`, drawn once per process) over the id
-/// behind two different prefixes. Fixed-size keys keep the deduplication set free of one
-/// allocation per event; two distinct ids share one with a probability of about n²/2¹²⁹
-/// (below 10⁻²⁰ at a billion events of a tenant), and the key, which never leaves the
-/// process, keeps a tenant from crafting ids that collide on purpose. The identities are
-/// only compared within the process (the deduplication set, snapshots); what dedupes
-/// across processes is the event id itself, in storage. SHA-256 did the same at 50 ns
-/// an id where this takes 7–11 (measured, 2026-12-01, twenty-eighth run).
+/// The identity of an applied event: two 64-bit outputs of `std`'s keyed hasher
+/// (SipHash-1-3 today, made to resist crafted collisions) under one secret key drawn once
+/// per process, over the id behind two different prefixes. Fixed-size keys keep the
+/// deduplication set free of one allocation per event; two distinct ids share one with a
+/// probability of about n²/2¹²⁹ (below 10⁻²⁰ at a billion events of a tenant), and the
+/// key, which never leaves the process, keeps a tenant from crafting ids that collide on
+/// purpose. The identities are only compared within the process (the deduplication set,
+/// snapshots); across processes the event id itself dedupes, in storage. SHA-256 did the
+/// same at 50 ns an id where this takes 7–11 (measured, 2026-12-01, twenty-eighth run).
 fn event_key(id: &str) -> u128 {
     use std::hash::{BuildHasher as _, Hasher as _};
     static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
