@@ -122,9 +122,18 @@ fn check_scale(v: &mut Violations, field: &str, value: Option<i64>, lo: i64, hi:
 }
 
 /// Takes the text by value: a valid one is kept, not copied.
+/// What a text that holds U+0000 is told. PostgreSQL's `text` and `jsonb` cannot hold
+/// that character, so an event carrying it would fail its analytics batch on every retry
+/// and hold its partition up; it is turned away here instead, at ingest and wherever else
+/// events are read.
+const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
 fn check_text(v: &mut Violations, field: &str, value: String, max: usize) -> Option<String> {
     if longer_than(&value, max) {
         v.push(field, format!("is longer than {max} characters"));
+        None
+    } else if value.contains('\0') {
+        v.push(field, NUL_MESSAGE);
         None
     } else if value.trim().is_empty() {
         None
@@ -154,6 +163,8 @@ impl FeedbackDraft {
                 v.push("customer_id", "is required");
             } else if longer_than(&self.customer_id, MAX_ID_CHARS) {
                 v.push("customer_id", format!("is longer than {MAX_ID_CHARS} characters"));
+            } else if self.customer_id.contains('\0') {
+                v.push("customer_id", NUL_MESSAGE);
             }
         }
         if self.channel.is_none() && !v.has("channel") {
@@ -439,6 +450,43 @@ mod tests {
         assert_eq!(fields(d.validate(NOW, Violations::default())), vec!["event_id"]);
         let d = FeedbackDraft { event_id: "é".repeat(128), ..good() };
         assert!(d.validate(NOW, Violations::default()).is_ok());
+    }
+
+    #[test]
+    fn texts_postgresql_cannot_store_are_rejected_by_name() {
+        // U+0000 anywhere in a text that is stored; other control characters in free text
+        // (a comment's line breaks) are kept.
+        let d = FeedbackDraft {
+            customer_id: "c\u{0}1".into(),
+            touchpoint: "check\0out".into(),
+            comment: "late\0".into(),
+            contact_reason: "\0".into(),
+            ..good()
+        };
+        let err = d.validate(NOW, Violations::default()).unwrap_err();
+        let got: Vec<_> = err.0.iter().map(|v| (v.field.as_str(), v.description.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("customer_id", NUL_MESSAGE),
+                ("touchpoint", NUL_MESSAGE),
+                ("comment", NUL_MESSAGE),
+                ("operational.contact_reason", NUL_MESSAGE)
+            ]
+        );
+        let d = FeedbackDraft { comment: "late\nagain\tand again".into(), ..good() };
+        assert!(d.validate(NOW, Violations::default()).is_ok());
+        let a = AssessmentDraft {
+            assessment_id: "a-1".into(),
+            touchpoint: "checkout".into(),
+            assessor: "ops\0".into(),
+            assessed_at: Some(NOW),
+            instrument: Some(Instrument::Nps),
+            score: Some(7),
+            ..Default::default()
+        };
+        let err = a.validate(NOW, Violations::default()).unwrap_err();
+        assert_eq!(err.0.iter().map(|v| v.field.as_str()).collect::<Vec<_>>(), ["assessor"]);
     }
 
     #[test]

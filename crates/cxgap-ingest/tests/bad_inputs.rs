@@ -28,6 +28,10 @@ fn grpc_cases() -> Vec<(&'static str, Mutate, &'static str)> {
         ("event_id of 129 characters", Box::new(|e| e.event_id = "x".repeat(129)), "event_id"),
         ("event_id with a control character", Box::new(|e| e.event_id = "a\u{7}b".into()), "event_id"),
         ("missing customer_id", Box::new(|e| e.customer_id.clear()), "customer_id"),
+        // PostgreSQL's text cannot hold U+0000: analytics could never store such an event.
+        ("customer_id with a NUL character", Box::new(|e| e.customer_id = "c\u{0}1".into()), "customer_id"),
+        ("touchpoint with a NUL character", Box::new(|e| e.touchpoint = "check\u{0}out".into()), "touchpoint"),
+        ("comment with a NUL character", Box::new(|e| e.comment = "late\u{0}".into()), "comment"),
         ("channel unspecified", Box::new(|e| e.channel = 0), "channel"),
         ("unknown channel number", Box::new(|e| e.channel = 99), "channel"),
         ("unknown journey stage number", Box::new(|e| e.journey_stage = 42), "journey_stage"),
@@ -212,6 +216,14 @@ async fn bad_inputs_are_refused_with_their_code_and_nothing_is_published() {
         ("unknown field", "/v1/feedback", key, patch(&[("npss", 3.into())]), 400, Some("npss")),
         ("nps as a word", "/v1/feedback", key, patch(&[("nps", "ten".into())]), 400, Some("nps")),
         ("nps 11", "/v1/feedback", key, patch(&[("nps", 11.into())]), 400, Some("nps")),
+        (
+            "customer_id with an escaped NUL character",
+            "/v1/feedback",
+            key,
+            patch(&[("customer_id", "c\u{0}1".into())]),
+            400,
+            Some("customer_id"),
+        ),
         ("unknown channel", "/v1/feedback", key, patch(&[("channel", "FAX".into())]), 400, Some("channel")),
         (
             "future occurred_at",
