@@ -697,8 +697,23 @@ pub type CellCoords = (Day, Channel, JourneyStage, Option<String>, Segment);
 mod tests {
     use super::{Applied, Chunked, GapState, hash32};
     use crate::calendar::Timestamp;
-    use crate::model::{Channel, JourneyStage};
+    use crate::model::{Channel, FeedbackEvent, JourneyStage};
     use crate::validate::FeedbackDraft;
+
+    /// Event `n` of `customer`: an NPS answer on the web, at usage, on day 0.
+    fn web_event(n: usize, customer: &str) -> FeedbackEvent {
+        FeedbackDraft {
+            event_id: format!("e{n}"),
+            customer_id: customer.into(),
+            channel: Some(Channel::Web),
+            journey_stage: Some(JourneyStage::Usage),
+            occurred_at: Some(Timestamp(0)),
+            nps: Some(9),
+            ..Default::default()
+        }
+        .validate(Timestamp(0), Default::default())
+        .unwrap()
+    }
 
     #[test]
     fn writes_share_one_copy_of_each_segment() {
@@ -748,20 +763,7 @@ mod tests {
                 first.insert(hash32(id.as_str()), id.clone()).map(|other| (other, id))
             })
             .expect("a 32-bit collision among 2^32+1 ids");
-        let event = |n: usize, customer: &str| {
-            FeedbackDraft {
-                event_id: format!("e{n}"),
-                customer_id: customer.into(),
-                channel: Some(Channel::Web),
-                journey_stage: Some(JourneyStage::Usage),
-                occurred_at: Some(Timestamp(0)),
-                nps: Some(9),
-                ..Default::default()
-            }
-            .validate(Timestamp(0), Default::default())
-            .unwrap()
-        };
-        let events: Vec<_> = (0..10).map(|n| event(n, if n % 3 == 0 { &a } else { &b })).collect();
+        let events: Vec<_> = (0..10).map(|n| web_event(n, if n % 3 == 0 { &a } else { &b })).collect();
         let mut s = GapState::new();
         // `a` first on its own, so that it is in the index when `b` is looked up.
         s.apply_all(&events[..1], |_, applied| assert_eq!(applied, Applied::New));
@@ -830,17 +832,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(n, id)| {
-                let mut event = FeedbackDraft {
-                    event_id: format!("e{n}"),
-                    customer_id: "c".into(),
-                    channel: Some(Channel::Web),
-                    journey_stage: Some(JourneyStage::Usage),
-                    occurred_at: Some(Timestamp(0)),
-                    nps: Some(9),
-                    ..Default::default()
-                }
-                .validate(Timestamp(0), Default::default())
-                .unwrap();
+                let mut event = web_event(n, "c");
                 event.customer_id = (*id).into();
                 event
             })
