@@ -420,8 +420,8 @@ pub async fn start(store: &AnalyticsStore, hub: &SignalHub) -> bool {
 
 /// Runs [`evaluate_dirty`] every `interval` until shutdown, and prunes the cell change log
 /// every [`ROUNDS_PER_LOG_PRUNE`] rounds below the mark of the pruning before.
-/// With `swept` false (the start-up sweep failed), the first round sweeps; every
-/// [`ROUNDS_PER_SWEEP`] rounds after, every round does.
+/// Sweeps (see [`sweep`]) every [`ROUNDS_PER_SWEEP`] rounds, and at the round after a
+/// sweep that failed: the first round when `swept` is false (the start-up sweep failed).
 pub async fn evaluate_loop(store: AnalyticsStore, hub: SignalHub, interval: Duration, shutdown: Shutdown, swept: bool) {
     let mut prune_below = 0;
     let mut round = 0u32;

@@ -623,7 +623,7 @@ impl GapState {
     /// each run that shares those twelve bytes by the whole id.
     fn customer_order(&self) -> Vec<u32> {
         const PREFIX: usize = 12;
-        let id = |i: u32| self.customers[i as usize].0.as_bytes();
+        let id_of = |i: u32| self.customers[i as usize].0.as_bytes();
         let mut packed: Vec<u128> = self
             .customers
             .iter()
@@ -643,7 +643,7 @@ impl GapState {
             let prefix = packed[start] >> 32;
             let end = start + packed[start..].iter().take_while(|&&v| v >> 32 == prefix).count();
             if end - start > 1 {
-                order[start..end].sort_unstable_by(|&a, &b| id(a).cmp(id(b)));
+                order[start..end].sort_unstable_by(|&a, &b| id_of(a).cmp(id_of(b)));
             }
             start = end;
         }
