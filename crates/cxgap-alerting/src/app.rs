@@ -65,10 +65,13 @@ impl App<KafkaSubscriber, KafkaPublisher> {
             KafkaSubscriber::new(&kafka, &config.group, &[&config.signals_topic])
                 .context("joining the consumer group")?
         };
-        let store = AlertStore::connect(&config.database_url).await.context("connecting to the alerting database")?;
-        let tenants = TenantStore::connect(&config.database_url, &config.api_key_pepper)
+        let store = AlertStore::connect_with_pool(&config.database_url, config.database_pool_size)
             .await
-            .context("connecting to the tenant database")?;
+            .context("connecting to the alerting database")?;
+        let tenants =
+            TenantStore::connect_with_pool(&config.database_url, &config.api_key_pepper, config.database_pool_size)
+                .await
+                .context("connecting to the tenant database")?;
         Self::build_with(config, subscriber, publisher, store, tenants).await
     }
 }
@@ -219,7 +222,7 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
         // A batch in flight holds a connection for its transaction. Partition batches that
         // close together share one transaction while they hold at most a quarter of a full
         // batch, as analytics' do: under load batches fill and partitions go side by side.
-        let in_flight = cxgap_runtime::db::pool_size(&config.database_url) as usize;
+        let in_flight = config.database_pool_size as usize;
         let limits = BatchLimits::new(config.batch_max_events, config.batch_max_wait)
             .in_flight(in_flight)
             .grouped(config.batch_max_events / 4);

@@ -10,6 +10,11 @@ use std::time::Duration;
 pub const SETTINGS: &[Setting] = &[
     ("CXGAP_KAFKA_BROKERS", None, "bootstrap brokers, host:port[,host:port]"),
     ("CXGAP_DATABASE_URL", None, "postgres://… or sqlite:path (alerting state, tenants and API keys)"),
+    (
+        "CXGAP_DATABASE_POOL_SIZE",
+        Some("8"),
+        "connections in each of the service's PostgreSQL pools (alerting state, tenants; opened as needed): also how many signal batches are processed at once; SQLite: 1",
+    ),
     ("CXGAP_API_KEY_PEPPER", None, "secret mixed into API-key hashes, the same as the other services'"),
     ("CXGAP_GRPC_ADDR", Some("0.0.0.0:50053"), "gRPC listen address (AlertingService, health, reflection)"),
     ("CXGAP_HTTP_ADDR", Some("0.0.0.0:8082"), "HTTP listen address (/healthz, /readyz, /metrics)"),
@@ -66,6 +71,8 @@ pub struct AlertingConfig {
     /// TLS on this service's gRPC and HTTP ports ([`cxgap_runtime::settings::SERVER_TLS`]).
     pub server_tls: Option<cxgap_runtime::tls::ServerTls>,
     pub database_url: String,
+    /// Connections in each of the service's database pools (1 on SQLite).
+    pub database_pool_size: u32,
     pub api_key_pepper: String,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -99,6 +106,7 @@ impl AlertingConfig {
         let kafka_security = r.kafka_security();
         let server_tls = r.server_tls();
         let database_url = r.database_url("CXGAP_DATABASE_URL");
+        let pool_size = r.database_pool_size("CXGAP_DATABASE_POOL_SIZE", database_url.as_deref());
         let pepper = r.raw("CXGAP_API_KEY_PEPPER");
         if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
             r.error("CXGAP_API_KEY_PEPPER must be at least 16 characters");
@@ -149,6 +157,7 @@ impl AlertingConfig {
                 kafka_security: kafka_security?,
                 server_tls: server_tls?,
                 database_url: database_url?,
+                database_pool_size: pool_size?,
                 api_key_pepper: pepper?,
                 grpc_addr: grpc_addr?,
                 http_addr: http_addr?,

@@ -194,9 +194,15 @@ impl std::fmt::Debug for AlertStore {
 }
 
 impl AlertStore {
+    /// Connects with the default pool size ([`cxgap_runtime::db::pool_size`]).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_pool(url, cxgap_runtime::db::pool_size(url)).await
+    }
+
+    /// Connects with at most `pool_size` connections.
+    pub async fn connect_with_pool(url: &str, pool_size: u32) -> Result<Self, StoreError> {
         static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-        let pool = cxgap_runtime::db::connect(url, &MIGRATIONS).await.map_err(|e| match e {
+        let pool = cxgap_runtime::db::connect(url, pool_size, &MIGRATIONS).await.map_err(|e| match e {
             cxgap_runtime::db::DbError::Unavailable(m) => StoreError::Unavailable(m),
             cxgap_runtime::db::DbError::Migration(m) => StoreError::Migration(m),
         })?;

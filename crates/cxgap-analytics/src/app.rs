@@ -64,11 +64,13 @@ impl App<KafkaSubscriber, KafkaPublisher> {
                 KafkaSubscriber::unassigned(&kafka, &config.consumer_group).context("creating the consumer")?
             }
         };
-        let store =
-            AnalyticsStore::connect(&config.database_url).await.context("connecting to the analytics database")?;
-        let tenants = TenantStore::connect(&config.database_url, &config.api_key_pepper)
+        let store = AnalyticsStore::connect_with_pool(&config.database_url, config.database_pool_size)
             .await
-            .context("connecting to the tenant database")?;
+            .context("connecting to the analytics database")?;
+        let tenants =
+            TenantStore::connect_with_pool(&config.database_url, &config.api_key_pepper, config.database_pool_size)
+                .await
+                .context("connecting to the tenant database")?;
         Self::build_with(config, subscriber, publisher, store, tenants).await
     }
 }

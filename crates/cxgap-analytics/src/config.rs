@@ -8,6 +8,11 @@ use std::time::Duration;
 pub const SETTINGS: &[Setting] = &[
     ("CXGAP_KAFKA_BROKERS", None, "bootstrap brokers, host:port[,host:port]"),
     ("CXGAP_DATABASE_URL", None, "postgres://… or sqlite:path (analytics state, tenants and API keys)"),
+    (
+        "CXGAP_DATABASE_POOL_SIZE",
+        Some("8"),
+        "connections in each of the service's PostgreSQL pools (state, the batch writer, tenants; opened as needed): also how many partition batches are written at once; SQLite: 1",
+    ),
     ("CXGAP_API_KEY_PEPPER", None, "secret mixed into API-key hashes, the same as ingest's"),
     ("CXGAP_GRPC_ADDR", Some("0.0.0.0:50052"), "gRPC listen address (AnalyticsService, health, reflection)"),
     ("CXGAP_HTTP_ADDR", Some("0.0.0.0:8081"), "HTTP listen address (query API, /healthz, /readyz, /metrics)"),
@@ -69,6 +74,8 @@ pub struct AnalyticsConfig {
     /// TLS on this service's gRPC and HTTP ports ([`cxgap_runtime::settings::SERVER_TLS`]).
     pub server_tls: Option<cxgap_runtime::tls::ServerTls>,
     pub database_url: String,
+    /// Connections in each of the service's database pools (1 on SQLite).
+    pub database_pool_size: u32,
     pub api_key_pepper: String,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -101,6 +108,7 @@ impl AnalyticsConfig {
         let kafka_security = r.kafka_security();
         let server_tls = r.server_tls();
         let database_url = r.database_url("CXGAP_DATABASE_URL");
+        let pool_size = r.database_pool_size("CXGAP_DATABASE_POOL_SIZE", database_url.as_deref());
         let pepper = r.raw("CXGAP_API_KEY_PEPPER");
         if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
             r.error("CXGAP_API_KEY_PEPPER must be at least 16 characters");
@@ -139,6 +147,7 @@ impl AnalyticsConfig {
                 kafka_security: kafka_security?,
                 server_tls: server_tls?,
                 database_url: database_url?,
+                database_pool_size: pool_size?,
                 api_key_pepper: pepper?,
                 grpc_addr: grpc_addr?,
                 http_addr: http_addr?,
@@ -194,5 +203,34 @@ mod tests {
         assert!(e.contains("CXGAP_BATCH_MAX_EVENTS=\"0\""), "{e}");
         assert!(e.contains("CXGAP_KAFKA_FETCH_WAIT_MS=\"0\"") && e.contains("between 1 and 10000"), "{e}");
         assert!(e.contains("CXGAP_MAX_BATCH_EVENTS is not a setting of the analytics service"), "{e}");
+    }
+
+    #[test]
+    fn the_pool_size_bounds_the_batches_written_at_once() {
+        let load = |url: &str, size: Option<&str>| {
+            let mut m: BTreeMap<String, String> = [
+                ("CXGAP_KAFKA_BROKERS", "b:9092"),
+                ("CXGAP_DATABASE_URL", url),
+                ("CXGAP_API_KEY_PEPPER", "0123456789abcdef"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            if let Some(size) = size {
+                m.insert("CXGAP_DATABASE_POOL_SIZE".into(), size.into());
+            }
+            AnalyticsConfig::load(&m)
+        };
+        let pg = "postgres://db/cxgap";
+        let c = load(pg, None).unwrap();
+        assert_eq!((c.database_pool_size, crate::consumer::limits(&c).max_in_flight), (8, 8));
+        let c = load(pg, Some("3")).unwrap();
+        assert_eq!((c.database_pool_size, crate::consumer::limits(&c).max_in_flight), (3, 3));
+        let c = load("sqlite:x.db", None).unwrap();
+        assert_eq!((c.database_pool_size, crate::consumer::limits(&c).max_in_flight), (1, 1));
+        let e = load("sqlite:x.db", Some("8")).unwrap_err().to_string();
+        assert!(e.contains("CXGAP_DATABASE_POOL_SIZE=8 cannot apply to a SQLite database"), "{e}");
+        let e = load(pg, Some("0")).unwrap_err().to_string();
+        assert!(e.contains("CXGAP_DATABASE_POOL_SIZE=\"0\" is not a number of connections from 1 to 256"), "{e}");
     }
 }

@@ -67,7 +67,7 @@ impl<P: Publisher> PartitionProcessor for Feedback<P> {
 /// fill and partitions go side by side; at low rates one transaction replaces several
 /// that would each carry a record or two).
 pub fn limits(config: &crate::AnalyticsConfig) -> BatchLimits {
-    let in_flight = cxgap_runtime::db::pool_size(&config.database_url) as usize;
+    let in_flight = config.database_pool_size as usize;
     BatchLimits::new(config.batch_max_events, config.batch_max_wait)
         .in_flight(in_flight)
         .grouped(config.batch_max_events / 4)

@@ -311,17 +311,23 @@ fn decode_cell(r: &AnyRow) -> Result<(CellCoords, CellAgg), StoreError> {
 }
 
 impl AnalyticsStore {
+    /// Connects with the default pool size ([`cxgap_runtime::db::pool_size`]).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_pool(url, cxgap_runtime::db::pool_size(url)).await
+    }
+
+    /// Connects with at most `pool_size` connections in each of the store's two pools.
+    pub async fn connect_with_pool(url: &str, pool_size: u32) -> Result<Self, StoreError> {
         static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-        let pool = cxgap_runtime::db::connect(url, &MIGRATIONS).await.map_err(|e| match e {
+        let pool = cxgap_runtime::db::connect(url, pool_size, &MIGRATIONS).await.map_err(|e| match e {
             cxgap_runtime::db::DbError::Unavailable(m) => StoreError::Unavailable(m),
             cxgap_runtime::db::DbError::Migration(m) => StoreError::Migration(m),
         })?;
         // Lazy: its connections open with the first batch. Sized as the `Any` pool, whose
-        // size bounds the consumer's concurrency (`cxgap_runtime::db::pool_size`).
+        // size bounds the consumer's concurrency (`crate::consumer::limits`).
         let pg = if url.starts_with("postgres") {
             let options = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(cxgap_runtime::db::pool_size(url))
+                .max_connections(pool_size.max(1))
                 .acquire_timeout(std::time::Duration::from_secs(10));
             Some(options.connect_lazy(url).map_err(|e| StoreError::Unavailable(e.to_string()))?)
         } else {

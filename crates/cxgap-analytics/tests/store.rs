@@ -372,7 +372,7 @@ async fn outbox_migration(url: &str) {
     static ALL: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
     let before: Vec<sqlx::migrate::Migration> = ALL.migrations.iter().filter(|m| m.version < 1006).cloned().collect();
     let old = sqlx::migrate::Migrator { migrations: before.into(), ..sqlx::migrate::Migrator::DEFAULT };
-    let pool = cxgap_runtime::db::connect(url, &old).await.unwrap();
+    let pool = cxgap_runtime::db::connect(url, cxgap_runtime::db::pool_size(url), &old).await.unwrap();
     for (id, created_at, published) in [("s-sent", 1i64, 1i32), ("s-waiting-b", 2, 0), ("s-waiting-a", 2, 0)] {
         sqlx::query(
             "INSERT INTO analytics_signals (signal_id, tenant_id, kind, subject, msg_key, created_at, risk, payload, \

@@ -86,10 +86,16 @@ pub fn parse_key(key: &str) -> Option<(&str, &str)> {
 }
 
 impl TenantStore {
-    /// Connects (creating the SQLite file if needed) and runs the migrations.
+    /// Connects (creating the SQLite file if needed) with the default pool size
+    /// ([`cxgap_runtime::db::pool_size`]) and runs the migrations.
     pub async fn connect(url: &str, pepper: &str) -> Result<Self, StoreError> {
+        Self::connect_with_pool(url, pepper, cxgap_runtime::db::pool_size(url)).await
+    }
+
+    /// As [`TenantStore::connect`], with at most `pool_size` connections.
+    pub async fn connect_with_pool(url: &str, pepper: &str, pool_size: u32) -> Result<Self, StoreError> {
         static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-        let pool = cxgap_runtime::db::connect(url, &MIGRATIONS).await.map_err(|e| match e {
+        let pool = cxgap_runtime::db::connect(url, pool_size, &MIGRATIONS).await.map_err(|e| match e {
             cxgap_runtime::db::DbError::Unavailable(m) => StoreError::Unavailable(m),
             cxgap_runtime::db::DbError::Migration(m) => StoreError::Migration(m),
         })?;

@@ -66,13 +66,17 @@ fn settings(broker: &Broker, db: &TestDb, extra: &[(&str, &str)]) -> BTreeMap<St
 }
 
 /// [`settings`] for the services that consume (analytics, alerting): with the bench's own
-/// `CXGAP_KAFKA_FETCH_WAIT_MS` when it is set. On this bench's broker the consumers' fetch
-/// wait trades latency at low load for the broker's CPU at high load (docs/benchmarks-history.md),
-/// so a run can try another; unset, the services run as shipped.
+/// `CXGAP_KAFKA_FETCH_WAIT_MS` and `CXGAP_DATABASE_POOL_SIZE` when they are set. On this
+/// bench's broker the consumers' fetch wait trades latency at low load for the broker's CPU
+/// at high load (docs/benchmarks-history.md), and the pool bounds how many partition
+/// batches are written at once on the machine's two cores, so a run can try others;
+/// unset, the services run as shipped.
 fn consumer_settings(broker: &Broker, db: &TestDb, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut m = settings(broker, db, extra);
-    if let Ok(wait) = std::env::var("CXGAP_KAFKA_FETCH_WAIT_MS") {
-        m.insert("CXGAP_KAFKA_FETCH_WAIT_MS".into(), wait);
+    for key in ["CXGAP_KAFKA_FETCH_WAIT_MS", "CXGAP_DATABASE_POOL_SIZE"] {
+        if let Ok(value) = std::env::var(key) {
+            m.insert(key.into(), value);
+        }
     }
     m
 }
@@ -433,7 +437,8 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
 
     // Analytics: decode, deduplicate, apply, store state and offsets in one PostgreSQL
     // transaction per partition batch, write the risk signals to the outbox.
-    let store = AnalyticsStore::connect(&db.url).await?;
+    let defaults = cxgap_analytics::AnalyticsConfig::load(&consumer_settings(&broker, &db, &[]))?;
+    let store = AnalyticsStore::connect_with_pool(&db.url, defaults.database_pool_size).await?;
     let processor = Arc::new(Processor::new(
         store.clone(),
         ProcessorConfig { group: "cxgap-analytics".into(), topic: FEEDBACK.into(), dlq_topic: "dlq".into() },
@@ -447,7 +452,6 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
     let metrics = cxgap_analytics::metrics::Metrics::register(&mut registry);
     let shutdown = Shutdown::new();
     let t = Instant::now();
-    let defaults = cxgap_analytics::AnalyticsConfig::load(&settings(&broker, &db, &[]))?;
     let task = tokio::spawn(consumer::run(
         sub,
         processor,

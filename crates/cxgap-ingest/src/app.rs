@@ -47,9 +47,10 @@ impl App<KafkaPublisher> {
         kafka.extra = config.kafka_security.properties.clone();
         kafka.delivery_timeout = config.delivery_timeout;
         let publisher = Arc::new(KafkaPublisher::new(kafka).context("creating the Kafka producer")?);
-        let store = TenantStore::connect(&config.database_url, &config.api_key_pepper)
-            .await
-            .context("connecting to the tenant database")?;
+        let store =
+            TenantStore::connect_with_pool(&config.database_url, &config.api_key_pepper, config.database_pool_size)
+                .await
+                .context("connecting to the tenant database")?;
         Self::build_with(config, publisher, store).await
     }
 }

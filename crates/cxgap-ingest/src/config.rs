@@ -11,6 +11,11 @@ use std::time::Duration;
 pub const SETTINGS: &[Setting] = &[
     ("CXGAP_KAFKA_BROKERS", None, "bootstrap brokers, host:port[,host:port]"),
     ("CXGAP_DATABASE_URL", None, "postgres://… or sqlite://path (tenants and API keys)"),
+    (
+        "CXGAP_DATABASE_POOL_SIZE",
+        Some("8"),
+        "connections to PostgreSQL (tenants and API keys; opened as needed); SQLite: 1",
+    ),
     ("CXGAP_API_KEY_PEPPER", None, "secret mixed into API-key hashes, at least 16 characters"),
     ("CXGAP_GRPC_ADDR", Some("0.0.0.0:50051"), "gRPC listen address"),
     ("CXGAP_HTTP_ADDR", Some("0.0.0.0:8080"), "HTTP listen address (API, /healthz, /readyz, /metrics)"),
@@ -37,6 +42,8 @@ pub struct IngestConfig {
     /// TLS on this service's gRPC and HTTP ports ([`cxgap_runtime::settings::SERVER_TLS`]).
     pub server_tls: Option<cxgap_runtime::tls::ServerTls>,
     pub database_url: String,
+    /// Connections in each of the service's database pools (1 on SQLite).
+    pub database_pool_size: u32,
     pub api_key_pepper: String,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -66,6 +73,7 @@ impl IngestConfig {
         let kafka_security = r.kafka_security();
         let server_tls = r.server_tls();
         let database_url = r.database_url("CXGAP_DATABASE_URL");
+        let pool_size = r.database_pool_size("CXGAP_DATABASE_POOL_SIZE", database_url.as_deref());
         let pepper = r.raw("CXGAP_API_KEY_PEPPER");
         if pepper.as_ref().is_some_and(|p| p.chars().count() < 16) {
             r.error("CXGAP_API_KEY_PEPPER must be at least 16 characters");
@@ -98,6 +106,7 @@ impl IngestConfig {
                 kafka_security: kafka_security?,
                 server_tls: server_tls?,
                 database_url: database_url?,
+                database_pool_size: pool_size?,
                 api_key_pepper: pepper?,
                 grpc_addr: grpc_addr?,
                 http_addr: http_addr?,

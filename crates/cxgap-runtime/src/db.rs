@@ -14,11 +14,16 @@ pub enum DbError {
     Migration(String),
 }
 
-/// Connections in a service's pool for `url`. SQLite allows one writer; one connection
-/// avoids "database is locked" between ours. Consumers size their concurrency by it.
+/// Connections in a service's pool for `url` when `CXGAP_DATABASE_POOL_SIZE` does not say
+/// ([`crate::settings::Settings::database_pool_size`]). SQLite allows one writer; one
+/// connection avoids "database is locked" between ours. Consumers size their concurrency
+/// by the pool.
 pub fn pool_size(url: &str) -> u32 {
-    if url.starts_with("sqlite:") { 1 } else { 8 }
+    if url.starts_with("sqlite:") { 1 } else { DEFAULT_POOL_SIZE }
 }
+
+/// PostgreSQL connections per pool unless configured.
+pub const DEFAULT_POOL_SIZE: u32 = 8;
 
 /// Whether `migration` runs on this backend. Migrations are portable SQL, run on both,
 /// except those whose file name ends in `_postgres` (`1005_cells_fillfactor_postgres.sql`):
@@ -28,13 +33,13 @@ pub fn runs_on(migration: &Migration, sqlite: bool) -> bool {
     !(sqlite && migration.description.ends_with(" postgres"))
 }
 
-/// Connects (creating a SQLite file if needed) and runs `migrations` (those for this
-/// backend, see [`runs_on`]).
+/// Connects (creating a SQLite file if needed) with at most `pool_size` connections and runs
+/// `migrations` (those for this backend, see [`runs_on`]).
 ///
 /// Services may share a database, and so sqlx's migration table: each service owns a
 /// range of versions (auth 1–999, analytics 1001–1999, alerting 2001–2999) and ignores
 /// the others'.
-pub async fn connect(url: &str, migrations: &Migrator) -> Result<AnyPool, DbError> {
+pub async fn connect(url: &str, pool_size: u32, migrations: &Migrator) -> Result<AnyPool, DbError> {
     sqlx::any::install_default_drivers();
     let sqlite = url.starts_with("sqlite:");
     let url = if sqlite && !url.contains("mode=") {
@@ -43,7 +48,8 @@ pub async fn connect(url: &str, migrations: &Migrator) -> Result<AnyPool, DbErro
         url.to_string()
     };
     let pool = AnyPoolOptions::new()
-        .max_connections(pool_size(&url))
+        // One writer at a time on SQLite, whatever the caller asked (settings refuse more).
+        .max_connections(if sqlite { 1 } else { pool_size.max(1) })
         .acquire_timeout(Duration::from_secs(10))
         .connect(&url)
         .await

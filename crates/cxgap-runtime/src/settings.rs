@@ -130,6 +130,25 @@ impl<'a> Settings<'a> {
         }
     }
 
+    /// `key` (the connections in each of the service's database pools) for the database at
+    /// `url`: 1 to 256 on PostgreSQL; on SQLite one, as SQLite allows one writer, and any
+    /// other value set there is an error rather than a setting silently ignored.
+    pub fn database_pool_size(&mut self, key: &str, url: Option<&str>) -> Option<u32> {
+        let size = self.parse::<u32>(key, "a number of connections from 1 to 256", |n| (1..=256).contains(n))?;
+        let sqlite = url.is_some_and(|u| u.starts_with("sqlite:"));
+        let set = self.values.get(key).is_some_and(|v| !v.trim().is_empty());
+        match (sqlite, set) {
+            (true, true) if size != 1 => {
+                self.errors.push(format!(
+                    "{key}={size} cannot apply to a SQLite database, which takes one writer: leave it unset or 1"
+                ));
+                None
+            }
+            (true, _) => Some(1),
+            (false, _) => Some(size),
+        }
+    }
+
     /// The [`KAFKA_SECURITY`] settings as librdkafka properties. Every mismatch is an
     /// error: SASL credentials or TLS files under plaintext would otherwise be ignored and
     /// the service would talk to the broker unprotected. Files must be readable now, not
@@ -271,6 +290,29 @@ mod tests {
         let mut s = Settings::new(&values, &[], "test");
         let v = s.kafka_security();
         s.finish(v)
+    }
+
+    fn pool_size(pairs: &[(&str, &str)], url: &str) -> Result<u32, ConfigError> {
+        let values: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let known = [("CXGAP_DATABASE_POOL_SIZE", Some("8"), "")];
+        let mut s = Settings::new(&values, &known, "test");
+        let v = s.database_pool_size("CXGAP_DATABASE_POOL_SIZE", Some(url));
+        s.finish(v)
+    }
+
+    #[test]
+    fn the_pool_size_is_bounded_and_one_on_sqlite() {
+        let pg = "postgres://db/cxgap";
+        assert_eq!(pool_size(&[], pg).unwrap(), 8, "the default");
+        assert_eq!(pool_size(&[("CXGAP_DATABASE_POOL_SIZE", "20")], pg).unwrap(), 20);
+        assert_eq!(pool_size(&[], "sqlite:x.db").unwrap(), 1, "SQLite's one writer, unless told");
+        assert_eq!(pool_size(&[("CXGAP_DATABASE_POOL_SIZE", "1")], "sqlite:x.db").unwrap(), 1);
+        for bad in ["0", "257", "-1", "eight"] {
+            let e = pool_size(&[("CXGAP_DATABASE_POOL_SIZE", bad)], pg).unwrap_err().to_string();
+            assert!(e.contains(&format!("CXGAP_DATABASE_POOL_SIZE={bad:?} is not a number of connections")), "{e}");
+        }
+        let e = pool_size(&[("CXGAP_DATABASE_POOL_SIZE", "4")], "sqlite:x.db").unwrap_err().to_string();
+        assert!(e.contains("CXGAP_DATABASE_POOL_SIZE=4 cannot apply to a SQLite database"), "{e}");
     }
 
     #[test]
