@@ -1,6 +1,7 @@
 //! Kafka over TLS, for real: tansu behind a TLS terminator (socat, with a certificate made
 //! here by openssl's CA; see `cxgap_testkit::tls`), advertising the terminator's port, so every connection a client makes
-//! is encrypted. The client's settings come from the services' own `CXGAP_KAFKA_*` settings.
+//! is encrypted; and behind one that asks for a client certificate (mutual TLS). The
+//! client's settings come from the services' own `CXGAP_KAFKA_*` settings.
 
 use cxgap_bus::kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
 use cxgap_bus::{Publisher, Record, Subscriber, TopicSpec};
@@ -60,5 +61,66 @@ async fn publishes_and_consumes_over_tls_and_refuses_an_unknown_certificate() {
         let refused = KafkaPublisher::new(kafka(&bootstrap, &values)).unwrap();
         let r = refused.publish(vec![record(9)]).await;
         assert!(r[0].is_err(), "{values:?}: {:?}", r[0]);
+    }
+}
+
+/// Publishes one record, then reads it back in a group of its own.
+async fn round_trip(config: &KafkaConfig, i: usize) {
+    let publisher = KafkaPublisher::new(config.clone()).unwrap();
+    let sent = publisher.publish(vec![record(i)]).await;
+    let offset = sent.into_iter().next().unwrap().expect("published over mutual TLS").offset;
+    let mut sub = KafkaSubscriber::new(config, &format!("mtls-{i}"), &["secure"]).unwrap();
+    loop {
+        let c = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("records arrive").unwrap();
+        if c.offset == offset {
+            assert_eq!(c.record.payload, format!("v{i}").into_bytes());
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_needs_a_client_certificate_the_broker_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "kafka").unwrap();
+    let other = Pki::new(dir.path(), "other").unwrap();
+    let (plain, tls) = (cxgap_testkit::free_port(), cxgap_testkit::free_port());
+    let _broker = cxgap_testkit::broker::Broker::start_advertising(plain, tls).unwrap();
+    // The listener trusts client certificates signed by the same CA as its own.
+    let _terminator = Terminator::start(tls, plain, &pki.server("broker").unwrap(), Some(pki.ca())).unwrap();
+    let bootstrap = format!("127.0.0.1:{tls}");
+    let ca = pki.ca().to_str().unwrap();
+    let (client, stranger) = (pki.client("analytics").unwrap(), other.client("analytics").unwrap());
+    let encrypted = client.encrypted_key("correct horse").unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let mtls = |cert: String, key: String, password: &str| {
+        kafka(
+            &bootstrap,
+            &[
+                ("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"),
+                ("CXGAP_KAFKA_SSL_CA_LOCATION", ca),
+                ("CXGAP_KAFKA_SSL_CERTIFICATE_LOCATION", &cert),
+                ("CXGAP_KAFKA_SSL_KEY_LOCATION", &key),
+                ("CXGAP_KAFKA_SSL_KEY_PASSWORD", password),
+            ],
+        )
+    };
+
+    let trusted = mtls(s(&client.cert), s(&client.key), "");
+    let publisher = KafkaPublisher::new(trusted.clone()).unwrap();
+    publisher.ensure_topics(&[TopicSpec { name: "secure".into(), partitions: 1, replication: 1 }]).await.unwrap();
+    round_trip(&trusted, 1).await;
+    // The same certificate with its key encrypted, and the key's password given.
+    round_trip(&mtls(s(&client.cert), s(&encrypted), "correct horse"), 2).await;
+
+    // No client certificate, or one signed by a CA the broker does not trust: the
+    // handshake fails and nothing is sent.
+    let without = kafka(&bootstrap, &[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_CA_LOCATION", ca)]);
+    for (what, config) in
+        [("no certificate", without), ("an untrusted one", mtls(s(&stranger.cert), s(&stranger.key), ""))]
+    {
+        let refused = KafkaPublisher::new(config).unwrap();
+        let r = refused.publish(vec![record(9)]).await;
+        assert!(r[0].is_err(), "{what}: {:?}", r[0]);
     }
 }

@@ -95,6 +95,17 @@ impl Pki {
     }
 }
 
+impl Pair {
+    /// The private key encrypted with `passphrase` (AES-256), beside the plain one: what a
+    /// client is given with its key's password.
+    pub fn encrypted_key(&self, passphrase: &str) -> Result<PathBuf> {
+        let out = self.key.with_extension("encrypted.key");
+        let pass = format!("pass:{passphrase}");
+        openssl(&["pkey", "-in", path(&self.key), "-aes256", "-passout", &pass, "-out", path(&out)])?;
+        Ok(out)
+    }
+}
+
 /// socat terminating TLS on a port and forwarding in the clear; stopped on drop.
 #[derive(Debug)]
 pub struct Terminator {
