@@ -330,14 +330,15 @@ impl AnalyticsService for GrpcQuery {
             return Err(Status::invalid_argument("min_risk must be between 0 and 1"));
         }
         let limit = if r.limit == 0 { 50 } else { (r.limit as usize).min(1000) };
-        let seg = filter(r.filter.as_ref())?.segment;
+        let customers = report::CustomerFilter::of(&filter(r.filter.as_ref())?)
+            .map_err(|e| Status::invalid_argument(format!("filter.{e}")))?;
         let (list, next) = queries::at_risk_page(
             &self.store,
             &self.model,
             &tenant,
             as_of(None)?,
             r.min_risk,
-            &seg,
+            &customers,
             limit,
             after.as_ref(),
         )

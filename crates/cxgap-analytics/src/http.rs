@@ -197,21 +197,15 @@ async fn at_risk(
     let tenant = s.tenant(&headers).await?;
     let q = Q(&p);
     let (min_risk, filter, limit) = (q.number("min_risk", 0.0)?, q.filter()?, q.number("limit", 50)?);
+    let customers =
+        report::CustomerFilter::of(&filter).map_err(|e| ApiError::BadRequest(format!("touchpoint: {e}")))?;
     let after = match p.get("page_token").filter(|t| !t.is_empty()) {
         Some(t) => Some(queries::PageToken::parse(t).map_err(ApiError::BadRequest)?),
         None => None,
     };
-    let (page, next) = queries::at_risk_page(
-        &s.store,
-        &s.model,
-        &tenant,
-        q.as_of()?,
-        min_risk,
-        &filter.segment,
-        limit,
-        after.as_ref(),
-    )
-    .await?;
+    let (page, next) =
+        queries::at_risk_page(&s.store, &s.model, &tenant, q.as_of()?, min_risk, &customers, limit, after.as_ref())
+            .await?;
     Ok(([("x-next-page-token", next.map(|t| t.encode()).unwrap_or_default())], Json(page)))
 }
 

@@ -96,12 +96,12 @@ pub async fn at_risk_page(
     tenant: &str,
     as_of: Day,
     min_risk: f64,
-    segment: &[(String, String)],
+    filter: &report::CustomerFilter,
     limit: usize,
     after: Option<&PageToken>,
 ) -> Result<(Vec<report::CustomerRisk>, Option<PageToken>), StoreError> {
     let state = store.load(tenant, Some(as_of.plus_days(-89)), true).await?;
-    let all = RiskView::new(&state, model, as_of).at_risk(min_risk, segment, usize::MAX);
+    let all = RiskView::new(&state, model, as_of).at_risk(min_risk, filter, usize::MAX);
     let mut rest = all.into_iter().filter(|r| after.is_none_or(|t| t.precedes(r)));
     let page: Vec<report::CustomerRisk> = rest.by_ref().take(limit).collect();
     let next = if rest.next().is_some() { page.last().map(PageToken::of) } else { None };
@@ -114,10 +114,10 @@ pub async fn at_risk(
     tenant: &str,
     as_of: Day,
     min_risk: f64,
-    segment: &[(String, String)],
+    filter: &report::CustomerFilter,
     limit: usize,
 ) -> Result<Vec<report::CustomerRisk>, StoreError> {
-    Ok(at_risk_page(store, model, tenant, as_of, min_risk, segment, limit, None).await?.0)
+    Ok(at_risk_page(store, model, tenant, as_of, min_risk, filter, limit, None).await?.0)
 }
 
 /// One point of a customer's risk history.

@@ -63,7 +63,11 @@ fn report_text(s: &GapState) -> String {
     let mut q = ReportQuery::new(as_of, Window::All);
     q.group_by = vec![GroupBy::Channel, GroupBy::Segment("tier".into())];
     let model = RiskModel::default();
-    format!("{:?}\n{:?}", report::gap_report(s, &q), RiskView::new(s, &model, as_of).at_risk(0.0, &[], 100))
+    format!(
+        "{:?}\n{:?}",
+        report::gap_report(s, &q),
+        RiskView::new(s, &model, as_of).at_risk(0.0, &report::CustomerFilter::default(), 100)
+    )
 }
 
 async fn conformance(store: AnalyticsStore) {

@@ -143,6 +143,54 @@ impl Filter {
     }
 }
 
+/// Which customers an at-risk list covers: a [`Filter`] less its touchpoints, which a
+/// customer's record does not keep (it keeps the journey stages the customer touched and
+/// each channel's experience: every valid event has an experience score, so every
+/// channel the customer gave feedback through).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CustomerFilter {
+    /// Customers who gave feedback through any of these.
+    pub channels: Vec<Channel>,
+    /// Customers who touched any of these stages.
+    pub journey_stages: Vec<JourneyStage>,
+    /// Customers whose latest segment has all of these attributes.
+    pub segment: Vec<(String, String)>,
+}
+
+/// Why touchpoints cannot select customers.
+pub const CUSTOMERS_KEEP_NO_TOUCHPOINTS: &str =
+    "a customer's record keeps the journey stages and channels of their feedback, not its touchpoints";
+
+impl CustomerFilter {
+    /// `filter` for customers; an error naming the field when it names touchpoints.
+    pub fn of(filter: &Filter) -> Result<CustomerFilter, String> {
+        if !filter.touchpoints.is_empty() {
+            return Err(format!("touchpoints cannot select customers: {CUSTOMERS_KEEP_NO_TOUCHPOINTS}"));
+        }
+        Ok(CustomerFilter::lenient(filter))
+    }
+
+    /// `filter` for customers, its touchpoints left out.
+    pub fn lenient(filter: &Filter) -> CustomerFilter {
+        CustomerFilter {
+            channels: filter.channels.clone(),
+            journey_stages: filter.journey_stages.clone(),
+            segment: filter.segment.clone(),
+        }
+    }
+
+    /// Only segment attributes.
+    pub fn segment(segment: &[(String, String)]) -> CustomerFilter {
+        CustomerFilter { segment: segment.to_vec(), ..CustomerFilter::default() }
+    }
+
+    pub fn matches<S>(&self, c: &crate::customer::CustomerState<S>, attributes: &Attributes) -> bool {
+        (self.channels.is_empty() || c.channels.iter().any(|x| self.channels.contains(&x.channel)))
+            && (self.journey_stages.is_empty() || self.journey_stages.iter().any(|s| c.stages & (1 << s.index()) != 0))
+            && attributes.matches(&self.segment)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportQuery {
     pub window: Window,
@@ -591,13 +639,13 @@ impl<'a> RiskView<'a> {
         }
     }
 
-    /// Customers at or above `min_risk`, ordered by risk × customer value (value 1 when
-    /// unknown), then risk, then id.
-    pub fn at_risk(&self, min_risk: f64, segment: &[(String, String)], limit: usize) -> Vec<CustomerRisk> {
+    /// Customers that `filter` covers at or above `min_risk`, ordered by risk × customer
+    /// value (value 1 when unknown), then risk, then id.
+    pub fn at_risk(&self, min_risk: f64, filter: &CustomerFilter, limit: usize) -> Vec<CustomerRisk> {
         let mut all: Vec<CustomerRisk> = self
             .state
             .customers()
-            .filter(|(_, c, attrs)| attrs.matches(segment) && c.first_seen.day() <= self.as_of)
+            .filter(|(_, c, attrs)| filter.matches(c, attrs) && c.first_seen.day() <= self.as_of)
             .map(|(id, c, attrs)| self.assess(id, c, attrs))
             .filter(|r| r.risk >= min_risk)
             .collect();

@@ -140,7 +140,7 @@ fn reports(s: &GapState) -> String {
     let month = report::gap_report(s, &q);
     let trend = report::trend(s, Metric::Nps, Granularity::Week, Window::Days(90), as_of, &Filter::default());
     let model = RiskModel::default();
-    let risk = RiskView::new(s, &model, as_of).at_risk(0.0, &[], 1000);
+    let risk = RiskView::new(s, &model, as_of).at_risk(0.0, &cxgap_domain::report::CustomerFilter::default(), 1000);
     // Debug output of floats is exact (shortest round-trip), so equal text is equal bits.
     format!("{all:?}\n{month:?}\n{trend:?}\n{risk:?}")
 }

@@ -235,9 +235,66 @@ fn trend_comparison_and_at_risk_ordering() {
     );
     let model = RiskModel::default();
     let view = RiskView::new(&s, &model, Day(D0 + 59));
-    let top = view.at_risk(0.0, &[], 3);
+    let top = view.at_risk(0.0, &report::CustomerFilter::default(), 3);
     assert_eq!(top[0].customer_id, "vip", "risk × value puts the valuable detractor first");
     assert!(top[0].drivers.iter().any(|d| d.feature == "detractor"));
     let vip = view.customer("vip").unwrap();
     assert!(vip.risk > view.customer("h1").unwrap().risk);
+}
+
+#[test]
+fn the_at_risk_list_selects_customers_by_stage_channel_and_segment() {
+    let mut s = GapState::new();
+    let gold = || vec![("tier".to_string(), "gold".to_string())];
+    // a: phone support, gold. b: web purchase. c: chat onboarding with a comment only
+    // (its sentiment is its experience score), gold.
+    apply(
+        &mut s,
+        FeedbackDraft {
+            nps: Some(2),
+            attributes: gold(),
+            ..ev("a1", "a", 1, Channel::Phone, JourneyStage::Support, "helpline")
+        },
+    );
+    apply(&mut s, FeedbackDraft { nps: Some(9), ..ev("b1", "b", 1, Channel::Web, JourneyStage::Purchase, "checkout") });
+    apply(
+        &mut s,
+        FeedbackDraft {
+            comment: "slow setup".into(),
+            attributes: gold(),
+            ..ev("c1", "c", 1, Channel::Chat, JourneyStage::Onboarding, "setup")
+        },
+    );
+    let model = RiskModel::default();
+    let view = RiskView::new(&s, &model, Day(D0 + 2));
+    let ids = |f: Filter| {
+        let mut ids: Vec<String> = view
+            .at_risk(0.0, &report::CustomerFilter::of(&f).unwrap(), 10)
+            .into_iter()
+            .map(|r| r.customer_id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(Filter::default()), ["a", "b", "c"]);
+    let stages = |st: Vec<JourneyStage>| Filter { journey_stages: st, ..Filter::default() };
+    assert_eq!(ids(stages(vec![JourneyStage::Support])), ["a"]);
+    assert_eq!(ids(stages(vec![JourneyStage::Purchase, JourneyStage::Onboarding])), ["b", "c"]);
+    assert!(ids(stages(vec![JourneyStage::Usage])).is_empty());
+    let channels = |ch: Vec<Channel>| Filter { channels: ch, ..Filter::default() };
+    assert_eq!(ids(channels(vec![Channel::Phone, Channel::Web])), ["a", "b"]);
+    assert_eq!(ids(channels(vec![Channel::Chat])), ["c"]);
+    assert!(ids(channels(vec![Channel::Email])).is_empty());
+    let gold_support = Filter {
+        journey_stages: vec![JourneyStage::Support, JourneyStage::Purchase],
+        segment: gold(),
+        ..Filter::default()
+    };
+    assert_eq!(ids(gold_support), ["a"], "every part of the filter holds");
+    assert_eq!(ids(Filter { segment: gold(), ..Filter::default() }), ["a", "c"]);
+
+    let by_touchpoint = Filter { touchpoints: vec!["helpline".into()], ..Filter::default() };
+    let e = report::CustomerFilter::of(&by_touchpoint).unwrap_err();
+    assert!(e.starts_with("touchpoints cannot select customers"), "{e}");
+    assert_eq!(report::CustomerFilter::lenient(&by_touchpoint), report::CustomerFilter::default());
 }

@@ -258,7 +258,11 @@ fn analyse(state: &GapState, input: InputSummary, args: &Args, as_of: Day, filte
             as_of,
             &q.filter,
         ),
-        at_risk: RiskView::new(state, &model, as_of).at_risk(0.0, &q.filter.segment, args.top),
+        at_risk: RiskView::new(state, &model, as_of).at_risk(
+            0.0,
+            &report::CustomerFilter::lenient(&q.filter),
+            args.top,
+        ),
         filter: q.filter,
         input,
     }

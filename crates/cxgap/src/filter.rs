@@ -22,7 +22,37 @@ pub struct FilterArgs {
     segment: SegmentArgs,
 }
 
-/// The segment part alone: the at-risk list filters customers, not feedback.
+/// The at-risk list's filter: it selects customers, whose records keep the channels and
+/// journey stages of their feedback and their latest segment, not touchpoints.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct CustomerFilterArgs {
+    /// Only customers who gave feedback through any of these channels, comma-separated.
+    #[arg(long = "channel", value_delimiter = ',', value_parser = parse_channel)]
+    channels: Vec<Channel>,
+    /// Only customers who touched any of these journey stages, comma-separated.
+    #[arg(long = "stage", value_delimiter = ',', value_parser = parse_stage)]
+    stages: Vec<JourneyStage>,
+    #[command(flatten)]
+    segment: SegmentArgs,
+}
+
+impl CustomerFilterArgs {
+    /// `None` when nothing is filtered, as the service reads an absent filter.
+    pub fn pb(&self) -> anyhow::Result<Option<pb::Filter>> {
+        let segment = self.segment.pairs()?;
+        if self.channels.is_empty() && self.stages.is_empty() && segment.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(pb::Filter {
+            channels: self.channels.iter().copied().map(channel_to_pb).collect(),
+            journey_stages: self.stages.iter().copied().map(stage_to_pb).collect(),
+            touchpoints: Vec::new(),
+            segment: segment.into_iter().collect(),
+        }))
+    }
+}
+
+/// The segment part of a filter.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct SegmentArgs {
     /// Only customers whose segment attribute KEY is VALUE (KEY=VALUE); repeat for several
@@ -56,11 +86,6 @@ impl SegmentArgs {
             anyhow::ensure!(seen.insert(k), "--segment names {k:?} twice; a customer has one value of it");
         }
         Ok(self.segment.clone())
-    }
-
-    pub fn pb(&self) -> anyhow::Result<Option<pb::Filter>> {
-        let segment = self.pairs()?;
-        Ok((!segment.is_empty()).then(|| pb::Filter { segment: segment.into_iter().collect(), ..Default::default() }))
     }
 }
 
@@ -158,5 +183,25 @@ mod tests {
         let twice = parse(&["--segment", "tier=gold", "--segment", "tier=silver"]).unwrap();
         let e = twice.domain().unwrap_err().to_string();
         assert!(e.contains("\"tier\" twice"), "{e}");
+    }
+
+    #[derive(Debug, Parser)]
+    struct AtRisk {
+        #[command(flatten)]
+        customers: CustomerFilterArgs,
+    }
+
+    #[test]
+    fn the_at_risk_flags_are_channels_stages_and_segment_without_touchpoints() {
+        let parse = |args: &[&str]| AtRisk::try_parse_from(std::iter::once("t").chain(args.iter().copied()));
+        assert_eq!(parse(&[]).unwrap().customers.pb().unwrap(), None, "nothing filtered: no filter sent");
+        let a = parse(&["--channel", "phone,chat", "--stage", "support", "--segment", "tier=gold"]).unwrap();
+        let p = a.customers.pb().unwrap().unwrap();
+        assert_eq!(p.channels, [channel_to_pb(Channel::Phone), channel_to_pb(Channel::Chat)]);
+        assert_eq!(p.journey_stages, [stage_to_pb(JourneyStage::Support)]);
+        assert_eq!(p.segment.get("tier").map(String::as_str), Some("gold"));
+        assert!(p.touchpoints.is_empty());
+        let e = parse(&["--touchpoint", "helpline"]).unwrap_err().to_string();
+        assert!(e.contains("--touchpoint"), "not a flag of the at-risk list: {e}");
     }
 }

@@ -2,7 +2,7 @@
 //! printed as tables or (`--format json`) as JSON with enum names instead of numbers.
 
 use crate::client::{self, Conn, OutFormat, enum_name};
-use crate::filter::{self, FilterArgs, SegmentArgs};
+use crate::filter::{self, CustomerFilterArgs, FilterArgs};
 use crate::table::Table;
 use anyhow::{Context, Result};
 use cxgap_proto::analytics as pb;
@@ -55,7 +55,7 @@ pub struct AtRiskArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_unit)]
     min_risk: f64,
     #[command(flatten)]
-    segment: SegmentArgs,
+    customers: CustomerFilterArgs,
     #[arg(long, value_enum, default_value = "table")]
     format: OutFormat,
 }
@@ -360,7 +360,7 @@ pub fn risk(args: RiskArgs) -> Result<ExitCode> {
 
 pub fn at_risk(args: AtRiskArgs) -> Result<ExitCode> {
     runtime()?.block_on(async move {
-        let filter = args.segment.pb()?;
+        let filter = args.customers.pb()?;
         let (mut api, key) = connect(&args.conn).await?;
         let mut customers = Vec::new();
         let mut page_token = String::new();

@@ -247,6 +247,11 @@ pub fn text(a: &Analysis, top: usize) -> String {
 
     if !a.at_risk.is_empty() {
         let _ = writeln!(out, "\nAT-RISK CUSTOMERS (top {top} by risk × value; drivers = contribution to log-odds)");
+        if !a.filter.touchpoints.is_empty() {
+            // The gap figures above are filtered by touchpoint; customers cannot be.
+            let _ =
+                writeln!(out, "(not filtered by touchpoint: {})", cxgap_domain::report::CUSTOMERS_KEEP_NO_TOUCHPOINTS);
+        }
         let mut t =
             Table::new(["customer", "risk", "health", "value", "value at risk", "events", "top drivers"]).text_last();
         for c in &a.at_risk {

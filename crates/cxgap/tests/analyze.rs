@@ -148,6 +148,22 @@ fn filters_restrict_the_report_to_the_matching_records() {
         "{at_risk:?}"
     );
     assert_eq!(out["filter"]["channels"], serde_json::json!(["WEB", "CHAT"]));
+    // The at-risk list holds customers who gave feedback through those channels.
+    let through = |id: &str, channels: &[&str]| {
+        data.iter().any(|r| r["customer_id"] == id && channels.contains(&r["channel"].as_str()))
+    };
+    assert!(at_risk.iter().all(|c| through(c["customer_id"].as_str().unwrap(), &["WEB", "CHAT"])), "{at_risk:?}");
+    let everyone = json(&["analyze", file, "--format", "json", "--top", "1000"]);
+    let expected: Vec<&Value> = everyone["at_risk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| through(c["customer_id"].as_str().unwrap(), &["PHONE"]))
+        .collect();
+    let by_phone = json(&["analyze", file, "--format", "json", "--top", "1000", "--channel", "phone"]);
+    let by_phone: Vec<&Value> = by_phone["at_risk"].as_array().unwrap().iter().collect();
+    assert!(!by_phone.is_empty() && by_phone.len() < everyone["at_risk"].as_array().unwrap().len());
+    assert_eq!(by_phone, expected, "the whole list, less the customers with no phone feedback, in its order");
 
     let out = json(&["analyze", file, "--format", "json", "--stage", "support", "--touchpoint", "helpline"]);
     let kept = data.iter().filter(|r| r["journey_stage"] == "SUPPORT" && r["touchpoint"] == "helpline").count();
@@ -155,6 +171,9 @@ fn filters_restrict_the_report_to_the_matching_records() {
     assert_eq!(out["report"]["overall"]["events"], kept as u64);
     let text = String::from_utf8(cxgap(&["analyze", file, "--stage", "support"]).stdout).unwrap();
     assert!(text.contains("only stage SUPPORT"), "{text}");
+    assert!(!text.contains("not filtered by touchpoint"), "{text}");
+    let text = String::from_utf8(cxgap(&["analyze", file, "--touchpoint", "helpline"]).stdout).unwrap();
+    assert!(text.contains("AT-RISK CUSTOMERS") && text.contains("(not filtered by touchpoint: "), "{text}");
 
     let out = cxgap(&["analyze", file, "--channel", "pigeon"]);
     assert_eq!(out.status.code(), Some(2));

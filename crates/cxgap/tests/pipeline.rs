@@ -217,6 +217,21 @@ async fn duplicates_and_disorder_on_the_topic_give_exactly_the_offline_report() 
     assert!(risk["risk"].as_f64().unwrap() > 0.5 && !risk["drivers"].as_array().unwrap().is_empty(), "{risk}");
     let ranked = get(addr, &format!("/v1/at-risk?as_of={AS_OF}&limit=10"), &p.key).await.unwrap();
     assert_eq!(ranked, analyze(&[])["at_risk"], "at-risk list equals cxgap analyze's");
+    // Filtered by the channels and journey stages of the customers' feedback, as
+    // cxgap analyze filters its list; touchpoints cannot select customers.
+    let filtered = get(addr, &format!("/v1/at-risk?as_of={AS_OF}&limit=10&channel=chat,phone&stage=support"), &p.key)
+        .await
+        .unwrap();
+    assert_eq!(filtered, analyze(&["--channel", "chat,phone", "--stage", "support"])["at_risk"]);
+    assert_ne!(filtered, ranked, "the filter leaves some of the top customers out");
+    assert!(!filtered.as_array().unwrap().is_empty(), "and keeps some");
+    let auth = format!("Bearer {}", p.key);
+    let r =
+        cxgap_testkit::http::request(addr, "GET", "/v1/at-risk?touchpoint=checkout", &[("authorization", &auth)], b"")
+            .await
+            .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("touchpoint: touchpoints cannot select customers"), "{}", r.text());
 
     // The same report over gRPC (cxgap.analytics.v1.AnalyticsService).
     use cxgap_proto::analytics as apb;
@@ -276,6 +291,36 @@ async fn duplicates_and_disorder_on_the_topic_give_exactly_the_offline_report() 
     assert_eq!(pages, ids.len().div_ceil(7));
     let forged = client.list_at_risk_customers(list(7, "bm90LWEtdG9rZW4".into())).await.unwrap_err();
     assert_eq!(forged.code(), tonic::Code::InvalidArgument, "{forged:?}");
+    // Filtered as over HTTP (the same customers; gRPC ranks them as of today); touchpoints
+    // refused by name.
+    let filtered_list = |filter: apb::Filter| {
+        let mut r = tonic::Request::new(apb::ListAtRiskCustomersRequest {
+            limit: 1000,
+            filter: Some(filter),
+            ..Default::default()
+        });
+        r.metadata_mut().insert("authorization", format!("Bearer {}", p.key).parse().unwrap());
+        r
+    };
+    use cxgap_proto::convert::{channel_to_pb, stage_to_pb};
+    let by_channel_and_stage = apb::Filter {
+        channels: vec![channel_to_pb(cxgap_domain::Channel::Chat), channel_to_pb(cxgap_domain::Channel::Phone)],
+        journey_stages: vec![stage_to_pb(cxgap_domain::JourneyStage::Support)],
+        ..Default::default()
+    };
+    let served = client.list_at_risk_customers(filtered_list(by_channel_and_stage)).await.unwrap().into_inner();
+    let mut served: Vec<String> = served.customers.into_iter().map(|c| c.customer_id).collect();
+    let over_http = get(addr, "/v1/at-risk?limit=1000&channel=chat,phone&stage=support", &p.key).await.unwrap();
+    let mut over_http: Vec<String> =
+        over_http.as_array().unwrap().iter().map(|c| c["customer_id"].as_str().unwrap().to_string()).collect();
+    served.sort();
+    over_http.sort();
+    assert_eq!(served, over_http);
+    assert!(!served.is_empty() && served.len() < ids.len(), "{} of {}", served.len(), ids.len());
+    let by_touchpoint = apb::Filter { touchpoints: vec!["checkout".into()], ..Default::default() };
+    let refused = client.list_at_risk_customers(filtered_list(by_touchpoint)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().starts_with("filter.touchpoints cannot select customers"), "{refused:?}");
     // Risk history: one point per batch that changed the customer.
     let mut r = tonic::Request::new(apb::GetCustomerRiskRequest { customer_id: "C000".into() });
     r.metadata_mut().insert("authorization", format!("Bearer {}", p.key).parse().unwrap());
