@@ -30,18 +30,33 @@ fn record(i: usize) -> Record {
     }
 }
 
+/// A broker reached only through TLS, its certificate signed by `pki` (in `dir`): its
+/// listener asks for a client certificate that CA signed when `mutual`. Returns what to
+/// keep alive and the address to bootstrap from.
+struct SecureBroker {
+    _broker: cxgap_testkit::broker::Broker,
+    _terminator: Terminator,
+    bootstrap: String,
+}
+
+fn secure_broker(pki: &Pki, mutual: bool) -> SecureBroker {
+    let (plain, tls) = (cxgap_testkit::free_port(), cxgap_testkit::free_port());
+    let broker = cxgap_testkit::broker::Broker::start_advertising(plain, tls).unwrap();
+    let client_ca = mutual.then(|| pki.ca());
+    let terminator = Terminator::start(tls, plain, &pki.server("broker").unwrap(), client_ca).unwrap();
+    SecureBroker { _broker: broker, _terminator: terminator, bootstrap: format!("127.0.0.1:{tls}") }
+}
+
 #[tokio::test]
 async fn publishes_and_consumes_over_tls_and_refuses_an_unknown_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "kafka").unwrap();
     let other = Pki::new(dir.path(), "other").unwrap();
-    let (plain, tls) = (cxgap_testkit::free_port(), cxgap_testkit::free_port());
-    let _broker = cxgap_testkit::broker::Broker::start_advertising(plain, tls).unwrap();
-    let _terminator = Terminator::start(tls, plain, &pki.server("broker").unwrap(), None).unwrap();
-    let bootstrap = format!("127.0.0.1:{tls}");
+    let secure = secure_broker(&pki, false);
+    let bootstrap = &secure.bootstrap;
     let (ca, other) = (pki.ca().to_str().unwrap(), other.ca().to_str().unwrap());
 
-    let trusted = kafka(&bootstrap, &[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_CA_LOCATION", ca)]);
+    let trusted = kafka(bootstrap, &[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_CA_LOCATION", ca)]);
     let publisher = KafkaPublisher::new(trusted.clone()).unwrap();
     publisher.ensure_topics(&[TopicSpec { name: "secure".into(), partitions: 1, replication: 1 }]).await.unwrap();
     let sent = publisher.publish((0..5).map(record).collect()).await;
@@ -58,7 +73,7 @@ async fn publishes_and_consumes_over_tls_and_refuses_an_unknown_certificate() {
     // A broker whose certificate the client's CA did not sign is not talked to, and
     // neither is a TLS port in the clear: the publish fails, nothing is sent.
     for values in [vec![("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_CA_LOCATION", other)], vec![]] {
-        let refused = KafkaPublisher::new(kafka(&bootstrap, &values)).unwrap();
+        let refused = KafkaPublisher::new(kafka(bootstrap, &values)).unwrap();
         let r = refused.publish(vec![record(9)]).await;
         assert!(r[0].is_err(), "{values:?}: {:?}", r[0]);
     }
@@ -84,18 +99,16 @@ async fn mutual_tls_needs_a_client_certificate_the_broker_trusts() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "kafka").unwrap();
     let other = Pki::new(dir.path(), "other").unwrap();
-    let (plain, tls) = (cxgap_testkit::free_port(), cxgap_testkit::free_port());
-    let _broker = cxgap_testkit::broker::Broker::start_advertising(plain, tls).unwrap();
     // The listener trusts client certificates signed by the same CA as its own.
-    let _terminator = Terminator::start(tls, plain, &pki.server("broker").unwrap(), Some(pki.ca())).unwrap();
-    let bootstrap = format!("127.0.0.1:{tls}");
+    let secure = secure_broker(&pki, true);
+    let bootstrap = &secure.bootstrap;
     let ca = pki.ca().to_str().unwrap();
     let (client, stranger) = (pki.client("analytics").unwrap(), other.client("analytics").unwrap());
     let encrypted = client.encrypted_key("correct horse").unwrap();
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let mtls = |cert: String, key: String, password: &str| {
         kafka(
-            &bootstrap,
+            bootstrap,
             &[
                 ("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"),
                 ("CXGAP_KAFKA_SSL_CA_LOCATION", ca),
@@ -115,7 +128,7 @@ async fn mutual_tls_needs_a_client_certificate_the_broker_trusts() {
 
     // No client certificate, or one signed by a CA the broker does not trust: the
     // handshake fails and nothing is sent.
-    let without = kafka(&bootstrap, &[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_CA_LOCATION", ca)]);
+    let without = kafka(bootstrap, &[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_CA_LOCATION", ca)]);
     for (what, config) in
         [("no certificate", without), ("an untrusted one", mtls(s(&stranger.cert), s(&stranger.key), ""))]
     {
