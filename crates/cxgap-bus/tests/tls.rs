@@ -30,9 +30,9 @@ fn record(i: usize) -> Record {
     }
 }
 
-/// A broker reached only through TLS, its certificate signed by `pki` (in `dir`): its
-/// listener asks for a client certificate that CA signed when `mutual`. Returns what to
-/// keep alive and the address to bootstrap from.
+/// A broker reached only through TLS, its certificate signed by `pki`; when `mutual`, its
+/// listener asks for a client certificate that CA signed. Holds what must stay alive and
+/// the address to bootstrap from.
 struct SecureBroker {
     _broker: cxgap_testkit::broker::Broker,
     _terminator: Terminator,

@@ -179,11 +179,6 @@ impl CustomerFilter {
         }
     }
 
-    /// Only segment attributes.
-    pub fn segment(segment: &[(String, String)]) -> CustomerFilter {
-        CustomerFilter { segment: segment.to_vec(), ..CustomerFilter::default() }
-    }
-
     pub fn matches<S>(&self, c: &crate::customer::CustomerState<S>, attributes: &Attributes) -> bool {
         (self.channels.is_empty() || c.channels.iter().any(|x| self.channels.contains(&x.channel)))
             && (self.journey_stages.is_empty() || self.journey_stages.iter().any(|s| c.stages & (1 << s.index()) != 0))

@@ -213,7 +213,7 @@ fn event_key(id: &str) -> u128 {
     u128::from(half(0)) << 64 | u128::from(half(1))
 }
 
-/// The big values (cells are ~800 bytes, customers ~130) live in [`Chunked`] vectors and
+/// The big values (cells are 240 bytes of sums, customers 112) live in [`Chunked`] vectors and
 /// the indexes hold their position: growing an index then moves small entries instead of
 /// whole accumulators, and the values never move (measured: table growth and the page
 /// faults behind it were about 40 % of the engine's time when cells were stored inline).
