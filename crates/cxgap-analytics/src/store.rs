@@ -301,7 +301,7 @@ fn decode_cell(r: &AnyRow) -> Result<(CellCoords, CellAgg), StoreError> {
     let day: i64 = r.try_get(0).map_err(|e| corrupt("cell day", e))?;
     let channel = Channel::parse(&get_s(1)?).ok_or_else(|| corrupt("cell", "unknown channel"))?;
     let stage = JourneyStage::parse(&get_s(2)?).ok_or_else(|| corrupt("cell", "unknown stage"))?;
-    let touchpoint = Some(get_s(3)?).filter(|t| !t.is_empty());
+    let touchpoint = Some(get_s(3)?).filter(|t| !t.is_empty()).map(Into::into);
     let attributes: Segment = serde_json::from_str(&get_s(4)?).map_err(|e| corrupt("segment", e))?;
     let mut row = [0i64; CELL_ROW_WIDTH];
     for (i, v) in row.iter_mut().enumerate() {
@@ -963,7 +963,7 @@ async fn write_values(
                 .bind(day.0 as i64)
                 .bind(channel.as_str())
                 .bind(stage.as_str())
-                .bind(touchpoint.clone().unwrap_or_default())
+                .bind(touchpoint.as_deref().unwrap_or_default())
                 .bind(*segment);
             for v in row {
                 q = q.bind(*v);

@@ -135,8 +135,21 @@ impl Operational {
 }
 
 /// Segment attributes, sorted by key so equal segments compare and hash equal.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Attributes(pub Vec<(String, String)>);
+
+/// The values alone (and how many), without the keys: a tenant's segments nearly always
+/// share their keys, so hashing them is work that tells no two segments apart (equality
+/// still compares them). The engine hashes a segment for every event and for every
+/// customer it reads back from storage.
+impl std::hash::Hash for Attributes {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_usize(self.0.len());
+        for (_, value) in &self.0 {
+            value.hash(h);
+        }
+    }
+}
 
 impl Attributes {
     pub fn get(&self, key: &str) -> Option<&str> {
