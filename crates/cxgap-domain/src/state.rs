@@ -756,10 +756,10 @@ pub struct Snapshot {
 
 /// Sorts `values` by their bits from `from` up to `to`, a byte at a time from the lowest
 /// (least-significant-digit radix sort), keeping the order of values equal in those bits.
-/// A batch's cell keys are a few thousand integers of 20-odd bits: three passes over
-/// them do less work than a comparison sort, whose branches on random keys the processor
-/// mispredicts (the sort was 2–4 % of the samples of the engine as analytics applies it,
-/// `perf`, 2026-12-01).
+/// A batch's cell keys are a few thousand integers of 20-odd bits: three or four passes
+/// over them do less work than a comparison sort, whose branches on random keys the
+/// processor mispredicts (the sort was 2–4 % of the samples of the engine as analytics
+/// applies it, `perf`, 2026-12-01).
 fn radix_sort(values: &mut Vec<u64>, from: u32, to: u32) {
     let mut sorted = vec![0u64; values.len()];
     let mut shift = from;
@@ -799,7 +799,7 @@ pub type CellCoords = (Day, Channel, JourneyStage, Option<Arc<str>>, Segment);
 mod tests {
     use super::{Applied, Chunked, GapState, hash32, radix_sort};
     use crate::calendar::Timestamp;
-    use crate::model::{Channel, FeedbackEvent, JourneyStage};
+    use crate::model::{Attributes, Channel, FeedbackEvent, JourneyStage};
     use crate::validate::FeedbackDraft;
 
     /// Event `n` of `customer`: an NPS answer on the web, at usage, on day 0.
@@ -1018,19 +1018,9 @@ mod tests {
     fn segments_with_the_same_values_under_other_keys_stay_apart() {
         // Segments are hashed by their values alone: equal values must still be told
         // apart by their keys.
-        let event = |n: usize, key: &str| {
-            FeedbackDraft {
-                event_id: format!("e{n}"),
-                customer_id: format!("c{n}"),
-                attributes: vec![(key.into(), "gold".into())],
-                channel: Some(Channel::Web),
-                journey_stage: Some(JourneyStage::Usage),
-                occurred_at: Some(Timestamp(0)),
-                nps: Some(9),
-                ..Default::default()
-            }
-            .validate(Timestamp(0), Default::default())
-            .unwrap()
+        let event = |n: usize, key: &str| FeedbackEvent {
+            attributes: Attributes(vec![(key.into(), "gold".into())]),
+            ..web_event(n, &format!("c{n}"))
         };
         let mut s = GapState::new();
         s.apply_all(&[event(0, "tier"), event(1, "plan"), event(2, "tier")], |_, _| ());
