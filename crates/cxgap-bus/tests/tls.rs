@@ -1,7 +1,8 @@
 //! Kafka over TLS, for real: tansu behind a TLS terminator (socat, with a certificate made
 //! here by openssl's CA; see `cxgap_testkit::tls`), advertising the terminator's port, so every connection a client makes
-//! is encrypted; and behind one that asks for a client certificate (mutual TLS). The
-//! client's settings come from the services' own `CXGAP_KAFKA_*` settings.
+//! is encrypted; and behind one that asks for a client certificate (mutual TLS). Then
+//! SASL/SCRAM: tansu requiring every client to authenticate. The client's settings come
+//! from the services' own `CXGAP_KAFKA_*` settings.
 
 use cxgap_bus::kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
 use cxgap_bus::{Publisher, Record, Subscriber, TopicSpec};
@@ -136,4 +137,58 @@ async fn mutual_tls_needs_a_client_certificate_the_broker_trusts() {
         let r = refused.publish(vec![record(9)]).await;
         assert!(r[0].is_err(), "{what}: {:?}", r[0]);
     }
+}
+
+#[tokio::test]
+async fn scram_users_publish_and_consume_and_a_wrong_password_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = cxgap_testkit::broker::Broker::start_authenticated(
+        dir.path(),
+        &[("ingest", "ingest-secret", "scram512"), ("analytics", "analytics-secret", "scram256")],
+    )
+    .unwrap();
+    let bootstrap = broker.bootstrap();
+    let sasl = |user: &str, password: &str, mechanism: &str| {
+        kafka(
+            &bootstrap,
+            &[
+                ("CXGAP_KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+                ("CXGAP_KAFKA_SASL_MECHANISM", mechanism),
+                ("CXGAP_KAFKA_SASL_USERNAME", user),
+                ("CXGAP_KAFKA_SASL_PASSWORD", password),
+            ],
+        )
+    };
+
+    let writer = sasl("ingest", "ingest-secret", "SCRAM-SHA-512");
+    let publisher = KafkaPublisher::new(writer).unwrap();
+    publisher.ensure_topics(&[TopicSpec { name: "secure".into(), partitions: 1, replication: 1 }]).await.unwrap();
+    let sent = publisher.publish((0..5).map(record).collect()).await;
+    let offsets: Vec<i64> = sent.into_iter().map(|r| r.expect("published as a SCRAM user").offset).collect();
+    assert_eq!(offsets, [0, 1, 2, 3, 4]);
+
+    // A wrong password, a mechanism the user has no credential for, no credentials at
+    // all: each publish fails.
+    for (what, config) in [
+        ("a wrong password", sasl("ingest", "guessed", "SCRAM-SHA-512")),
+        ("the other mechanism", sasl("ingest", "ingest-secret", "SCRAM-SHA-256")),
+        ("an unknown user", sasl("mallory", "ingest-secret", "SCRAM-SHA-512")),
+        ("no credentials", kafka(&bootstrap, &[])),
+    ] {
+        let refused = KafkaPublisher::new(config).unwrap();
+        let r = refused.publish(vec![record(9)]).await;
+        assert!(r[0].is_err(), "{what}: {:?}", r[0]);
+    }
+
+    // The other user, with the other mechanism, reads exactly what the first wrote:
+    // nothing of the refused publishes reached the topic.
+    let reader = sasl("analytics", "analytics-secret", "SCRAM-SHA-256");
+    let mut sub = KafkaSubscriber::new(&reader, "sasl-test", &["secure"]).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let c = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("records arrive").unwrap();
+        got.push(String::from_utf8(c.record.payload).unwrap());
+    }
+    assert_eq!(got, ["v0", "v1", "v2", "v3", "v4"]);
+    assert!(tokio::time::timeout(Duration::from_secs(2), sub.next()).await.is_err(), "no record beyond the five");
 }

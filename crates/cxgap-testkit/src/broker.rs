@@ -1,7 +1,8 @@
 //! A real tansu broker on a free loopback port, in memory, for one test. Faults are real
 //! too: `pause` stops the process (SIGSTOP) so requests hang and time out, `resume`
 //! continues it with its data; `kill` ends it and `restart` starts a fresh one on the
-//! same port (in-memory storage: a restarted broker starts empty).
+//! same port (in-memory storage: a restarted broker starts empty). A broker that requires
+//! SASL/SCRAM keeps its storage in a file instead ([`Broker::start_authenticated`]).
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -10,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,7 +37,16 @@ pub struct Broker {
     /// Where the broker tells clients to connect: its own port, or a proxy's in front of it.
     advertised: u16,
     child: Option<Child>,
+    /// tansu's storage URL, relative to `dir` when that is set.
+    storage: String,
+    dir: Option<PathBuf>,
+    /// Whether clients must authenticate (SASL/SCRAM).
+    authentication: bool,
 }
+
+/// A user of a broker that requires SASL: name, password and tansu's name for the SCRAM
+/// mechanism its credential is stored for (`scram256` or `scram512`).
+pub type ScramUser<'a> = (&'a str, &'a str, &'a str);
 
 fn tansu_binary() -> String {
     std::env::var("TESTKIT_TANSU").unwrap_or_else(|_| "tansu".into())
@@ -51,7 +62,50 @@ impl Broker {
     /// terminator, say) forwards to it. Clients reach it only through the proxy: the
     /// metadata of any first connection names `advertised`.
     pub fn start_advertising(port: u16, advertised: u16) -> anyhow::Result<Broker> {
-        let mut b = Broker { port, advertised, child: None };
+        let mut b = Broker {
+            port,
+            advertised,
+            child: None,
+            storage: "memory://tansu/".into(),
+            dir: None,
+            authentication: false,
+        };
+        b.spawn()?;
+        Ok(b)
+    }
+
+    /// A broker that requires SASL/SCRAM from every client, knowing `users`. tansu keeps
+    /// users in its storage and lets only an authenticated client add one, so the users
+    /// are added first, to a broker without authentication on file storage in `dir`, and
+    /// the broker is then restarted on that storage with authentication required. Needs a
+    /// tansu built with file storage (`--features dynostore,libsql`; `.ci/run` installs
+    /// one).
+    pub fn start_authenticated(dir: &Path, users: &[ScramUser<'_>]) -> anyhow::Result<Broker> {
+        let port = crate::free_port();
+        let mut b = Broker {
+            port,
+            advertised: port,
+            child: None,
+            storage: "sqlite://tansu.db".into(),
+            dir: Some(dir.to_path_buf()),
+            authentication: false,
+        };
+        b.spawn()
+            .map_err(|e| anyhow::anyhow!("{e}: file storage needs tansu built with `--features dynostore,libsql`"))?;
+        for (name, password, mechanism) in users {
+            let out = Command::new(tansu_binary())
+                .args(["user", "create", "--broker", &format!("tcp://127.0.0.1:{port}"), name, password])
+                .args(["--mechanism", mechanism])
+                .env("RUST_LOG", "warn")
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "creating user {name} on tansu: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        b.kill();
+        b.authentication = true;
         b.spawn()?;
         Ok(b)
     }
@@ -59,14 +113,19 @@ impl Broker {
     fn spawn(&mut self) -> anyhow::Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
-        let child = Command::new(tansu_binary())
+        let mut command = Command::new(tansu_binary());
+        command
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
+            .args(["--storage-engine", &self.storage]);
+        if self.authentication {
+            command.arg("--authentication");
+        }
+        if let Some(dir) = &self.dir {
+            // tansu resolves a file storage URL against its working directory.
+            command.current_dir(dir);
+        }
+        let child =
+            command.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| {
                 anyhow::anyhow!(
                     "starting tansu ({}): {e}; install it with `cargo install tansu --locked --features dynostore`",
                     tansu_binary()
@@ -75,6 +134,11 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            // A broker that cannot start (a storage its build lacks, say) exits at once.
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                anyhow::bail!("tansu exited before listening ({status}) with storage {}", self.storage);
+            }
             if Instant::now() > deadline {
                 anyhow::bail!("tansu did not listen on port {} within 30 s", self.port);
             }
@@ -114,7 +178,7 @@ impl Broker {
         }
     }
 
-    /// A new, empty broker on the same port.
+    /// A new broker on the same port: empty, unless its storage is a file.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         self.spawn()
