@@ -58,18 +58,8 @@ async fn publishes_and_consumes_over_tls_and_refuses_an_unknown_certificate() {
     let (ca, other) = (pki.ca().to_str().unwrap(), other.ca().to_str().unwrap());
 
     let trusted = kafka(bootstrap, &[("CXGAP_KAFKA_SECURITY_PROTOCOL", "ssl"), ("CXGAP_KAFKA_SSL_CA_LOCATION", ca)]);
-    let publisher = KafkaPublisher::new(trusted.clone()).unwrap();
-    publisher.ensure_topics(&[TopicSpec { name: "secure".into(), partitions: 1, replication: 1 }]).await.unwrap();
-    let sent = publisher.publish((0..5).map(record).collect()).await;
-    let offsets: Vec<i64> = sent.into_iter().map(|r| r.expect("published over TLS").offset).collect();
-    assert_eq!(offsets, [0, 1, 2, 3, 4]);
-    let mut sub = KafkaSubscriber::new(&trusted, "tls-test", &["secure"]).unwrap();
-    let mut got = Vec::new();
-    while got.len() < 5 {
-        let c = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("records arrive").unwrap();
-        got.push(String::from_utf8(c.record.payload).unwrap());
-    }
-    assert_eq!(got, ["v0", "v1", "v2", "v3", "v4"]);
+    publish_five(&trusted).await;
+    read_five(&trusted, "tls-test").await;
 
     // A broker whose certificate the client's CA did not sign is not talked to, and
     // neither is a TLS port in the clear: the publish fails, nothing is sent.
@@ -78,6 +68,28 @@ async fn publishes_and_consumes_over_tls_and_refuses_an_unknown_certificate() {
         let r = refused.publish(vec![record(9)]).await;
         assert!(r[0].is_err(), "{values:?}: {:?}", r[0]);
     }
+}
+
+/// Creates the one-partition topic `secure` and publishes `v0`…`v4` to it.
+async fn publish_five(config: &KafkaConfig) {
+    let publisher = KafkaPublisher::new(config.clone()).unwrap();
+    publisher.ensure_topics(&[TopicSpec { name: "secure".into(), partitions: 1, replication: 1 }]).await.unwrap();
+    let sent = publisher.publish((0..5).map(record).collect()).await;
+    let offsets: Vec<i64> = sent.into_iter().map(|r| r.expect("published").offset).collect();
+    assert_eq!(offsets, [0, 1, 2, 3, 4]);
+}
+
+/// Reads `secure` from the start in a group of its own: `v0`…`v4` first. Returns the
+/// subscriber, to ask for more.
+async fn read_five(config: &KafkaConfig, group: &str) -> KafkaSubscriber {
+    let mut sub = KafkaSubscriber::new(config, group, &["secure"]).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let c = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("records arrive").unwrap();
+        got.push(String::from_utf8(c.record.payload).unwrap());
+    }
+    assert_eq!(got, ["v0", "v1", "v2", "v3", "v4"]);
+    sub
 }
 
 /// Publishes one record, then reads it back in a group of its own.
@@ -160,12 +172,7 @@ async fn scram_users_publish_and_consume_and_a_wrong_password_is_refused() {
         )
     };
 
-    let writer = sasl("ingest", "ingest-secret", "SCRAM-SHA-512");
-    let publisher = KafkaPublisher::new(writer).unwrap();
-    publisher.ensure_topics(&[TopicSpec { name: "secure".into(), partitions: 1, replication: 1 }]).await.unwrap();
-    let sent = publisher.publish((0..5).map(record).collect()).await;
-    let offsets: Vec<i64> = sent.into_iter().map(|r| r.expect("published as a SCRAM user").offset).collect();
-    assert_eq!(offsets, [0, 1, 2, 3, 4]);
+    publish_five(&sasl("ingest", "ingest-secret", "SCRAM-SHA-512")).await;
 
     // A wrong password, a mechanism the user has no credential for, no credentials at
     // all: each publish fails.
@@ -182,13 +189,6 @@ async fn scram_users_publish_and_consume_and_a_wrong_password_is_refused() {
 
     // The other user, with the other mechanism, reads exactly what the first wrote:
     // nothing of the refused publishes reached the topic.
-    let reader = sasl("analytics", "analytics-secret", "SCRAM-SHA-256");
-    let mut sub = KafkaSubscriber::new(&reader, "sasl-test", &["secure"]).unwrap();
-    let mut got = Vec::new();
-    while got.len() < 5 {
-        let c = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("records arrive").unwrap();
-        got.push(String::from_utf8(c.record.payload).unwrap());
-    }
-    assert_eq!(got, ["v0", "v1", "v2", "v3", "v4"]);
+    let mut sub = read_five(&sasl("analytics", "analytics-secret", "SCRAM-SHA-256"), "sasl-test").await;
     assert!(tokio::time::timeout(Duration::from_secs(2), sub.next()).await.is_err(), "no record beyond the five");
 }
