@@ -1,8 +1,8 @@
 //! Kafka over TLS, for real: tansu behind a TLS terminator (socat, with a certificate made
 //! here by openssl's CA; see `cxgap_testkit::tls`), advertising the terminator's port, so every connection a client makes
 //! is encrypted; and behind one that asks for a client certificate (mutual TLS). Then
-//! SASL/SCRAM: tansu requiring every client to authenticate. The client's settings come
-//! from the services' own `CXGAP_KAFKA_*` settings.
+//! SASL/SCRAM: tansu requiring every client to authenticate, in the clear and behind the
+//! terminator. The client's settings come from the services' own `CXGAP_KAFKA_*` settings.
 
 use cxgap_bus::kafka::{KafkaConfig, KafkaPublisher, KafkaSubscriber};
 use cxgap_bus::{Publisher, Record, Subscriber, TopicSpec};
@@ -191,4 +191,37 @@ async fn scram_users_publish_and_consume_and_a_wrong_password_is_refused() {
     // nothing of the refused publishes reached the topic.
     let mut sub = read_five(&sasl("analytics", "analytics-secret", "SCRAM-SHA-256"), "sasl-test").await;
     assert!(tokio::time::timeout(Duration::from_secs(2), sub.next()).await.is_err(), "no record beyond the five");
+}
+
+#[tokio::test]
+async fn scram_over_tls_publishes_and_consumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "kafka").unwrap();
+    let (plain, tls) = (cxgap_testkit::free_port(), cxgap_testkit::free_port());
+    let _broker = cxgap_testkit::broker::Broker::start_authenticated_advertising(
+        plain,
+        tls,
+        dir.path(),
+        &[("ingest", "ingest-secret", "scram512")],
+    )
+    .unwrap();
+    let _terminator = Terminator::start(tls, plain, &pki.server("broker").unwrap(), None).unwrap();
+    let bootstrap = format!("127.0.0.1:{tls}");
+    let sasl_ssl = |password: &str| {
+        kafka(
+            &bootstrap,
+            &[
+                ("CXGAP_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                ("CXGAP_KAFKA_SSL_CA_LOCATION", pki.ca().to_str().unwrap()),
+                ("CXGAP_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("CXGAP_KAFKA_SASL_USERNAME", "ingest"),
+                ("CXGAP_KAFKA_SASL_PASSWORD", password),
+            ],
+        )
+    };
+    publish_five(&sasl_ssl("ingest-secret")).await;
+    read_five(&sasl_ssl("ingest-secret"), "sasl-tls-test").await;
+    let refused = KafkaPublisher::new(sasl_ssl("guessed")).unwrap();
+    let r = refused.publish(vec![record(9)]).await;
+    assert!(r[0].is_err(), "a wrong password over TLS: {:?}", r[0]);
 }

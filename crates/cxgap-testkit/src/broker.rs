@@ -82,6 +82,18 @@ impl Broker {
     /// one).
     pub fn start_authenticated(dir: &Path, users: &[ScramUser<'_>]) -> anyhow::Result<Broker> {
         let port = crate::free_port();
+        Self::start_authenticated_advertising(port, port, dir, users)
+    }
+
+    /// [`Broker::start_authenticated`] on `port`, sending its clients to `advertised` (see
+    /// [`Broker::start_advertising`]) once authentication is on; the users are added on
+    /// `port` itself, before anything listens on `advertised`.
+    pub fn start_authenticated_advertising(
+        port: u16,
+        advertised: u16,
+        dir: &Path,
+        users: &[ScramUser<'_>],
+    ) -> anyhow::Result<Broker> {
         let mut b = Broker {
             port,
             advertised: port,
@@ -106,6 +118,7 @@ impl Broker {
         }
         b.kill();
         b.authentication = true;
+        b.advertised = advertised;
         b.spawn()?;
         Ok(b)
     }
