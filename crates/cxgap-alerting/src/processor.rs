@@ -290,7 +290,10 @@ impl SubjectContext {
     /// The batch's new risk points worth storing, and the stored ones to forget: of each
     /// customer's points (stored and new), only those that can still be a window's lowest
     /// ([`cxgap_domain::rules::window_low_candidates`]) stay, so the history a batch reads
-    /// stays short however much feedback a customer gives.
+    /// stays short however much feedback a customer gives. Those of the last
+    /// [`RISK_LATENESS_MS`](cxgap_domain::rules::RISK_LATENESS_MS) all stay, so a signal
+    /// emitted up to that much before the latest (an analytics instance whose clock is
+    /// behind its predecessor's) is judged as from every point.
     fn settle(&self, new: &[(String, String, i64, f64)]) -> RiskChanges {
         let fresh: std::collections::HashSet<(&str, &str, i64)> =
             new.iter().map(|(t, c, at, _)| (t.as_str(), c.as_str(), *at)).collect();
@@ -301,7 +304,9 @@ impl SubjectContext {
         for (tenant, customer) in touched {
             let points = &self.history[&(tenant.to_string(), customer.to_string())];
             let kept: std::collections::HashSet<Timestamp> =
-                cxgap_domain::rules::window_low_candidates(points).into_iter().collect();
+                cxgap_domain::rules::window_low_candidates(points, cxgap_domain::rules::RISK_LATENESS_MS)
+                    .into_iter()
+                    .collect();
             for &(at, risk) in points {
                 match (fresh.contains(&(tenant, customer, at.0)), kept.contains(&at)) {
                     (true, true) => keep.push((tenant.to_string(), customer.to_string(), at.0, risk)),

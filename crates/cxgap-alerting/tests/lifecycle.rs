@@ -588,6 +588,53 @@ async fn risk_history_stays_short(url: &str) {
     assert_eq!(store.prune_risk(at(4)).await.unwrap(), 2);
 }
 
+/// A signal emitted out of order, as when partitions move to an analytics instance
+/// whose clock is behind: 0.2 at 0 min and 0.1 at 3 min, each its own batch, then one
+/// emitted at 1 min with 0.5. Its window holds the 0.2, so the jump fires as a rise of 30
+/// points; had the stored history kept only what the later 0.1 leaves, it would not.
+async fn late_signal_judged_against_its_window(url: &str) {
+    let store = AlertStore::connect(url).await.unwrap();
+    let p = Processor {
+        store: store.clone(),
+        config: ProcessorConfig { group: "g".into(), topic: "signals".into(), repeat_ms: 3_600_000 },
+    };
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 - 86_400;
+    let signal = |id: &str, minute: i64, risk: f64| {
+        let mut s = customer_signal(id, "c8", risk, 10.0);
+        s.emitted_at = Some(prost_types::Timestamp { seconds: start + minute * 60, nanos: 0 });
+        s
+    };
+    let mut stream = Stream { next: 0 };
+    p.process(0, &stream.batch(&[signal("l0", 0, 0.2)])).await.unwrap();
+    p.process(0, &stream.batch(&[signal("l3", 3, 0.1)])).await.unwrap();
+    assert!(store.alerts("acme", &[], 100, None).await.unwrap().iter().all(|a| a.rule_id != "churn-risk-jump"));
+    p.process(0, &stream.batch(&[signal("l1", 1, 0.5)])).await.unwrap();
+
+    let alerts = store.alerts("acme", &[AlertState::Firing], 100, None).await.unwrap();
+    let jump = alerts.iter().find(|a| a.rule_id == "churn-risk-jump").expect("the late signal's jump fired");
+    assert!(jump.summary.contains("rose 30 points to 50%"), "{}", jump.summary);
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let stored: Vec<(i64,)> =
+        sqlx::query_as("SELECT at FROM alerting_risk WHERE tenant_id = 'acme' AND customer_id = 'c8' ORDER BY at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let at = |minute: i64| ((start + minute * 60) * 1000,);
+    assert_eq!(stored, [at(0), at(1), at(3)], "the last five minutes are kept whole");
+}
+
+#[tokio::test]
+async fn late_signal_postgres() {
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    late_signal_judged_against_its_window(&db.url).await;
+}
+
+#[tokio::test]
+async fn late_signal_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    late_signal_judged_against_its_window(&format!("sqlite:{}", dir.path().join("a.db").display())).await;
+}
+
 #[tokio::test]
 async fn risk_history_postgres() {
     let db = cxgap_testkit::TestDb::new().await.unwrap();

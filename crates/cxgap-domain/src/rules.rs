@@ -100,20 +100,36 @@ impl RiskJump {
     }
 }
 
-/// Of a customer's risk points, the ones that can still be the lowest in a window ending
-/// at or after the last of them (as [`RiskJump`] looks for): a point with a later point at
-/// or below it never is, since that later point is in every such window it is in. What is
-/// left rises with time, so it stays short whatever the number of points; the rest can be
-/// forgotten. Returns the times of the points to keep; `points` in any order, one per time.
-pub fn window_low_candidates(points: &[(Timestamp, f64)]) -> Vec<Timestamp> {
+/// How far out of time order a customer's risk signals may arrive and still be judged
+/// against every point that could be their window's lowest. A signal's time is when
+/// analytics emitted it, so signals of one customer come out of order only when the
+/// analytics instance that owns its partition changes and the clocks of the two differ;
+/// five minutes is far more skew than NTP leaves, and costs only the points of the last
+/// five minutes kept whole.
+pub const RISK_LATENESS_MS: i64 = 5 * 60_000;
+
+/// Of a customer's risk points, the ones that can still be the lowest in the window of a
+/// signal at or after `lateness_ms` before the last of them (as [`RiskJump`] looks for).
+/// A point with a later point at or below it, itself at least `lateness_ms` older than
+/// the last point, never is: that later point is in every such window the first is in.
+/// Points within `lateness_ms` of the last are all kept, since a late signal can fall
+/// between any two of them. What is left rises with time before that, so it stays short
+/// whatever the number of points; the rest can be forgotten. Returns the times of the
+/// points to keep; `points` in any order, one per time.
+pub fn window_low_candidates(points: &[(Timestamp, f64)], lateness_ms: i64) -> Vec<Timestamp> {
     let mut by_time: Vec<&(Timestamp, f64)> = points.iter().collect();
     by_time.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let Some(last) = by_time.first().map(|p| p.0.0) else { return Vec::new() };
+    let settled = last.saturating_sub(lateness_ms.max(0));
+    // The lowest risk among the points already passed (later ones) that are settled.
     let mut lowest_later = f64::INFINITY;
     let mut keep = Vec::new();
     for &(t, r) in by_time {
-        if r < lowest_later {
+        if t.0 > settled || r < lowest_later {
             keep.push(t);
-            lowest_later = r;
+        }
+        if t.0 <= settled {
+            lowest_later = lowest_later.min(r);
         }
     }
     keep.reverse();
@@ -281,12 +297,34 @@ mod tests {
     }
 
     #[test]
-    fn only_points_below_every_later_point_are_kept() {
+    fn only_points_below_every_later_settled_point_are_kept() {
         let at = |h: i64| Timestamp(h * 3_600_000);
         let pts = [(at(3), 0.5), (at(1), 0.4), (at(2), 0.6), (at(4), 0.5), (at(5), 0.7)];
         // 0.6 at 2 h and 0.5 at 3 h have a later point as low (0.5 at 4 h): gone.
-        assert_eq!(window_low_candidates(&pts), vec![at(1), at(4), at(5)]);
-        assert!(window_low_candidates(&[]).is_empty());
+        assert_eq!(window_low_candidates(&pts, 0), vec![at(1), at(4), at(5)]);
+        assert_eq!(window_low_candidates(&pts, RISK_LATENESS_MS), vec![at(1), at(4), at(5)]);
+        // With the last 90 minutes unsettled, 0.5 at 4 h stands for no earlier point.
+        assert_eq!(window_low_candidates(&pts, 90 * 60_000), vec![at(1), at(3), at(4), at(5)]);
+        assert!(window_low_candidates(&[], RISK_LATENESS_MS).is_empty());
+        assert_eq!(window_low_candidates(&pts, i64::MAX), vec![at(1), at(2), at(3), at(4), at(5)]);
+    }
+
+    /// A late signal between two points judged from what was kept: 0.2 at 0 min, 0.1 at 3
+    /// min, then one at 1 min with 0.5. Its window holds 0.2 (a rise of 30 points), which
+    /// settling on arrival order alone would have forgotten for the later 0.1.
+    #[test]
+    fn a_late_signal_is_judged_against_points_its_window_holds() {
+        let min = |m: i64| Timestamp(1_000 * 86_400_000 + m * 60_000);
+        let pts = [(min(0), 0.2), (min(3), 0.1)];
+        let j = RiskJump { delta: 0.25, within_ms: 86_400_000 };
+        let judged = |lateness| {
+            let keep = window_low_candidates(&pts, lateness);
+            let kept: Vec<_> = pts.iter().filter(|p| keep.contains(&p.0)).copied().collect();
+            j.evaluate(&kept, min(1), 0.5).firing
+        };
+        assert!(j.evaluate(&pts, min(1), 0.5).firing);
+        assert!(judged(RISK_LATENESS_MS));
+        assert!(!judged(0), "without lateness the 0.2 is forgotten");
     }
 
     proptest::proptest! {
@@ -305,11 +343,42 @@ mod tests {
                 t += g * 3_600_000;
                 (Timestamp(t), *r as f64 / 100.0)
             }).collect();
-            let keep = window_low_candidates(&pts);
+            let keep = window_low_candidates(&pts, 0);
             let kept: Vec<(Timestamp, f64)> = pts.iter().filter(|p| keep.contains(&p.0)).copied().collect();
             let j = RiskJump { delta: 0.2, within_ms: within_h * 3_600_000 };
             let now = Timestamp(t + after * 3_600_000);
             proptest::prop_assert_eq!(j.evaluate(&pts, now, risk as f64 / 100.0), j.evaluate(&kept, now, risk as f64 / 100.0));
+        }
+
+        /// Signals arriving out of time order, none more than the lateness before the
+        /// latest point so far, are each judged as from every earlier-arrived point when
+        /// the history is settled after every arrival, as the alerting service settles it
+        /// after every batch.
+        #[test]
+        fn late_signals_within_the_lateness_give_the_same_verdicts(
+            arrivals in proptest::collection::vec((0u8..=100, -60i64..40), 1..60),
+            lateness_min in 0i64..30,
+            within_min in 1i64..120,
+        ) {
+            let j = RiskJump { delta: 0.2, within_ms: within_min * 60_000 };
+            let lateness = lateness_min * 60_000;
+            let mut all: Vec<(Timestamp, f64)> = Vec::new();
+            let mut kept: Vec<(Timestamp, f64)> = Vec::new();
+            let mut latest = 0i64;
+            for (risk, step) in arrivals {
+                // Forward by up to 40 minutes, or back by up to the lateness.
+                let t = if step >= 0 { latest + step * 60_000 } else { latest - (-step * 60_000).min(lateness) };
+                if all.iter().any(|p| p.0.0 == t) {
+                    continue;
+                }
+                let (now, risk) = (Timestamp(t), risk as f64 / 100.0);
+                proptest::prop_assert_eq!(j.evaluate(&all, now, risk), j.evaluate(&kept, now, risk));
+                all.push((now, risk));
+                kept.push((now, risk));
+                let keep = window_low_candidates(&kept, lateness);
+                kept.retain(|p| keep.contains(&p.0));
+                latest = latest.max(t);
+            }
         }
     }
 
