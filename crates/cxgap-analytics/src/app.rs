@@ -205,6 +205,7 @@ impl<S: Subscriber, P: Publisher + Clone> App<S, P> {
             processor.dlq.clone(),
             config.signals_topic.clone(),
             hub.clone(),
+            metrics.signal_publish_seconds.clone(),
             stop_signals.clone(),
         ));
         let lag = tokio::spawn(lag_loop(

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub replayed: Counter,
     pub dead_lettered: Counter,
     pub batch_seconds: Histogram,
+    /// From a signal's creation (its batch's start) to the broker's acknowledgement.
+    pub signal_publish_seconds: Histogram,
     pub lag: Family<PartitionLabel, Gauge>,
 }
 
@@ -32,6 +34,7 @@ impl Metrics {
             replayed: Counter::default(),
             dead_lettered: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            signal_publish_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             lag: Family::default(),
         };
         registry.register(
@@ -51,6 +54,11 @@ impl Metrics {
             "cxgap_analytics_batch_seconds",
             "Time to process and commit one batch",
             m.batch_seconds.clone(),
+        );
+        registry.register(
+            "cxgap_analytics_signal_publish_seconds",
+            "Time from a signal's creation, when its batch began, to the broker's acknowledgement of it",
+            m.signal_publish_seconds.clone(),
         );
         m
     }

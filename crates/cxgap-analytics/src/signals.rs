@@ -20,6 +20,7 @@ use cxgap_domain::stats::Estimate;
 use cxgap_domain::{Day, FeedbackEvent, GapState, Timestamp};
 use cxgap_proto::{common as cpb, convert, signals as pb};
 use cxgap_runtime::Shutdown;
+use prometheus_client::metrics::histogram::Histogram;
 use prost::Message;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -462,12 +463,14 @@ pub async fn evaluate_loop(store: AnalyticsStore, hub: SignalHub, interval: Dura
 }
 
 /// Publishes the outbox in order of creation; a row is marked published only after the
-/// broker acknowledged it, so a crash republishes (same id) rather than loses.
+/// broker acknowledged it, so a crash republishes (same id) rather than loses. Each
+/// acknowledged signal's time since it was created (its batch's start) goes to `delay`.
 pub async fn relay<P: Publisher>(
     store: &AnalyticsStore,
     publisher: &P,
     topic: &str,
     batch: usize,
+    delay: Option<&Histogram>,
 ) -> Result<usize, String> {
     let rows = store.unpublished(batch).await.map_err(|e| e.to_string())?;
     if rows.is_empty() {
@@ -488,11 +491,18 @@ pub async fn relay<P: Publisher>(
         })
         .collect();
     let results = publisher.publish(records).await;
+    let acknowledged = now_ms();
     let mut done = Vec::with_capacity(rows.len());
     let mut failed = None;
     for (row, r) in rows.iter().zip(results) {
         match r {
-            Ok(_) => done.push(row),
+            Ok(_) => {
+                // Another instance's clock may be ahead of this one's: never below zero.
+                if let Some(h) = delay {
+                    h.observe((acknowledged - row.created_at).max(0) as f64 / 1e3);
+                }
+                done.push(row)
+            }
             Err(e) => {
                 failed.get_or_insert(e.to_string());
             }
@@ -512,11 +522,12 @@ pub async fn relay_loop<P: Publisher>(
     publisher: P,
     topic: String,
     hub: SignalHub,
+    delay: Histogram,
     shutdown: Shutdown,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match relay(&store, &publisher, &topic, 500).await {
+        match relay(&store, &publisher, &topic, 500, Some(&delay)).await {
             Ok(n) if n > 0 => {
                 backoff = Duration::from_millis(100);
                 continue;
@@ -537,7 +548,7 @@ pub async fn relay_loop<P: Publisher>(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-    if let Err(e) = relay(&store, &publisher, &topic, 10_000).await {
+    if let Err(e) = relay(&store, &publisher, &topic, 10_000, Some(&delay)).await {
         warn!(error = %e, "signals left in the outbox at shutdown; they go out on the next start");
     }
 }

@@ -288,8 +288,14 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
     assert_eq!(store.prune_signals(i64::MAX).await.unwrap(), 0, "signals in the outbox outlive their retention");
     let bus = MemoryBus::new();
     bus.ensure_topics(&[TopicSpec { name: "signals".into(), partitions: 2, replication: 1 }]).await.unwrap();
-    assert_eq!(relay(store, &bus, "signals", 10_000).await.unwrap(), pending.len());
-    assert_eq!(relay(store, &bus, "signals", 10_000).await.unwrap(), 0, "published rows are not sent again");
+    let delay = prometheus_client::metrics::histogram::Histogram::new([0.001, 1.0]);
+    assert_eq!(relay(store, &bus, "signals", 10_000, Some(&delay)).await.unwrap(), pending.len());
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("publish_delay", "", delay);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains(&format!("publish_delay_count {}", pending.len())), "each published signal timed: {text}");
+    assert_eq!(relay(store, &bus, "signals", 10_000, None).await.unwrap(), 0, "published rows are not sent again");
     let published = bus.records("signals");
     assert_eq!(published.len(), pending.len());
     let mut newest: std::collections::BTreeMap<(String, String), u64> = Default::default();
@@ -321,7 +327,7 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
     assert!(stored > 0);
     p.signals.committed(["acme".to_string()]);
     assert_eq!(evaluate_dirty(store, &p.signals).await.unwrap(), 0, "unchanged figures are not stored again");
-    relay(store, &bus, "signals", 10_000).await.unwrap();
+    relay(store, &bus, "signals", 10_000, None).await.unwrap();
     let as_of = Day(D0 + 59);
     // The newest helpline figures published for acme.
     let helpline_signal = || {
@@ -353,7 +359,7 @@ async fn signals(store: &AnalyticsStore, p: &Processor<MemoryBus>, offline: &Gap
         .collect();
     p.process(0, &batch).await.unwrap();
     assert!(evaluate_dirty(store, &p.signals).await.unwrap() > 0);
-    relay(store, &bus, "signals", 10_000).await.unwrap();
+    relay(store, &bus, "signals", 10_000, None).await.unwrap();
     let mut offline = offline.clone();
     for e in &more {
         offline.apply(e);

@@ -530,9 +530,29 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
     ))?)
     .await?;
     let alerting_grpc = alerting.grpc_addr();
+    // (figure key, service, its metrics' address, histogram, what its mean is)
     let batch_metrics = [
-        ("analytics", analytics.http_addr(), "cxgap_analytics_batch_seconds"),
-        ("alerting", alerting.http_addr(), "cxgap_alerting_batch_seconds"),
+        (
+            "batch_mean_analytics",
+            "analytics",
+            analytics.http_addr(),
+            "cxgap_analytics_batch_seconds",
+            "analytics: mean time of a batch, processed and committed",
+        ),
+        (
+            "batch_mean_alerting",
+            "alerting",
+            alerting.http_addr(),
+            "cxgap_alerting_batch_seconds",
+            "alerting: mean time of a batch, processed and committed",
+        ),
+        (
+            "signal_publish_mean",
+            "analytics",
+            analytics.http_addr(),
+            "cxgap_analytics_signal_publish_seconds",
+            "analytics: mean time from a batch's start to its signals acknowledged by the broker",
+        ),
     ];
     let services = vec![tokio::spawn(analytics.run(stop.clone())), tokio::spawn(alerting.run(stop.clone()))];
 
@@ -679,17 +699,18 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
         }
         results.add(f);
         if i == last {
-            for ((service, _, _), (b, a)) in batch_metrics.iter().zip(before.iter().zip(&after)) {
-                let (took, batches) = (a.0 - b.0, a.1 - b.1);
-                if batches > 0.0 {
+            for ((key, _, _, _, label), (b, a)) in batch_metrics.iter().zip(before.iter().zip(&after)) {
+                let (took, count) = (a.0 - b.0, a.1 - b.1);
+                if count > 0.0 {
+                    let counted = if key.starts_with("batch") { "batches" } else { "signals" };
                     results.add(
                         Figure::new(
-                            &format!("latency_batch_mean_{service}"),
-                            &format!("{service}: mean time of a batch, processed and committed, at {what}"),
-                            took / batches * 1e3,
+                            &format!("latency_{key}"),
+                            &format!("{label}, at {what}"),
+                            took / count * 1e3,
                             "ms",
                         )
-                        .note(format!("{batches:.0} batches in the step, from the service's /metrics")),
+                        .note(format!("{count:.0} {counted} in the step, from the service's /metrics")),
                     );
                 }
             }
@@ -977,10 +998,10 @@ async fn hops(
     ])
 }
 
-/// Each service's batch time so far: (seconds, batches), from its `/metrics`.
-async fn batch_totals(services: &[(&str, SocketAddr, &str)]) -> anyhow::Result<Vec<(f64, f64)>> {
+/// Each histogram's totals so far: (seconds, observations), from its service's `/metrics`.
+async fn batch_totals(services: &[(&str, &str, SocketAddr, &str, &str)]) -> anyhow::Result<Vec<(f64, f64)>> {
     let mut out = Vec::with_capacity(services.len());
-    for (service, addr, name) in services {
+    for (_, service, addr, name, _) in services {
         let r = cxgap_testkit::http::request(*addr, "GET", "/metrics", &[], b"").await?;
         let totals =
             histogram_totals(&r.text(), name).with_context(|| format!("{service}'s /metrics has no {name}"))?;
