@@ -16,7 +16,8 @@ pub struct Metrics {
     pub replayed: Counter,
     pub dead_lettered: Counter,
     pub batch_seconds: Histogram,
-    /// From a signal's creation (its batch's start) to the broker's acknowledgement.
+    /// From a signal's creation (its batch's start, or its evaluation round's) to the
+    /// broker's acknowledgement: how far the outbox relay is behind.
     pub signal_publish_seconds: Histogram,
     pub lag: Family<PartitionLabel, Gauge>,
 }
@@ -57,7 +58,7 @@ impl Metrics {
         );
         registry.register(
             "cxgap_analytics_signal_publish_seconds",
-            "Time from a signal's creation, when its batch began, to the broker's acknowledgement of it",
+            "Time from a signal's creation (its batch's start, or its evaluation round's) to the broker's acknowledgement of it",
             m.signal_publish_seconds.clone(),
         );
         m

@@ -464,7 +464,8 @@ pub async fn evaluate_loop(store: AnalyticsStore, hub: SignalHub, interval: Dura
 
 /// Publishes the outbox in order of creation; a row is marked published only after the
 /// broker acknowledged it, so a crash republishes (same id) rather than loses. Each
-/// acknowledged signal's time since it was created (its batch's start) goes to `delay`.
+/// acknowledged signal's time since it was created (its batch's start, or its evaluation
+/// round's) goes to `delay`.
 pub async fn relay<P: Publisher>(
     store: &AnalyticsStore,
     publisher: &P,

@@ -530,29 +530,31 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
     ))?)
     .await?;
     let alerting_grpc = alerting.grpc_addr();
-    // (figure key, service, its metrics' address, histogram, what its mean is)
     let batch_metrics = [
-        (
-            "batch_mean_analytics",
-            "analytics",
-            analytics.http_addr(),
-            "cxgap_analytics_batch_seconds",
-            "analytics: mean time of a batch, processed and committed",
-        ),
-        (
-            "batch_mean_alerting",
-            "alerting",
-            alerting.http_addr(),
-            "cxgap_alerting_batch_seconds",
-            "alerting: mean time of a batch, processed and committed",
-        ),
-        (
-            "signal_publish_mean",
-            "analytics",
-            analytics.http_addr(),
-            "cxgap_analytics_signal_publish_seconds",
-            "analytics: mean time from a batch's start to its signals acknowledged by the broker",
-        ),
+        ServiceHistogram {
+            key: "batch_mean_analytics",
+            service: "analytics",
+            addr: analytics.http_addr(),
+            metric: "cxgap_analytics_batch_seconds",
+            label: "analytics: mean time of a batch, processed and committed",
+            counts: "batches",
+        },
+        ServiceHistogram {
+            key: "batch_mean_alerting",
+            service: "alerting",
+            addr: alerting.http_addr(),
+            metric: "cxgap_alerting_batch_seconds",
+            label: "alerting: mean time of a batch, processed and committed",
+            counts: "batches",
+        },
+        ServiceHistogram {
+            key: "signal_publish_mean",
+            service: "analytics",
+            addr: analytics.http_addr(),
+            metric: "cxgap_analytics_signal_publish_seconds",
+            label: "analytics: mean time from a batch's start to its signals acknowledged by the broker",
+            counts: "signals",
+        },
     ];
     let services = vec![tokio::spawn(analytics.run(stop.clone())), tokio::spawn(alerting.run(stop.clone()))];
 
@@ -699,18 +701,17 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
         }
         results.add(f);
         if i == last {
-            for ((key, _, _, _, label), (b, a)) in batch_metrics.iter().zip(before.iter().zip(&after)) {
+            for (h, (b, a)) in batch_metrics.iter().zip(before.iter().zip(&after)) {
                 let (took, count) = (a.0 - b.0, a.1 - b.1);
                 if count > 0.0 {
-                    let counted = if key.starts_with("batch") { "batches" } else { "signals" };
                     results.add(
                         Figure::new(
-                            &format!("latency_{key}"),
-                            &format!("{label}, at {what}"),
+                            &format!("latency_{}", h.key),
+                            &format!("{}, at {what}", h.label),
                             took / count * 1e3,
                             "ms",
                         )
-                        .note(format!("{count:.0} {counted} in the step, from the service's /metrics")),
+                        .note(format!("{count:.0} {} in the step, from the service's /metrics", h.counts)),
                     );
                 }
             }
@@ -998,10 +999,21 @@ async fn hops(
     ])
 }
 
+/// A histogram of seconds a service keeps, read at the target step: its mean is a figure.
+struct ServiceHistogram {
+    key: &'static str,
+    service: &'static str,
+    addr: SocketAddr,
+    metric: &'static str,
+    label: &'static str,
+    /// What one observation is: "batches", "signals".
+    counts: &'static str,
+}
+
 /// Each histogram's totals so far: (seconds, observations), from its service's `/metrics`.
-async fn batch_totals(services: &[(&str, &str, SocketAddr, &str, &str)]) -> anyhow::Result<Vec<(f64, f64)>> {
-    let mut out = Vec::with_capacity(services.len());
-    for (_, service, addr, name, _) in services {
+async fn batch_totals(histograms: &[ServiceHistogram]) -> anyhow::Result<Vec<(f64, f64)>> {
+    let mut out = Vec::with_capacity(histograms.len());
+    for ServiceHistogram { service, addr, metric: name, .. } in histograms {
         let r = cxgap_testkit::http::request(*addr, "GET", "/metrics", &[], b"").await?;
         let totals =
             histogram_totals(&r.text(), name).with_context(|| format!("{service}'s /metrics has no {name}"))?;
