@@ -16,27 +16,40 @@ use std::time::{Duration, Instant};
 pub const MEMORY_CHILD: &str = "CXGAP_BENCH_MEMORY_CUSTOMERS";
 
 /// Best of `runs` timings: the least disturbed by the rest of the machine.
-fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
-    let mut best = Duration::MAX;
+fn best<T>(runs: usize, f: impl FnMut() -> T) -> (Duration, T) {
+    let (times, out) = timed(runs, f);
+    (times.into_iter().min().expect("runs > 0"), out)
+}
+
+/// Every one of `runs` timings, in order, with the last run's result.
+fn timed<T>(runs: usize, mut f: impl FnMut() -> T) -> (Vec<Duration>, T) {
+    let mut times = Vec::with_capacity(runs);
     let mut out = None;
     for _ in 0..runs {
         let t = Instant::now();
         let r = f();
-        best = best.min(t.elapsed());
+        times.push(t.elapsed());
         out = Some(r);
     }
-    (best, out.expect("runs > 0"))
+    (times, out.expect("runs > 0"))
+}
+
+/// The rate of each run, in order: a noisy machine shows as a wide spread beside the best.
+fn each_run(events: usize, times: &[Duration]) -> String {
+    let rates: Vec<String> = times.iter().map(|t| format!("{:.0}k", events as f64 / t.as_secs_f64() / 1e3)).collect();
+    format!("the best of {} runs (in events/s: {})", times.len(), rates.join(", "))
 }
 
 pub fn throughput(results: &mut Results, n: usize) {
     let now = crate::workload::now_ms();
     let customers = (n as u64 / 5).max(1);
     let events: Vec<_> = (0..n as u64).map(|i| spec("engine", i, customers).to_domain(now)).collect();
-    let (t, state) = best(3, || {
+    let (times, state) = timed(3, || {
         let mut s = GapState::new();
         s.apply_all(&events, |_, _| ());
         s
     });
+    let t = times.iter().copied().min().expect("three runs");
     results.add(
         Figure::new(
             "engine_apply",
@@ -46,11 +59,14 @@ pub fn throughput(results: &mut Results, n: usize) {
         )
         .target(Target::AtLeast(2_000_000.0))
         .note(format!(
-            "{n} events, {customers} customers, {} cells; sentiment of comments included, validation excluded",
-            state.cell_count()
+            "{n} events, {customers} customers, {} cells; sentiment of comments included, validation excluded; {}",
+            state.cell_count(),
+            each_run(n, &times)
         )),
     );
-    let (t, customers_kept) = (0..3).map(|_| in_batches(&events, BATCH)).min_by_key(|r| r.0).expect("three runs");
+    let runs: Vec<(Duration, usize)> = (0..3).map(|_| in_batches(&events, BATCH)).collect();
+    let (t, customers_kept) = runs.iter().copied().min_by_key(|r| r.0).expect("three runs");
+    let times: Vec<Duration> = runs.iter().map(|r| r.0).collect();
     results.add(
         Figure::new(
             "engine_apply_batches",
@@ -63,7 +79,8 @@ pub fn throughput(results: &mut Results, n: usize) {
             "the same {n} events in batches of {BATCH} (analytics' default CXGAP_BATCH_MAX_EVENTS); per batch a \
              new state, the batch's stored customers put in, the events applied, the state taken apart for \
              writing (cells and customers); {customers_kept} customers at the end; the map that stands in for \
-             PostgreSQL holds them as JSON, decoded before each batch as analytics reads them, outside the clock"
+             PostgreSQL holds them as JSON, decoded before each batch as analytics reads them, outside the clock; {}",
+            each_run(n, &times)
         )),
     );
     let as_of = state.last_day().expect("events were applied");
