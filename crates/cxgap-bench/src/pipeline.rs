@@ -411,7 +411,7 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
     // asking for the same fetch wait as analytics' consumer. This broker holds every fetch
     // for the whole wait even when it has records, so under librdkafka's default of 500 ms
     // the baseline read about 50,000 events/s on every machine whatever its speed; at
-    // analytics' 10 ms it read 171k–185k (2026-12-02, thirty-third run).
+    // analytics' 10 ms it read 163k–187k (2026-12-02, thirty-third run).
     let total = n + m + 1; // and the warm-up event
     let kafka = KafkaConfig::new(broker.bootstrap());
     let publisher = KafkaPublisher::new(kafka.clone())?;
