@@ -416,13 +416,10 @@ pub async fn throughput(results: &mut Results, n: usize) -> anyhow::Result<()> {
     let kafka = KafkaConfig::new(broker.bootstrap());
     let publisher = KafkaPublisher::new(kafka.clone())?;
     let partitions: Vec<i32> = publisher.end_offsets(FEEDBACK).await?.into_iter().map(|(p, _)| p).collect();
-    let fetch_wait_ms = kafka.fetch_wait.as_millis().max(1);
-    let bare: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "bare")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .create()?;
+    let mut bare = kafka.consumer_client();
+    bare.set("group.id", "bare").set("enable.auto.commit", "false");
+    let fetch_wait_ms = bare.get("fetch.wait.max.ms").unwrap_or("librdkafka's default").to_string();
+    let bare: StreamConsumer = bare.create()?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition_offset(FEEDBACK, *p, rdkafka::Offset::Beginning)?;
@@ -646,11 +643,11 @@ pub async fn latency(results: &mut Results, rate: Option<f64>, seconds: u64, cal
     let last = ladder.len() - 1;
     let postgres = postmaster(&db).await;
     for (i, (rate, run, what)) in ladder.into_iter().enumerate() {
-        let before = batch_totals(&batch_metrics).await?;
+        let before = service_totals(&batch_metrics).await?;
         let cores = CoreMeter::start(broker.pid(), postgres);
         let step = open_loop(&client, &key, &alerted, rate, seconds, run).await?;
         let cores = cores.cores();
-        let after = batch_totals(&batch_metrics).await?;
+        let after = service_totals(&batch_metrics).await?;
         let note = format!(
             "{} probes, {} without an alert after 10 s, {} failed requests; {:.0} events/s for {seconds} s",
             step.ms.len(),
@@ -1016,7 +1013,7 @@ struct ServiceHistogram {
 }
 
 /// Each histogram's totals so far: (seconds, observations), from its service's `/metrics`.
-async fn batch_totals(histograms: &[ServiceHistogram]) -> anyhow::Result<Vec<(f64, f64)>> {
+async fn service_totals(histograms: &[ServiceHistogram]) -> anyhow::Result<Vec<(f64, f64)>> {
     let mut out = Vec::with_capacity(histograms.len());
     for ServiceHistogram { service, addr, metric: name, .. } in histograms {
         let r = cxgap_testkit::http::request(*addr, "GET", "/metrics", &[], b"").await?;

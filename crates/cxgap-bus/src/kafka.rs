@@ -61,7 +61,10 @@ impl KafkaConfig {
     /// Apache Kafka, answering as soon as records arrive, does not need.
     pub const FETCH_WAIT: Duration = Duration::from_millis(10);
 
-    fn consumer_client(&self) -> ClientConfig {
+    /// The settings every consumer of this configuration starts from: the brokers, the
+    /// fetch wait, then `extra`. Public so that a baseline (the bench's bare consumer)
+    /// asks the broker what the services' consumers ask.
+    pub fn consumer_client(&self) -> ClientConfig {
         let wait = self.fetch_wait.as_millis().max(1).to_string();
         self.client_with(&[("fetch.wait.max.ms", wait.as_str())])
     }
