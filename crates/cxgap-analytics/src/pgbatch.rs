@@ -47,6 +47,9 @@ pub(crate) const LOGGED_KEYS_MAX: usize = 128;
 /// the same statement logs the cells' keys with that stamp in the change log (one row; see
 /// `AnalyticsStore::cells_since`): it reuses the keys' parameters and costs no round trip.
 ///
+/// Each row is the writing partition's share of its cell (migration 1009): batches of
+/// different partitions never wait on each other's cell rows.
+///
 /// The keys come as five arrays, unnested; the values as one array of every row's values
 /// in row order, each read by its position (`$7[(i - 1) * width + k]`). `UNNEST` of one
 /// array per value column made the server call a set-returning function per value, 82 per
@@ -66,11 +69,11 @@ fn cell_upsert_sql() -> &'static str {
              CASE WHEN keyed THEN $4::text[] END, CASE WHEN keyed THEN $5::text[] END, \
              CASE WHEN keyed THEN $6::text[] END, $8::bigint \
              FROM (SELECT cardinality($2::bigint[]) AS n, cardinality($2::bigint[]) <= {LOGGED_KEYS_MAX} AS keyed) AS c) \
-             INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}, changed_xid) \
-             SELECT $1, u.day, u.channel, u.stage, u.touchpoint, u.segment, {}, pg_current_xact_id()::text::bigint \
+             INSERT INTO analytics_cells (tenant_id, day, channel, stage, touchpoint, segment, {}, changed_xid, partition_id) \
+             SELECT $1, u.day, u.channel, u.stage, u.touchpoint, u.segment, {}, pg_current_xact_id()::text::bigint, $9 \
              FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY \
              AS u(day, channel, stage, touchpoint, segment, i) \
-             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment) DO UPDATE SET {}, \
+             ON CONFLICT (tenant_id, day, channel, stage, touchpoint, segment, partition_id) DO UPDATE SET {}, \
              changed_xid = excluded.changed_xid",
             cols.join(", "),
             values.join(", "),
@@ -159,6 +162,7 @@ pub(crate) async fn write_cells(
     tenant: &str,
     cells: &[CellRow<'_>],
     writer: i64,
+    partition: i32,
 ) -> Result<(), StoreError> {
     if cells.is_empty() {
         return Ok(());
@@ -171,7 +175,8 @@ pub(crate) async fn write_cells(
         .bind(cells.iter().map(|(c, _, _)| c.3.as_deref().unwrap_or_default()).collect::<Vec<_>>())
         .bind(cells.iter().map(|(_, segment, _)| *segment).collect::<Vec<_>>())
         .bind(cells.iter().flat_map(|(_, _, row)| row.iter().copied()).collect::<Vec<i64>>())
-        .bind(writer);
+        .bind(writer)
+        .bind(partition);
     q.execute(conn).await.map_err(classify)?;
     Ok(())
 }

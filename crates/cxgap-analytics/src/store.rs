@@ -255,7 +255,16 @@ async fn read_cells(
     let (sql, since) = match changed {
         Changed::Nothing => return Ok(Vec::new()),
         Changed::All => (window, None),
-        Changed::Stamped(since) => (format!("{window} AND changed_xid >= $3"), Some(since)),
+        // Every partition's row of a cell any of whose rows changed: the cell's whole sums.
+        Changed::Stamped(since) => (
+            format!(
+                "{window} AND EXISTS (SELECT 1 FROM analytics_cells d WHERE d.tenant_id = $1 \
+                 AND d.day = analytics_cells.day AND d.channel = analytics_cells.channel \
+                 AND d.stage = analytics_cells.stage AND d.touchpoint = analytics_cells.touchpoint \
+                 AND d.segment = analytics_cells.segment AND d.changed_xid >= $3)"
+            ),
+            Some(since),
+        ),
         // A cell changed by several batches is read once; `OFFSET 0` keeps each a lookup by
         // the key, whatever the statistics of the young log say.
         Changed::Logged(since, _) => (
@@ -283,6 +292,24 @@ async fn read_cells(
     }
     let rows: Vec<AnyRow> = q.fetch_all(conn).await.map_err(classify)?;
     rows.iter().map(decode_cell).collect()
+}
+
+/// Each cell once, its partitions' rows added up (PostgreSQL keeps a row per writing
+/// partition, migration 1009), in the order of their first rows.
+fn whole_cells(rows: Vec<(CellCoords, CellAgg)>) -> Vec<(CellCoords, CellAgg)> {
+    let mut at: HashMap<CellCoords, usize> = HashMap::with_capacity(rows.len());
+    let mut cells: Vec<(CellCoords, CellAgg)> = Vec::with_capacity(rows.len());
+    for (coords, agg) in rows {
+        match at.entry(coords) {
+            std::collections::hash_map::Entry::Occupied(e) => cells[*e.get()].1.merge(&agg),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let coords = e.key().clone();
+                e.insert(cells.len());
+                cells.push((coords, agg));
+            }
+        }
+    }
+    cells
 }
 
 /// A writer id for this instance's change-log rows: random, so instances that start
@@ -422,7 +449,7 @@ impl AnalyticsStore {
             Some(pg) => Tx::Pg(pg.begin_with(pgbatch::BEGIN).await.map_err(classify)?),
             None => Tx::Any(self.pool.begin().await.map_err(classify)?),
         };
-        let mut tx = PartitionTx { tx, now_ms, writer: self.writer };
+        let mut tx = PartitionTx { tx, now_ms, writer: self.writer, partition };
         tx.move_offset(group, topic, partition, expected, next).await?;
         Ok(tx)
     }
@@ -590,8 +617,8 @@ impl AnalyticsStore {
     ///   server does without sending the unchanged cells; this read takes this instance's
     ///   changed cells too.
     ///
-    /// Rows come with their whole sums as of the snapshot ([`GapState::set_cell`]); a row
-    /// read twice is harmless. SQLite gives no mark and every read is whole.
+    /// Each cell comes once, with its whole sums as of the snapshot (all its partitions'
+    /// rows added up; [`GapState::set_cell`]); a cell read twice is harmless. SQLite gives no mark and every read is whole.
     pub async fn cells_since<T>(
         &self,
         tenant: &str,
@@ -651,7 +678,7 @@ impl AnalyticsStore {
                 }
             }
         };
-        let cells = read_cells(&mut tx, tenant, from_day.0 as i64, changed).await?;
+        let cells = whole_cells(read_cells(&mut tx, tenant, from_day.0 as i64, changed).await?);
         tx.commit().await.map_err(classify)?;
         Ok((
             CellRead {
@@ -745,6 +772,9 @@ pub struct PartitionTx {
     tx: Tx,
     now_ms: i64,
     writer: i64,
+    /// The partition whose share of the cells this batch adds to (see
+    /// `pgbatch::write_cells`): a group's first.
+    partition: i32,
 }
 
 #[derive(Debug)]
@@ -907,7 +937,7 @@ impl PartitionTx {
         }
         match &mut self.tx {
             Tx::Pg(tx) => {
-                pgbatch::write_cells(tx, &t.tenant, &cells, self.writer).await?;
+                pgbatch::write_cells(tx, &t.tenant, &cells, self.writer, self.partition).await?;
                 pgbatch::write_customers(tx, &t.tenant, &customers, now_ms).await?;
             }
             Tx::Any(tx) => write_values(tx, &t.tenant, &cells, &customers, now_ms).await?,

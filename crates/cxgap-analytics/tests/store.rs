@@ -663,6 +663,66 @@ async fn large_batches_log_no_keys_and_reads_after_them_go_by_the_stamps() {
     assert_eq!(logged, [(10, false), (1, false), (589, true)]);
 }
 
+/// A cell's sums are kept as a row per partition that writes to it (migration 1009): a
+/// partition's batch does not wait on another's open batch that touched the same cells,
+/// and every read (whole, by key, by the stamps, the offline load) adds a cell's rows up.
+#[tokio::test]
+async fn partitions_keep_their_own_rows_of_a_cell_and_reads_add_them_up() {
+    use std::collections::BTreeMap;
+    let db = cxgap_testkit::TestDb::new().await.unwrap();
+    let store = AnalyticsStore::connect(&db.url).await.unwrap();
+    let reader = AnalyticsStore::connect(&db.url).await.unwrap();
+    let mut s = GapState::new();
+    for i in 0..40 {
+        s.apply(&event(i));
+    }
+    let cells = s.snapshot().cells;
+    let mut twice = GapState::new();
+    for (coords, agg) in cells.iter().chain(&cells) {
+        twice.merge_cell(coords, agg);
+    }
+    let want: BTreeMap<_, _> = twice.snapshot().cells.into_iter().collect();
+    let sums = |read: &cxgap_analytics::store::CellRead| {
+        let got: BTreeMap<_, _> = read.cells.iter().cloned().collect();
+        assert_eq!(got.len(), read.cells.len(), "a cell came more than once");
+        got
+    };
+
+    store.commit(&cells_batch(0, None, &cells)).await.unwrap();
+    let first = read(&reader, None, 0).await;
+    // Partition 0's next batch holds its rows of every cell, uncommitted, while partition 1
+    // adds to the same cells.
+    let mut open = store.begin_batch("g", "feedback", 0, Some(1), 2, 0).await.unwrap();
+    open.write(&cells_batch(0, Some(1), &cells).tenants[0]).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(20), store.commit(&cells_batch(1, None, &cells)))
+        .await
+        .expect("partition 1's batch waited on partition 0's open batch")
+        .unwrap();
+    drop(open);
+
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition_id, count(*) FROM analytics_cells GROUP BY partition_id ORDER BY partition_id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(rows, [(0, cells.len() as i64), (1, cells.len() as i64)]);
+
+    let whole = read(&reader, None, 0).await;
+    assert!(whole.whole);
+    assert_eq!(sums(&whole), want);
+    let by_key = read(&reader, first.mark, 1 << 20).await;
+    assert!(!by_key.whole && by_key.keyed);
+    assert_eq!(sums(&by_key), want, "partition 1 changed every cell: each is read whole");
+    let by_stamp = read(&reader, first.mark, 1).await;
+    assert!(!by_stamp.whole && !by_stamp.keyed);
+    assert_eq!(sums(&by_stamp), want);
+    let loaded: BTreeMap<_, _> =
+        store.load("acme", Some(Day(D0)), false).await.unwrap().snapshot().cells.into_iter().collect();
+    assert_eq!(loaded, want);
+}
+
 #[tokio::test]
 async fn sqlite_backend() {
     let dir = tempfile::tempdir().unwrap();
