@@ -618,7 +618,8 @@ impl AnalyticsStore {
     ///   changed cells too.
     ///
     /// Each cell comes once, with its whole sums as of the snapshot (all its partitions'
-    /// rows added up; [`GapState::set_cell`]); a cell read twice is harmless. SQLite gives no mark and every read is whole.
+    /// rows added up; [`GapState::set_cell`]); a cell read twice is harmless. SQLite gives
+    /// no mark and every read is whole.
     pub async fn cells_since<T>(
         &self,
         tenant: &str,
