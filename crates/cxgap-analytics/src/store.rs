@@ -256,6 +256,10 @@ async fn read_cells(
         Changed::Nothing => return Ok(Vec::new()),
         Changed::All => (window, None),
         // Every partition's row of a cell any of whose rows changed: the cell's whole sums.
+        // It scans the window twice where the stamps alone took one scan: 387 against
+        // 122 ms over 165,000 rows (`docs/benchmarks.md`, thirty-fourth run). Taken only
+        // after other instances' large or many changes, or from a mark below the log's
+        // pruning floor.
         Changed::Stamped(since) => (
             format!(
                 "{window} AND EXISTS (SELECT 1 FROM analytics_cells d WHERE d.tenant_id = $1 \
