@@ -299,21 +299,18 @@ async fn read_cells(
 }
 
 /// Each cell once, its partitions' rows added up (PostgreSQL keeps a row per writing
-/// partition, migration 1009), in the order of their first rows.
+/// partition, migration 1009).
 fn whole_cells(rows: Vec<(CellCoords, CellAgg)>) -> Vec<(CellCoords, CellAgg)> {
-    let mut at: HashMap<CellCoords, usize> = HashMap::with_capacity(rows.len());
-    let mut cells: Vec<(CellCoords, CellAgg)> = Vec::with_capacity(rows.len());
+    let mut cells: HashMap<CellCoords, CellAgg> = HashMap::with_capacity(rows.len());
     for (coords, agg) in rows {
-        match at.entry(coords) {
-            std::collections::hash_map::Entry::Occupied(e) => cells[*e.get()].1.merge(&agg),
+        match cells.entry(coords) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(&agg),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let coords = e.key().clone();
-                e.insert(cells.len());
-                cells.push((coords, agg));
+                e.insert(agg);
             }
         }
     }
-    cells
+    cells.into_iter().collect()
 }
 
 /// A writer id for this instance's change-log rows: random, so instances that start
