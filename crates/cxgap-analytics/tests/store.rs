@@ -422,12 +422,20 @@ async fn postgres_backend() {
     conformance(AnalyticsStore::connect(&db.url).await.unwrap()).await;
     // The PostgreSQL-only migration ran here (SQLite, below, skips it).
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
-    let (options,): (Vec<String>,) =
-        sqlx::query_as("SELECT reloptions FROM pg_class WHERE relname = 'analytics_cells'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!(options, ["fillfactor=60"]);
+    let options: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT relname::text, reloptions FROM pg_class \
+         WHERE relname IN ('analytics_cells', 'analytics_customers') ORDER BY relname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        options,
+        [
+            ("analytics_cells".to_string(), vec!["fillfactor=60".to_string()]),
+            ("analytics_customers".to_string(), vec!["fillfactor=70".to_string()])
+        ]
+    );
 }
 
 type Cells = [(cxgap_domain::state::CellCoords, cxgap_domain::aggregate::CellAgg)];
