@@ -420,7 +420,7 @@ async fn outbox_migration_keeps_waiting_signals() {
 async fn postgres_backend() {
     let db = cxgap_testkit::TestDb::new().await.unwrap();
     conformance(AnalyticsStore::connect(&db.url).await.unwrap()).await;
-    // The PostgreSQL-only migration ran here (SQLite, below, skips it).
+    // The PostgreSQL-only migrations ran here (SQLite, below, skips them).
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
     let options: Vec<(String, Vec<String>)> = sqlx::query_as(
         "SELECT relname::text, reloptions FROM pg_class \
